@@ -1,0 +1,33 @@
+"""Digests of the package's own source, so that a rule reruns exactly when the code it runs changes.
+
+Each rule puts ``source_digest(<the modules it runs>)`` in its params; Snakemake reruns a job whose
+params changed. Editing the SAE trainer therefore reruns SAE training and what follows, never
+extraction. Files are read as bytes, never imported (the Snakefile must parse fast).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def module_path(module: str) -> Path:
+    """``'vitsae.sae'`` → the file that holds it (a module file or a subpackage's __init__.py)."""
+    parts = module.split(".")
+    if parts[0] != "vitsae":
+        raise ValueError(f"{module!r} is not a vitsae module")
+    base = PACKAGE_DIR.joinpath(*parts[1:])
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError(f"no source file for module {module!r} under {PACKAGE_DIR}")
+
+
+def source_digest(*modules: str) -> str:
+    """sha256 (first 16 hex digits) over the named modules' source files, order-independent."""
+    h = hashlib.sha256()
+    for module in sorted(set(modules)):
+        h.update(module.encode() + b"\0" + module_path(module).read_bytes() + b"\0")
+    return h.hexdigest()[:16]

@@ -1,0 +1,201 @@
+"""Vision models: DINOv2 (timm) and CLIP (open_clip), run up to one block, with their token layout.
+
+``load_model(spec)`` returns a :class:`VisionModel` whose ``transform`` is the model's own
+preprocessing at the configured image size and whose ``block_output(x, layer)`` runs the model
+only up to transformer block ``layer`` (0-based) and returns that block's output, all tokens,
+``[batch, tokens, d]``, in the order CLS, registers, patches (row-major patch grid).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from dataclasses import asdict, dataclass
+
+import torch
+
+log = logging.getLogger("vitsae.models")
+
+HF_HOST = "huggingface.co"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str  # the config's name for it, e.g. "dinov2-b14"
+    family: str  # "dinov2" | "clip"
+    arch: str  # timm / open_clip architecture name
+    pretrained: bool | str = False
+    image_size: int = 224
+    init_seed: int = 0  # random weights (pretrained: false) are drawn from this seed: same seed, same model
+
+    @classmethod
+    def from_config(cls, name: str, cfg: dict) -> ModelSpec:
+        return cls(name=name, family=cfg["family"], arch=cfg["arch"], pretrained=cfg.get("pretrained", False),
+                   image_size=int(cfg.get("image_size", 224)), init_seed=int(cfg.get("init_seed", 0)))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class WeightsUnavailableError(RuntimeError):
+    """Pretrained weights were asked for but can neither be found in the cache nor downloaded."""
+
+
+@dataclass
+class VisionModel:
+    spec: ModelSpec
+    module: torch.nn.Module
+    transform: object  # PIL image -> float tensor [3, H, W]
+    preprocessing: dict
+    n_blocks: int
+    n_registers: int
+    grid: tuple[int, int]
+    d_model: int
+    weights: dict  # where the weights came from (hub repo, file) or "random"
+
+    @property
+    def token_layout(self) -> dict:
+        n_prefix = 1 + self.n_registers
+        return {
+            "n_tokens": n_prefix + self.grid[0] * self.grid[1],
+            "n_prefix": n_prefix,
+            "n_registers": self.n_registers,
+            "cls_index": 0,
+            "grid": list(self.grid),
+        }
+
+    def check_layer(self, layer: int) -> None:
+        if not 0 <= layer < self.n_blocks:
+            raise ValueError(
+                f"model '{self.spec.name}' ({self.spec.arch}) has blocks 0..{self.n_blocks - 1}; "
+                f"layer {layer} does not exist; fix models.{self.spec.name}.layers in the config"
+            )
+
+    @torch.inference_mode()
+    def block_output(self, x_BCHW: torch.Tensor, layer: int) -> torch.Tensor:
+        """Output of block ``layer`` for all tokens, ``[B, T, D]``; later blocks are not run."""
+        self.check_layer(layer)
+        if self.spec.family == "dinov2":
+            (patches_BPD, prefix_BRD), = self.module.forward_intermediates(
+                x_BCHW, indices=[layer], return_prefix_tokens=True, norm=False, stop_early=True,
+                output_fmt="NLC", intermediates_only=True,
+            )
+        else:
+            out = self.module.forward_intermediates(
+                x_BCHW, indices=[layer], stop_early=True, intermediates_only=True, output_fmt="NLC",
+                output_extra_tokens=True,
+            )
+            (patches_BPD,) = out["image_intermediates"]
+            (prefix_BRD,) = out["image_intermediates_prefix"]
+        return torch.cat([prefix_BRD, patches_BPD], dim=1)
+
+    def blocks(self) -> torch.nn.ModuleList:
+        """The transformer blocks, for forward hooks (tests compare hooks to ``block_output``)."""
+        if self.spec.family == "dinov2":
+            return self.module.blocks
+        return self.module.transformer.resblocks
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+        return False
+    try:
+        socket.create_connection((HF_HOST, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def _cached(repo_id: str, filenames: list[str]) -> str | None:
+    from huggingface_hub import try_to_load_from_cache
+
+    for filename in filenames:
+        path = try_to_load_from_cache(repo_id, filename)
+        if isinstance(path, str):
+            return path
+    return None
+
+
+def _need_weights(spec: ModelSpec, repo_id: str, filenames: list[str]) -> dict:
+    """Fail at once, with what to do, when pretrained weights are neither cached nor downloadable."""
+    cached = _cached(repo_id, filenames)
+    if cached is None and not _hub_reachable():
+        raise WeightsUnavailableError(
+            f"model '{spec.name}' ({spec.family} {spec.arch}, pretrained={spec.pretrained!r}) needs weights from "
+            f"the Hugging Face hub repository '{repo_id}', which is not in the local cache "
+            f"(HF_HOME={os.environ.get('HF_HOME', '~/.cache/huggingface')}) and {HF_HOST} cannot be reached. "
+            f"On a machine with internet run `huggingface-cli download {repo_id}` and copy the cache here "
+            f"(or point HF_HOME at a shared copy), or set models.{spec.name}.pretrained: false for random weights."
+        )
+    if cached is not None:
+        os.environ["HF_HUB_OFFLINE"] = "1"  # use the cache, never wait on the network
+    return {"source": "huggingface", "repo_id": repo_id, "cached_file": cached}
+
+
+def load_model(spec: ModelSpec, device: str | torch.device = "cpu") -> VisionModel:
+    loaders = {"dinov2": _load_dinov2, "clip": _load_clip}
+    if spec.family not in loaders:
+        raise ValueError(f"model '{spec.name}': unknown family {spec.family!r} (dinov2 or clip)")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(spec.init_seed)  # random-weight models are a function of the spec
+        vm = loaders[spec.family](spec)
+    vm.module.to(device).eval()
+    return vm
+
+
+def _load_dinov2(spec: ModelSpec) -> VisionModel:
+    import timm
+    from timm.data import create_transform, resolve_data_config
+
+    if "dinov2" not in spec.arch:
+        raise ValueError(f"model '{spec.name}': family dinov2 needs a timm DINOv2 architecture, got {spec.arch!r}")
+    weights = {"source": "random"}
+    if spec.pretrained:
+        probe = timm.create_model(spec.arch, pretrained=False, img_size=14)
+        repo_id = probe.pretrained_cfg["hf_hub_id"]
+        weights = _need_weights(spec, repo_id, ["model.safetensors", "pytorch_model.bin"])
+    module = timm.create_model(spec.arch, pretrained=bool(spec.pretrained), img_size=spec.image_size,
+                               num_classes=0)
+    # timm's pretrained_cfg still says 518 px after img_size=...: give the size ourselves (FACTS.md).
+    data_cfg = resolve_data_config({"input_size": (3, spec.image_size, spec.image_size)}, model=module)
+    transform = create_transform(**data_cfg, is_training=False)
+    grid = tuple(module.patch_embed.grid_size)
+    preprocessing = {
+        "library": "timm", "input_size": list(data_cfg["input_size"]), "interpolation": data_cfg["interpolation"],
+        "crop_pct": float(data_cfg["crop_pct"]), "crop_mode": data_cfg.get("crop_mode", "center"),
+        "mean": [float(v) for v in data_cfg["mean"]], "std": [float(v) for v in data_cfg["std"]],
+    }
+    return VisionModel(spec, module, transform, preprocessing, n_blocks=len(module.blocks),
+                       n_registers=module.num_prefix_tokens - 1, grid=grid, d_model=module.embed_dim,
+                       weights=weights)
+
+
+def _load_clip(spec: ModelSpec) -> VisionModel:
+    import open_clip
+
+    tag = None
+    weights = {"source": "random"}
+    if spec.pretrained:
+        tag = "openai" if spec.pretrained is True else str(spec.pretrained)
+        pcfg = open_clip.get_pretrained_cfg(spec.arch, tag)
+        if not pcfg:
+            raise ValueError(f"model '{spec.name}': open_clip has no pretrained tag {tag!r} for {spec.arch}; "
+                             f"known: {open_clip.list_pretrained_tags_by_model(spec.arch)}")
+        repo_id = pcfg.get("hf_hub", "").rstrip("/")
+        weights = {**_need_weights(spec, repo_id, ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"]),
+                   "tag": tag}
+    model, _, preprocess = open_clip.create_model_and_transforms(
+        spec.arch, pretrained=tag, force_image_size=spec.image_size
+    )
+    visual = model.visual
+    norm = next(t for t in preprocess.transforms if type(t).__name__ == "Normalize")
+    resize = next(t for t in preprocess.transforms if type(t).__name__ == "Resize")
+    preprocessing = {
+        "library": "open_clip", "input_size": [3, spec.image_size, spec.image_size],
+        "interpolation": str(resize.interpolation.value), "crop_pct": 1.0, "crop_mode": "center",
+        "mean": [float(v) for v in norm.mean], "std": [float(v) for v in norm.std],
+    }
+    grid = tuple(visual.grid_size)
+    return VisionModel(spec, visual, preprocess, preprocessing, n_blocks=len(visual.transformer.resblocks),
+                       n_registers=0, grid=grid, d_model=visual.transformer.width, weights=weights)

@@ -1,0 +1,77 @@
+"""Finding 3: does an SAE trained on dataset A reconstruct dataset B? The transfer table and figure.
+
+Input: one evaluation JSON per (SAE, eval dataset) (vitsae.evaluate). Output: a tidy CSV with one
+row per (model, layer, sweep, SAE, train dataset, eval dataset) and a heatmap per model of
+train × eval FVU, annotated with L0 and dead %, in-domain cells (the diagonal) beside transferred.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import altair as alt
+import pandas as pd
+
+COLUMNS = [
+    "model", "layer", "sweep", "sae_id", "train_dataset", "eval_dataset", "eval_split", "in_domain",
+    "fvu", "mse", "l0", "dead_pct", "dense_pct", "n_tokens",
+]
+
+
+def transfer_table(eval_paths: list[str | Path]) -> pd.DataFrame:
+    rows = []
+    for path in eval_paths:
+        with open(path) as f:
+            rec = json.load(f)
+        rows.append({
+            "model": rec["model"], "layer": int(rec["layer"]), "sweep": rec["sweep"], "sae_id": rec["sae_id"],
+            "train_dataset": rec["train_dataset"], "eval_dataset": rec["eval_dataset"],
+            "eval_split": rec["eval_split"], "in_domain": rec["train_dataset"] == rec["eval_dataset"],
+            "fvu": float(rec["fvu"]), "mse": float(rec["mse"]), "l0": float(rec["l0"]),
+            "dead_pct": 100.0 * float(rec["dead_fraction"]), "dense_pct": 100.0 * float(rec["dense_fraction"]),
+            "n_tokens": int(rec["n_tokens"]),
+        })
+    if not rows:
+        raise ValueError("no evaluation results to tabulate")
+    df = pd.DataFrame(rows, columns=COLUMNS)
+    return df.sort_values(["model", "layer", "sweep", "sae_id", "train_dataset", "eval_dataset"],
+                          ignore_index=True)
+
+
+def transfer_chart(df: pd.DataFrame, note: str = "") -> alt.Chart:
+    d = df.copy()
+    d["panel"] = d["model"] + " · layer " + d["layer"].astype(str) + " · " + d["sweep"]
+    d["cell"] = d.apply(lambda r: f"FVU {r.fvu:.3f}", axis=1)
+    d["detail"] = d.apply(lambda r: f"L0 {r.l0:.1f} · dead {r.dead_pct:.1f}%", axis=1)
+    d["kind"] = d["in_domain"].map({True: "in-domain", False: "transferred"})
+    base = alt.Chart(d).encode(
+        x=alt.X("eval_dataset:N", title="evaluated on"),
+        y=alt.Y("train_dataset:N", title="SAE trained on"),
+    )
+    heat = base.mark_rect().encode(
+        color=alt.Color("fvu:Q", title="FVU (lower is better)", scale=alt.Scale(scheme="viridis", reverse=True)),
+        stroke=alt.condition("datum.in_domain", alt.value("black"), alt.value(None)),
+        strokeWidth=alt.value(2),
+    )
+    text1 = base.mark_text(dy=-7, fontSize=11, fontWeight="bold").encode(text="cell:N", color=alt.value("white"))
+    text2 = base.mark_text(dy=8, fontSize=9).encode(text="detail:N", color=alt.value("white"))
+    layered = alt.layer(heat, text1, text2).properties(width=220, height=160)
+    title = alt.TitleParams(
+        "SAE transfer: reconstruction across datasets",
+        subtitle=[note] if note else [], anchor="start", fontSize=14,
+        subtitleColor="#b00" if note else None,
+    )
+    return layered.facet(facet=alt.Facet("panel:N", title=None), columns=2).properties(title=title)
+
+
+def write_transfer(eval_paths: list[str | Path], csv_path: str | Path, pdf_path: str | Path, note: str = "") -> None:
+    df = transfer_table(eval_paths)
+    for path, write in ((csv_path, lambda p: df.to_csv(p, index=False, float_format="%.6g")),
+                        (pdf_path, lambda p: transfer_chart(df, note).save(p, format="pdf"))):
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}{path.suffix}")
+        write(tmp)
+        os.replace(tmp, path)

@@ -1,0 +1,26 @@
+# Activation store (training split) → one SAE per sweep: sae.safetensors + cfg.json + training log.
+
+
+rule train_sae:
+    input:
+        store="results/activations/{dataset}/{model}/layer{layer}.zarr",
+    output:
+        sae="results/sae/{dataset}/{model}/layer{layer}/{sweep}/{sae_id}/sae.safetensors",
+        cfg="results/sae/{dataset}/{model}/layer{layer}/{sweep}/{sae_id}/cfg.json",
+        log_csv="results/sae/{dataset}/{model}/layer{layer}/{sweep}/{sae_id}/train_log.csv",
+    params:
+        sweep=sweep_settings,
+        code=source_digest("vitsae.sae", "vitsae.store"),
+    log:
+        "results/logs/train_sae/{dataset}/{model}/layer{layer}/{sweep}/{sae_id}.log",
+    benchmark:
+        "results/benchmarks/train_sae/{dataset}/{model}/layer{layer}/{sweep}/{sae_id}.tsv"
+    threads: 2
+    resources:
+        gpu=1,
+        mem_mb=16000,
+        runtime=720,
+    conda:
+        "../../envs/vitsae.yaml"
+    script:
+        "../scripts/train_sae.py"

@@ -1,0 +1,13 @@
+"""Rule extract: run one model up to one block over a dataset's images into a Zarr store."""
+
+from vitsae import activations, runtime
+from vitsae.models import ModelSpec
+
+runtime.setup(snakemake.log[0], snakemake.threads)
+m = snakemake.params.model
+runtime.log_exceptions(lambda: activations.extract(
+    snakemake.input.manifest, snakemake.params.dataset["root"], snakemake.wildcards.dataset,
+    ModelSpec.from_config(m["name"], m), int(snakemake.wildcards.layer), snakemake.output[0],
+    splits=snakemake.params.splits, batch_size=m["batch_size"], num_workers=snakemake.params.num_workers,
+    device=runtime.device(),
+))

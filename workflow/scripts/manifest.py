@@ -1,0 +1,19 @@
+"""Rule manifest: list, decode and hash every image of a dataset into a Parquet manifest."""
+
+from pathlib import Path
+
+from vitsae import manifest, runtime
+
+runtime.setup(snakemake.log[0], snakemake.threads)
+ds = snakemake.params.dataset
+
+
+def run():
+    df = manifest.build_manifest(
+        snakemake.wildcards.dataset, ds["format"], Path(ds["root"]), ds["splits"],
+        max_per_class=ds["max_per_class"], seed=snakemake.params.seed, on_corrupt=ds["on_corrupt"],
+    )
+    manifest.write_manifest(df, snakemake.output[0])
+
+
+runtime.log_exceptions(run)
