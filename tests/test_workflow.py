@@ -1,0 +1,109 @@
+"""End to end: the real Snakemake DAG on the built-in demo, and what a rerun triggers."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+DEMO_CONFIG = REPO / "config" / "config.yaml"
+
+pytestmark = pytest.mark.e2e
+
+
+def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
+           "--cores", "2", *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
+    return proc
+
+
+def job_counts(output: str) -> dict[str, int]:
+    """The 'Job stats' table of a (dry) run: rule → number of jobs."""
+    counts: dict[str, int] = {}
+    lines = output.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.strip() == "Job stats:")
+    for line in lines[start + 3:]:
+        m = re.match(r"^(\w+)\s+(\d+)$", line.strip())
+        if not m or m.group(1) == "total":
+            break
+        counts[m.group(1)] = int(m.group(2))
+    return counts
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("demo")
+    snakemake(workdir, "--configfile", str(DEMO_CONFIG))
+    return workdir
+
+
+def test_demo_produces_the_transfer_figure_and_table(demo):
+    pdf = demo / "results/figures/transfer.pdf"
+    assert pdf.read_bytes().startswith(b"%PDF") and pdf.stat().st_size > 5000
+    df = pd.read_csv(demo / "results/tables/transfer.csv")
+    cfg = yaml.safe_load(DEMO_CONFIG.read_text())
+    models, datasets = sorted(cfg["models"]), sorted(cfg["datasets"])
+    assert sorted(df["model"].unique()) == models
+    pairs = {(r.model, r.train_dataset, r.eval_dataset) for r in df.itertuples()}
+    assert pairs == {(m, a, b) for m in models for a in datasets for b in datasets}
+    assert (df["in_domain"] == (df["train_dataset"] == df["eval_dataset"])).all()
+    assert df["fvu"].between(0, 2).all() and (df["l0"] > 0).all() and df["dead_pct"].between(0, 100).all()
+    # an SAE reconstructs its own dataset's held-out split better than the other dataset
+    for m in models:
+        for a in datasets:
+            rows = df[(df.model == m) & (df.train_dataset == a)].set_index("eval_dataset")["fvu"]
+            assert rows[a] < min(rows[b] for b in datasets if b != a), (m, a, rows.to_dict())
+    # every stage left its log
+    assert len(list((demo / "results/logs/extract").rglob("*.log"))) == len(models) * len(datasets)
+
+
+def test_second_run_does_nothing(demo):
+    out = snakemake(demo, "--configfile", str(DEMO_CONFIG))
+    assert "Nothing to be done" in out.stdout + out.stderr
+
+
+def test_changing_l1_reruns_sae_training_and_what_follows_only(demo):
+    out = snakemake(demo, "-n", "--configfile", str(DEMO_CONFIG), "--config", "sweeps={paper: {l1_coeff: 9.5}}")
+    cfg = yaml.safe_load(DEMO_CONFIG.read_text())
+    n_models, n_data = len(cfg["models"]), len(cfg["datasets"])
+    assert job_counts(out.stdout) == {
+        "all": 1, "train_sae": n_models * n_data, "evaluate": n_models * n_data * n_data, "transfer": 1,
+    }
+
+
+def test_changing_the_sweeps_lr_reruns_training_through_params(demo):
+    out = snakemake(demo, "-n", "--configfile", str(DEMO_CONFIG), "--config", "sweeps={paper: {lr: 0.00123}}")
+    assert set(job_counts(out.stdout)) == {"all", "train_sae", "evaluate", "transfer"}
+
+
+def test_a_typo_in_the_config_fails_before_any_job(tmp_path):
+    cfg = yaml.safe_load(DEMO_CONFIG.read_text())
+    cfg["models"]["clip-b16"]["layer"] = cfg["models"]["clip-b16"].pop("layers")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(cfg))
+    out = snakemake(tmp_path, "-n", "--configfile", str(bad), check=False)
+    assert out.returncode != 0
+    assert "unknown config key 'models.clip-b16.layer'; did you mean 'layers'?" in out.stderr
+    assert not (tmp_path / "results").exists()
+
+
+def test_a_missing_dataset_root_is_named(tmp_path):
+    cfg = yaml.safe_load(DEMO_CONFIG.read_text())
+    cfg["datasets"]["imagenet1k"] = {"format": "imagenet", "root": str(tmp_path / "no" / "imagenet")}
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(cfg))
+    out = snakemake(tmp_path, "-n", "--configfile", str(bad), check=False)
+    assert out.returncode != 0
+    assert f"dataset 'imagenet1k': root {tmp_path / 'no' / 'imagenet'} does not exist" in out.stderr
+
+
+def test_lint_passes(tmp_path):
+    out = snakemake(REPO, "--lint", check=False)
+    assert out.returncode == 0, out.stdout + out.stderr

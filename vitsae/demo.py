@@ -1,0 +1,625 @@
+"""Synthetic demo datasets in the real on-disk layouts, with visual concepts planted at known levels.
+
+Two generators write small JPEG datasets that every later stage reads exactly as it reads the real ones:
+
+- :func:`make_imagenet_demo`: ``root/{train,val}/<wnid>/<wnid>_<i>.JPEG`` with 12 real ImageNet-1K
+  classes from 4 WordNet subtrees (dogs, cats, cars, musical instruments).
+- :func:`make_inat_demo`: ``root/{train_mini,val}/<id:05d>_<Kingdom>_..._<epithet>/<uuid>.jpg`` plus
+  ``root/train_mini.json`` and ``root/val.json`` in iNat2021's COCO-style format, with 16 real insect
+  species in 6 genera, 4 families and 2 orders (every order has 2 families, so an order-level concept
+  is not also a family-level one).
+
+Each image is a background texture with up to three flat-coloured objects on it (numpy + PIL, cheap).
+The concepts, listed in :data:`PLANTED` (one row per concept), are:
+
+- ``texture``: the background pattern, shared by a WordNet subtree (ImageNet, level ``subtree``) or an
+  order (iNat, level ``order``);
+- ``part``: a shape of one colour shared by all species of a genus (iNat, level ``genus``);
+- ``motif``: a two-colour bullseye shared by classes from different subtrees / orders (level ``abstract``);
+- ``class_shape``: a shape of one colour unique to a class (level ``class``) or species (level ``species``).
+
+``members`` are the labels a manifest gives these images: wnids for ImageNet, species directory names
+(``00012_Animalia_..._Vanessa_atalanta``) for iNat. Every drawn colour is a point of the grid
+{0, 85, 170, 255}^3 used by one concept only, so a concept is found in an image by its colour(s) within
+a tolerance of ~40 per channel (object jitter is at most 8, noise sigma 4, JPEG 4:4:4 at quality 90);
+the textures have period 8 px and are told apart by their Fourier peaks. Positions (one object per
+quadrant, random quadrants and offsets), scale (+-15%), colours and noise vary per image; everything is
+drawn from ``numpy.random.default_rng([seed, ...])``, so one seed gives byte-identical files.
+
+Both generators build the tree beside ``root`` and move it into place with ``os.replace``. An existing
+``root`` is replaced only if it is empty or was made by this module (it holds ``.vitsae-demo.json``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+RGB = tuple[int, int, int]
+
+MARKER_NAME = ".vitsae-demo.json"
+JPEG_QUALITY = 90
+TEXTURE_PERIOD = 8  # pixels; stripes and checks are TEXTURE_PERIOD // 2 wide
+OBJECT_JITTER = 8  # max per-channel colour shift of one drawn object
+NOISE_SIGMA = 4.0
+MIN_IMAGE_SIZE = 48
+
+# ---------------------------------------------------------------------------------------------------
+# Classes and taxa
+# ---------------------------------------------------------------------------------------------------
+
+#: WordNet subtree name -> its root synset (WordNet 3.0 noun offset as a wnid).
+IMAGENET_DEMO_SUBTREES: dict[str, str] = {
+    "dogs": "n02084071",  # dog, domestic dog, Canis familiaris
+    "cats": "n02120997",  # feline, felid
+    "cars": "n02958343",  # car, auto, automobile
+    "instruments": "n03800933",  # musical instrument, instrument
+}
+
+#: wnid -> {"name", "subtree"}; all 12 are ImageNet-1K classes.
+IMAGENET_DEMO_CLASSES: dict[str, dict[str, str]] = {
+    "n02085620": {"name": "Chihuahua", "subtree": "dogs"},
+    "n02099601": {"name": "golden retriever", "subtree": "dogs"},
+    "n02106662": {"name": "German shepherd", "subtree": "dogs"},
+    "n02123045": {"name": "tabby", "subtree": "cats"},
+    "n02123597": {"name": "Siamese cat", "subtree": "cats"},
+    "n02129165": {"name": "lion", "subtree": "cats"},
+    "n02930766": {"name": "cab", "subtree": "cars"},
+    "n03100240": {"name": "convertible", "subtree": "cars"},
+    "n04285008": {"name": "sports car", "subtree": "cars"},
+    "n02676566": {"name": "acoustic guitar", "subtree": "instruments"},
+    "n03452741": {"name": "grand piano", "subtree": "instruments"},
+    "n04487394": {"name": "trombone", "subtree": "instruments"},
+}
+
+
+def _taxon(order: str, family: str, genus: str, epithet: str, common_name: str) -> dict[str, str]:
+    return {
+        "kingdom": "Animalia",
+        "phylum": "Arthropoda",
+        "class": "Insecta",
+        "order": order,
+        "family": family,
+        "genus": genus,
+        "specific_epithet": epithet,
+        "name": f"{genus} {epithet}",
+        "common_name": common_name,
+        "supercategory": "Insects",
+    }
+
+
+_SPECIES_UNSORTED = [
+    _taxon("Lepidoptera", "Nymphalidae", "Vanessa", "atalanta", "Red Admiral"),
+    _taxon("Lepidoptera", "Nymphalidae", "Vanessa", "cardui", "Painted Lady"),
+    _taxon("Lepidoptera", "Nymphalidae", "Vanessa", "virginiensis", "American Lady"),
+    _taxon("Lepidoptera", "Nymphalidae", "Danaus", "plexippus", "Monarch"),
+    _taxon("Lepidoptera", "Nymphalidae", "Danaus", "gilippus", "Queen"),
+    _taxon("Lepidoptera", "Nymphalidae", "Danaus", "eresimus", "Soldier"),
+    _taxon("Lepidoptera", "Papilionidae", "Papilio", "glaucus", "Eastern Tiger Swallowtail"),
+    _taxon("Lepidoptera", "Papilionidae", "Papilio", "polyxenes", "Black Swallowtail"),
+    _taxon("Coleoptera", "Coccinellidae", "Coccinella", "septempunctata", "Seven-spotted Lady Beetle"),
+    _taxon("Coleoptera", "Coccinellidae", "Coccinella", "transversoguttata", "Transverse Lady Beetle"),
+    _taxon("Coleoptera", "Coccinellidae", "Coccinella", "novemnotata", "Nine-spotted Lady Beetle"),
+    _taxon("Coleoptera", "Coccinellidae", "Hippodamia", "convergens", "Convergent Lady Beetle"),
+    _taxon("Coleoptera", "Coccinellidae", "Hippodamia", "variegata", "Variegated Lady Beetle"),
+    _taxon("Coleoptera", "Coccinellidae", "Hippodamia", "parenthesis", "Parenthesis Lady Beetle"),
+    _taxon("Coleoptera", "Scarabaeidae", "Cotinis", "nitida", "Green June Beetle"),
+    _taxon("Coleoptera", "Scarabaeidae", "Cotinis", "mutabilis", "Figeater Beetle"),
+]
+
+_RANKS = ("kingdom", "phylum", "class", "order", "family", "genus", "specific_epithet")
+
+
+def _with_ids(species: list[dict[str, str]]) -> list[dict]:
+    """Number species in taxonomic order (as iNat2021 does) and add ``id`` and ``image_dir_name``."""
+    ordered = sorted(species, key=lambda s: tuple(s[r] for r in _RANKS))
+    rows = []
+    for i, s in enumerate(ordered):
+        dir_name = f"{i:05d}_" + "_".join(s[r] for r in _RANKS)
+        rows.append({"id": i, **s, "image_dir_name": dir_name})
+    return rows
+
+
+#: iNat2021 category dicts (id, name, common_name, supercategory, kingdom ... specific_epithet,
+#: image_dir_name), in id order.
+INAT_DEMO_SPECIES: list[dict] = _with_ids(_SPECIES_UNSORTED)
+
+_INAT_DIR: dict[str, str] = {s["name"]: s["image_dir_name"] for s in INAT_DEMO_SPECIES}
+
+# ---------------------------------------------------------------------------------------------------
+# Concepts
+# ---------------------------------------------------------------------------------------------------
+
+TEXTURES = ("hstripes", "vstripes", "diagonal", "checker")
+
+
+@dataclass(frozen=True)
+class Concept:
+    """One planted concept: what is drawn, in which images (``members``, manifest labels)."""
+
+    dataset: str  # "imagenet-demo" | "inat-demo"
+    concept: str
+    kind: str  # "part" | "texture" | "motif" | "class_shape"
+    level: str  # "genus" | "order" | "subtree" | "abstract" | "class" | "species"
+    members: tuple[str, ...]
+    pattern: str  # a shape name (see _SHAPES), "bullseye", or a texture name (see TEXTURES)
+    colours: tuple[RGB, ...]  # objects: 1 colour (bullseye: outer, inner); textures: 2 tones
+    size: float = 0.0  # object side as a fraction of the image side (0 for textures)
+
+    def row(self) -> dict:
+        return {
+            "dataset": self.dataset,
+            "concept": self.concept,
+            "kind": self.kind,
+            "level": self.level,
+            "members": list(self.members),
+        }
+
+
+_COLOUR_NAMES: dict[RGB, str] = {
+    (0, 0, 0): "black",
+    (255, 255, 255): "white",
+    (255, 0, 0): "red",
+    (0, 255, 0): "green",
+    (0, 0, 255): "blue",
+    (255, 255, 0): "yellow",
+    (0, 255, 255): "cyan",
+    (255, 0, 255): "magenta",
+    (255, 170, 0): "orange",
+    (85, 0, 0): "maroon",
+    (0, 170, 0): "mid green",
+    (0, 85, 0): "dark green",
+    (170, 255, 0): "lime",
+    (0, 85, 170): "steel blue",
+    (170, 0, 255): "violet",
+    (0, 0, 170): "navy",
+    (0, 85, 255): "azure",
+    (0, 170, 170): "teal",
+    (0, 170, 255): "sky blue",
+    (85, 0, 170): "indigo",
+    (85, 0, 255): "ultramarine",
+    (85, 85, 0): "olive",
+    (170, 0, 0): "dark red",
+    (170, 0, 85): "crimson",
+    (170, 0, 170): "purple",
+    (255, 85, 170): "pink",
+    (170, 170, 85): "khaki",
+    (85, 85, 170): "slate",
+    (85, 85, 85): "grey",
+    (170, 85, 85): "rose",
+    (85, 170, 85): "sage",
+    (170, 85, 0): "brown",
+    (255, 255, 170): "cream",
+    (170, 170, 255): "lavender",
+    (170, 170, 170): "silver",
+    (255, 170, 170): "light pink",
+    (170, 255, 170): "pale green",
+    (255, 170, 85): "tan",
+}
+
+_TEXTURE_WORDS = {
+    "hstripes": "horizontal stripes",
+    "vstripes": "vertical stripes",
+    "diagonal": "diagonal stripes",
+    "checker": "checkerboard",
+}
+
+
+def _texture(dataset: str, level: str, members: list[str], pattern: str, dark: RGB, light: RGB) -> Concept:
+    name = f"texture: {_COLOUR_NAMES[dark]}/{_COLOUR_NAMES[light]} {_TEXTURE_WORDS[pattern]}"
+    return Concept(dataset, name, "texture", level, tuple(members), pattern, (dark, light))
+
+
+def _object(
+    dataset: str, kind: str, level: str, members: list[str], shape: str, colour: RGB, size: float
+) -> Concept:
+    word = {"part": "part", "class_shape": "shape"}[kind]
+    name = f"{word}: {_COLOUR_NAMES[colour]} {shape.replace('_', ' ')}"
+    return Concept(dataset, name, kind, level, tuple(members), shape, (colour,), size)
+
+
+def _motif(dataset: str, members: list[str], outer: RGB, inner: RGB) -> Concept:
+    name = f"motif: {_COLOUR_NAMES[outer]}/{_COLOUR_NAMES[inner]} bullseye"
+    return Concept(dataset, name, "motif", "abstract", tuple(members), "bullseye", (outer, inner), 0.3)
+
+
+_CLASS_SIZE = 0.3
+_PART_SIZE = 0.22
+
+
+def _imagenet_concepts() -> list[Concept]:
+    ds = "imagenet-demo"
+    by_subtree = {
+        st: [w for w, c in IMAGENET_DEMO_CLASSES.items() if c["subtree"] == st]
+        for st in IMAGENET_DEMO_SUBTREES
+    }
+    concepts = [
+        _texture(ds, "subtree", by_subtree["dogs"], "hstripes", (170, 170, 85), (255, 255, 170)),
+        _texture(ds, "subtree", by_subtree["cats"], "vstripes", (85, 85, 170), (170, 170, 255)),
+        _texture(ds, "subtree", by_subtree["cars"], "diagonal", (85, 85, 85), (170, 170, 170)),
+        _texture(ds, "subtree", by_subtree["instruments"], "checker", (170, 85, 85), (255, 170, 170)),
+        # golden retriever, cab, trombone: a dog, a car and an instrument
+        _motif(ds, ["n02099601", "n02930766", "n04487394"], (255, 255, 255), (0, 255, 255)),
+    ]
+    shapes: dict[str, tuple[str, RGB]] = {
+        "n02085620": ("circle", (255, 0, 0)),
+        "n02099601": ("square", (255, 170, 0)),
+        "n02106662": ("triangle", (85, 0, 0)),
+        "n02123045": ("diamond", (0, 170, 0)),
+        "n02123597": ("plus", (0, 85, 0)),
+        "n02129165": ("star", (170, 255, 0)),
+        "n02930766": ("ring", (255, 255, 0)),
+        "n03100240": ("pentagon", (0, 85, 170)),
+        "n04285008": ("hexagon", (0, 0, 255)),
+        "n02676566": ("wide_ellipse", (170, 0, 255)),
+        "n03452741": ("tall_bar", (0, 0, 0)),
+        "n04487394": ("trapezoid", (255, 0, 255)),
+    }
+    for wnid, (shape, colour) in shapes.items():
+        concepts.append(_object(ds, "class_shape", "class", [wnid], shape, colour, _CLASS_SIZE))
+    return concepts
+
+
+def _inat_concepts() -> list[Concept]:
+    ds = "inat-demo"
+
+    def members(rank: str, value: str) -> list[str]:
+        return [s["image_dir_name"] for s in INAT_DEMO_SPECIES if s[rank] == value]
+
+    concepts = [
+        _texture(ds, "order", members("order", "Lepidoptera"), "diagonal", (85, 170, 85), (170, 255, 170)),
+        _texture(ds, "order", members("order", "Coleoptera"), "checker", (170, 85, 0), (255, 170, 85)),
+    ]
+    parts: dict[str, tuple[str, RGB]] = {
+        "Vanessa": ("wide_bar", (255, 0, 0)),
+        "Danaus": ("down_triangle", (255, 170, 0)),
+        "Papilio": ("chevron", (255, 255, 0)),
+        "Coccinella": ("circle", (0, 0, 0)),
+        "Hippodamia": ("square", (255, 255, 255)),
+        "Cotinis": ("diamond", (0, 255, 0)),
+    }
+    for genus, (shape, colour) in parts.items():
+        concepts.append(_object(ds, "part", "genus", members("genus", genus), shape, colour, _PART_SIZE))
+    concepts.append(
+        _motif(
+            ds,
+            [_INAT_DIR["Vanessa cardui"], _INAT_DIR["Hippodamia convergens"]],
+            (255, 0, 255),
+            (0, 255, 255),
+        )
+    )
+    species: dict[str, tuple[str, RGB]] = {
+        "Vanessa atalanta": ("triangle", (0, 0, 170)),
+        "Vanessa cardui": ("plus", (0, 0, 255)),
+        "Vanessa virginiensis": ("star", (0, 85, 0)),
+        "Danaus plexippus": ("hexagon", (0, 85, 170)),
+        "Danaus gilippus": ("pentagon", (0, 85, 255)),
+        "Danaus eresimus": ("ring", (0, 170, 170)),
+        "Papilio glaucus": ("wide_ellipse", (0, 170, 255)),
+        "Papilio polyxenes": ("tall_bar", (85, 0, 0)),
+        "Coccinella septempunctata": ("trapezoid", (85, 0, 170)),
+        "Coccinella transversoguttata": ("cross", (85, 0, 255)),
+        "Coccinella novemnotata": ("tall_ellipse", (85, 85, 0)),
+        "Hippodamia convergens": ("octagon", (170, 0, 0)),
+        "Hippodamia variegata": ("arrow", (170, 0, 85)),
+        "Hippodamia parenthesis": ("tee", (170, 0, 170)),
+        "Cotinis nitida": ("ell", (170, 0, 255)),
+        "Cotinis mutabilis": ("half_disc", (255, 85, 170)),
+    }
+    for name, (shape, colour) in species.items():
+        concepts.append(_object(ds, "class_shape", "species", [_INAT_DIR[name]], shape, colour, _CLASS_SIZE))
+    return concepts
+
+
+#: Every planted concept with what is drawn (colours, pattern); :data:`PLANTED` is its public table.
+CONCEPTS: list[Concept] = _imagenet_concepts() + _inat_concepts()
+
+#: One row per planted concept: dataset, concept, kind, level, members (manifest labels: wnids for
+#: ImageNet, species directory names for iNat).
+PLANTED: list[dict] = [c.row() for c in CONCEPTS]
+
+
+def concepts_for(dataset: str, label: str) -> list[Concept]:
+    """The concepts drawn into images of ``label`` in ``dataset`` ("imagenet-demo" or "inat-demo")."""
+    return [c for c in CONCEPTS if c.dataset == dataset and label in c.members]
+
+
+def _display(dataset: str, label: str) -> str:
+    if dataset == "imagenet-demo":
+        return f"{label} ({IMAGENET_DEMO_CLASSES[label]['name']})"
+    return next(s["name"] for s in INAT_DEMO_SPECIES if s["image_dir_name"] == label)
+
+
+def planted_table_markdown() -> str:
+    """The planted concepts as a Markdown table (members shown as "wnid (name)" or "Genus epithet")."""
+    lines = ["| dataset | concept | kind | level | members |", "|---|---|---|---|---|"]
+    for c in CONCEPTS:
+        members = ", ".join(_display(c.dataset, m) for m in c.members)
+        lines.append(f"| {c.dataset} | {c.concept} | {c.kind} | {c.level} | {members} |")
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------------
+# Drawing
+# ---------------------------------------------------------------------------------------------------
+
+Polygon = list[tuple[float, float]]
+
+
+def _regular(n: int, start_deg: float = -90.0, radius: float = 1.0) -> Polygon:
+    angles = np.deg2rad(start_deg + 360.0 * np.arange(n) / n)
+    return [(radius * float(np.cos(a)), radius * float(np.sin(a))) for a in angles]
+
+
+def _star() -> Polygon:
+    angles = np.deg2rad(-90.0 + 36.0 * np.arange(10))
+    radii = np.where(np.arange(10) % 2 == 0, 1.0, 0.45)
+    return [(float(r * np.cos(a)), float(r * np.sin(a))) for r, a in zip(radii, angles, strict=True)]
+
+
+# Shapes in unit coordinates [-1, 1]^2 (y down): polygons, or ("ellipse", rx, ry[, inner fraction]).
+_SHAPES: dict[str, Polygon | tuple] = {
+    "circle": ("ellipse", 1.0, 1.0),
+    "ring": ("ellipse", 1.0, 1.0, 0.45),
+    "wide_ellipse": ("ellipse", 1.0, 0.6),
+    "tall_ellipse": ("ellipse", 0.6, 1.0),
+    "half_disc": ("half_disc",),
+    "square": [(-0.9, -0.9), (0.9, -0.9), (0.9, 0.9), (-0.9, 0.9)],
+    "triangle": [(0.0, -1.0), (1.0, 1.0), (-1.0, 1.0)],
+    "down_triangle": [(-1.0, -1.0), (1.0, -1.0), (0.0, 1.0)],
+    "diamond": [(0.0, -1.0), (1.0, 0.0), (0.0, 1.0), (-1.0, 0.0)],
+    "plus": [
+        (-0.33, -1),
+        (0.33, -1),
+        (0.33, -0.33),
+        (1, -0.33),
+        (1, 0.33),
+        (0.33, 0.33),
+        (0.33, 1),
+        (-0.33, 1),
+        (-0.33, 0.33),
+        (-1, 0.33),
+        (-1, -0.33),
+        (-0.33, -0.33),
+    ],
+    "cross": [
+        (-1, -0.6),
+        (-0.6, -1),
+        (0, -0.4),
+        (0.6, -1),
+        (1, -0.6),
+        (0.4, 0),
+        (1, 0.6),
+        (0.6, 1),
+        (0, 0.4),
+        (-0.6, 1),
+        (-1, 0.6),
+        (-0.4, 0),
+    ],
+    "star": _star(),
+    "pentagon": _regular(5),
+    "hexagon": _regular(6, 0.0),
+    "octagon": _regular(8, 22.5),
+    "trapezoid": [(-0.5, -0.8), (0.5, -0.8), (1.0, 0.8), (-1.0, 0.8)],
+    "tall_bar": [(-0.4, -1.0), (0.4, -1.0), (0.4, 1.0), (-0.4, 1.0)],
+    "wide_bar": [(-1.0, -0.45), (1.0, -0.45), (1.0, 0.45), (-1.0, 0.45)],
+    "chevron": [(-1, -0.2), (0, -1), (1, -0.2), (1, 0.5), (0, -0.3), (-1, 0.5)],
+    "arrow": [(-1, -0.3), (0.1, -0.3), (0.1, -0.9), (1, 0), (0.1, 0.9), (0.1, 0.3), (-1, 0.3)],
+    "tee": [(-1, -1), (1, -1), (1, -0.4), (0.3, -0.4), (0.3, 1), (-0.3, 1), (-0.3, -0.4), (-1, -0.4)],
+    "ell": [(-0.9, -1), (-0.25, -1), (-0.25, 0.4), (0.9, 0.4), (0.9, 1), (-0.9, 1)],
+}
+
+
+def shape_mask(shape: str, side: int) -> np.ndarray:
+    """Boolean mask_SS of ``shape`` filling a ``side`` x ``side`` box."""
+    canvas = Image.new("L", (side, side), 0)
+    draw = ImageDraw.Draw(canvas)
+    spec = _SHAPES[shape]
+    half = (side - 1) / 2.0
+
+    def box(rx: float, ry: float) -> list[float]:
+        return [half - rx * half, half - ry * half, half + rx * half, half + ry * half]
+
+    if isinstance(spec, list):
+        draw.polygon([(half + x * half, half + y * half) for x, y in spec], fill=255)
+    elif spec[0] == "ellipse":
+        draw.ellipse(box(spec[1], spec[2]), fill=255)
+        if len(spec) == 4:
+            draw.ellipse(box(spec[1] * spec[3], spec[2] * spec[3]), fill=0)
+    elif spec[0] == "half_disc":
+        top = half / 2.0  # the upper half of a disc, centred vertically in the box
+        draw.pieslice([0, top, side - 1, top + side - 1], 180, 360, fill=255)
+    else:  # pragma: no cover - table above is fixed
+        raise ValueError(shape)
+    mask_SS = np.asarray(canvas) > 0
+    return mask_SS
+
+
+def texture_mask(pattern: str, size: int, phase_y: int, phase_x: int) -> np.ndarray:
+    """Boolean mask_HW of the light tone of a texture with period :data:`TEXTURE_PERIOD`."""
+    yy_HW, xx_HW = np.mgrid[0:size, 0:size]
+    half = TEXTURE_PERIOD // 2
+    y = (yy_HW + phase_y) // half
+    x = (xx_HW + phase_x) // half
+    if pattern == "hstripes":
+        return y % 2 == 1
+    if pattern == "vstripes":
+        return x % 2 == 1
+    if pattern == "diagonal":
+        return ((yy_HW + xx_HW + phase_y + phase_x) // half) % 2 == 1
+    if pattern == "checker":
+        return (y + x) % 2 == 1
+    raise ValueError(f"unknown texture {pattern!r}; expected one of {TEXTURES}")
+
+
+def _jitter(rng: np.random.Generator, colour: RGB) -> np.ndarray:
+    shift_C = rng.integers(-OBJECT_JITTER, OBJECT_JITTER + 1, size=3)
+    return np.clip(np.asarray(colour, dtype=np.int16) + shift_C, 0, 255)
+
+
+def render_image(concepts: list[Concept], image_size: int, rng: np.random.Generator) -> np.ndarray:
+    """Draw one image (uint8 img_HWC) holding exactly ``concepts`` (one texture, objects in quadrants)."""
+    if image_size < MIN_IMAGE_SIZE:
+        raise ValueError(f"image_size {image_size} is too small; use at least {MIN_IMAGE_SIZE}")
+    textures = [c for c in concepts if c.kind == "texture"]
+    objects = [c for c in concepts if c.kind != "texture"]
+    if len(textures) != 1 or len(objects) > 4:
+        raise ValueError(f"an image needs one texture and at most 4 objects, got {concepts}")
+    texture = textures[0]
+    phase_y, phase_x = (int(p) for p in rng.integers(0, TEXTURE_PERIOD, size=2))
+    light_HW = texture_mask(texture.pattern, image_size, phase_y, phase_x)
+    dark_C, light_C = (_jitter(rng, c) for c in texture.colours)
+    img_HWC = np.where(light_HW[:, :, None], light_C, dark_C).astype(np.int16)
+
+    cell = image_size // 2
+    quadrants = rng.permutation(4)
+    for concept, quadrant in zip(objects, quadrants[: len(objects)], strict=True):
+        side = round(concept.size * image_size * float(rng.uniform(0.85, 1.15)))
+        side = min(side, cell - 2)
+        y0 = (quadrant // 2) * cell + int(rng.integers(1, cell - side))
+        x0 = (quadrant % 2) * cell + int(rng.integers(1, cell - side))
+        window_SSC = img_HWC[y0 : y0 + side, x0 : x0 + side]
+        if concept.pattern == "bullseye":
+            outer_C, inner_C = (_jitter(rng, c) for c in concept.colours)
+            window_SSC[shape_mask("circle", side)] = outer_C
+            inner_side = round(side * 0.5)
+            off = (side - inner_side) // 2
+            inner_SSC = window_SSC[off : off + inner_side, off : off + inner_side]
+            inner_SSC[shape_mask("circle", inner_side)] = inner_C
+        else:
+            window_SSC[shape_mask(concept.pattern, side)] = _jitter(rng, concept.colours[0])
+
+    noise_HWC = rng.normal(0.0, NOISE_SIGMA, size=img_HWC.shape)
+    return np.clip(np.rint(img_HWC + noise_HWC), 0, 255).astype(np.uint8)
+
+
+def _save_jpeg(img_HWC: np.ndarray, path: Path) -> None:
+    Image.fromarray(img_HWC).save(path, format="JPEG", quality=JPEG_QUALITY, subsampling=0)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Atomic publication
+# ---------------------------------------------------------------------------------------------------
+
+
+def _build_atomically(root: Path, marker: dict, build: Callable[[Path], None]) -> None:
+    """Run ``build(tmp)`` in a temp dir beside ``root``, then move it to ``root`` (replacing a demo)."""
+    root = Path(root)
+    root.parent.mkdir(parents=True, exist_ok=True)
+    if root.exists() and any(root.iterdir()) and not (root / MARKER_NAME).is_file():
+        raise FileExistsError(
+            f"{root} exists, is not empty and was not made by vitsae.demo (no {MARKER_NAME}); "
+            "refusing to replace it: point the demo at an empty or new directory"
+        )
+    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-", dir=root.parent))
+    try:
+        build(tmp)
+        (tmp / MARKER_NAME).write_text(json.dumps(marker, sort_keys=True) + "\n")
+        os.chmod(tmp, 0o755)
+        if root.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{root.name}.old-", dir=root.parent))
+            os.replace(root, old / "x")
+            os.replace(tmp, root)
+            shutil.rmtree(old)
+        else:
+            os.replace(tmp, root)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _check_counts(train_per_class: int, val_per_class: int) -> None:
+    if train_per_class < 1 or val_per_class < 1:
+        raise ValueError(
+            f"train_per_class={train_per_class} and val_per_class={val_per_class} must both be >= 1"
+        )
+
+
+# ---------------------------------------------------------------------------------------------------
+# Generators
+# ---------------------------------------------------------------------------------------------------
+
+_DATASET_CODE = {"imagenet-demo": 0, "inat-demo": 1}
+_SPLIT_CODE = {"train": 0, "train_mini": 0, "val": 1}
+
+
+def make_imagenet_demo(
+    root: Path, seed: int, train_per_class: int = 40, val_per_class: int = 10, image_size: int = 112
+) -> None:
+    """Write ``root/{train,val}/<wnid>/<wnid>_<i>.JPEG`` for :data:`IMAGENET_DEMO_CLASSES`."""
+    _check_counts(train_per_class, val_per_class)
+    ds = "imagenet-demo"
+
+    def build(tmp: Path) -> None:
+        for split, n in (("train", train_per_class), ("val", val_per_class)):
+            for k, wnid in enumerate(IMAGENET_DEMO_CLASSES):
+                class_dir = tmp / split / wnid
+                class_dir.mkdir(parents=True)
+                concepts = concepts_for(ds, wnid)
+                for i in range(n):
+                    rng = np.random.default_rng([seed, _DATASET_CODE[ds], _SPLIT_CODE[split], k, i])
+                    _save_jpeg(render_image(concepts, image_size, rng), class_dir / f"{wnid}_{i}.JPEG")
+
+    marker = {
+        "dataset": ds,
+        "seed": seed,
+        "train_per_class": train_per_class,
+        "val_per_class": val_per_class,
+        "image_size": image_size,
+    }
+    _build_atomically(Path(root), marker, build)
+
+
+def make_inat_demo(
+    root: Path, seed: int, train_per_class: int = 30, val_per_class: int = 10, image_size: int = 112
+) -> None:
+    """Write iNat2021's layout for :data:`INAT_DEMO_SPECIES`: image folders plus COCO-style JSON."""
+    _check_counts(train_per_class, val_per_class)
+    ds = "inat-demo"
+    categories = [dict(s) for s in INAT_DEMO_SPECIES]
+
+    def build(tmp: Path) -> None:
+        next_id = 0
+        for split, n in (("train_mini", train_per_class), ("val", val_per_class)):
+            images, annotations = [], []
+            for species in INAT_DEMO_SPECIES:
+                dir_name = species["image_dir_name"]
+                (tmp / split / dir_name).mkdir(parents=True)
+                concepts = concepts_for(ds, dir_name)
+                for i in range(n):
+                    rng = np.random.default_rng(
+                        [seed, _DATASET_CODE[ds], _SPLIT_CODE[split], species["id"], i]
+                    )
+                    name = str(uuid.UUID(bytes=rng.bytes(16), version=4))
+                    file_name = f"{split}/{dir_name}/{name}.jpg"
+                    _save_jpeg(render_image(concepts, image_size, rng), tmp / file_name)
+                    images.append(
+                        {"id": next_id, "file_name": file_name, "width": image_size, "height": image_size}
+                    )
+                    annotations.append({"id": next_id, "image_id": next_id, "category_id": species["id"]})
+                    next_id += 1
+            coco = {
+                "info": {"description": f"vitsae synthetic demo in iNat2021 layout ({split})", "seed": seed},
+                "images": images,
+                "annotations": annotations,
+                "categories": categories,
+            }
+            (tmp / f"{split}.json").write_text(json.dumps(coco))
+
+    marker = {
+        "dataset": ds,
+        "seed": seed,
+        "train_per_class": train_per_class,
+        "val_per_class": val_per_class,
+        "image_size": image_size,
+    }
+    _build_atomically(Path(root), marker, build)
