@@ -16,11 +16,21 @@ if not workflow.overwrite_configfiles:
 include: "workflow/rules/common.smk"
 
 
+# Each wildcard matches only names from the config, so no path can match two rules two ways.
+wildcard_constraints:
+    dataset=alternatives(DATASETS),
+    eval_dataset=alternatives(DATASETS),
+    model=alternatives(MODELS),
+    sweep=alternatives(SWEEPS),
+    layer=r"\d+",
+    sae_id=r"[A-Za-z0-9_.+-]+",
+
+
 rule all:
+    default_target: True
     input:
         "results/figures/transfer.pdf",
         "results/tables/transfer.csv",
-    default_target: True
 
 
 include: "workflow/rules/datasets.smk"

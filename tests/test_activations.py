@@ -61,8 +61,7 @@ def test_store_holds_the_models_block_output_per_image(dataset, tmp_path):
     np.testing.assert_array_equal(g["val_rows"][:], np.flatnonzero(df["split"] == "val"))
 
 
-def test_corrupt_rows_are_left_out_of_the_store(dataset, tmp_path):
-    root, _, _ = dataset
+def test_corrupt_rows_are_left_out_of_the_store(tmp_path):
     bad_root = tmp_path / "bad"
     make_folder(bad_root, {"train": 3, "val": 1})
     (bad_root / "train" / "cat" / "cat_0.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a jpeg")

@@ -66,5 +66,16 @@ def test_generated_dataset_must_live_under_results_datasets():
 def test_sae_id_is_readable_and_changes_with_l1():
     cfg = validate(demo_config())
     sweep = cfg["sweeps"]["paper"]
-    assert sae_id(sweep) == "relu-x8-l1_0.0008-lr_0.0004-s0"
+    assert sae_id(sweep) == "relu-x8-l1_3-lr_0.004-s0"
     assert sae_id({**sweep, "l1_coeff": 0.002}) != sae_id(sweep)
+
+
+def test_numbers_given_as_strings_on_the_command_line_are_coerced():
+    cfg = demo_config()
+    cfg["sweeps"]["paper"]["l1_coeff"] = "9.5"
+    cfg["models"]["clip-b16"]["layers"] = ["3"]
+    out = validate(cfg)
+    assert out["sweeps"]["paper"]["l1_coeff"] == 9.5 and out["models"]["clip-b16"]["layers"] == [3]
+    cfg["sweeps"]["paper"]["l1_coeff"] = "lots"
+    with pytest.raises(ConfigError, match="'lots' is not of type 'number'"):
+        validate(cfg)

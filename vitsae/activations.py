@@ -40,7 +40,7 @@ class _Images(torch.utils.data.Dataset):
         try:
             with Image.open(path) as im:
                 return self.transform(im.convert("RGB"))
-        except Exception as e:  # noqa: BLE001 - any decoder failure is reported with the file
+        except Exception as e:
             raise ImageDecodeError(
                 f"cannot decode {path} ({type(e).__name__}: {e}); it was readable when the manifest was built: "
                 "restore the file, or delete the manifest so it is rebuilt"
@@ -89,7 +89,7 @@ def extract(
         "dtype": "float16",
         "manifest": str(manifest_path),
         "manifest_sha256": manifest_digest(manifest_path),
-        "splits": {s: int(len(r)) for s, r in selected.items()},
+        "splits": {s: len(r) for s, r in selected.items()},
         "written": {},
     }
     group = store.create_group(tmp, attrs)
@@ -124,6 +124,6 @@ def extract(
                          n, rate)
         written[split] = start
         group.attrs["written"] = dict(written)
-    store.publish(tmp, out_path, {s: int(len(r)) for s, r in selected.items()})
+    store.publish(tmp, out_path, {s: len(r) for s, r in selected.items()})
     log.info("published %s", out_path)
     return out_path

@@ -80,10 +80,29 @@ def _describe(error: jsonschema.ValidationError, schema: dict, source: str) -> s
     return f"{source}: config key '{where}': {error.message}"
 
 
+def _coerce(value, schema: dict):
+    """Turn strings into the numbers/booleans the schema asks for: ``snakemake --config`` passes
+    nested values (``--config "sweeps={paper: {l1_coeff: 5}}"``) as strings."""
+    types = schema.get("type", [])
+    types = [types] if isinstance(types, str) else types
+    if isinstance(value, str) and set(types) & {"number", "integer", "boolean"}:
+        parsed = yaml.safe_load(value)
+        ok = {"number": (int, float), "integer": (int,), "boolean": (bool,)}
+        if any(isinstance(parsed, ok[t]) for t in types if t in ok):
+            return parsed
+        return value
+    if isinstance(value, dict):
+        props, extra = schema.get("properties", {}), schema.get("additionalProperties")
+        return {k: _coerce(v, props.get(k, extra if isinstance(extra, dict) else {})) for k, v in value.items()}
+    if isinstance(value, list) and isinstance(schema.get("items"), dict):
+        return [_coerce(v, schema["items"]) for v in value]
+    return value
+
+
 def validate(config: dict, source: str = "config") -> dict:
     """Return a validated copy of ``config`` with every default filled in; raise ConfigError."""
     schema = load_schema()
-    config = copy.deepcopy(dict(config))
+    config = _coerce(copy.deepcopy(dict(config)), schema)
     errors = sorted(_Validator(schema).iter_errors(config), key=lambda e: list(map(str, e.absolute_path)))
     if errors:
         raise ConfigError("\n".join(_describe(e, schema, source) for e in errors))

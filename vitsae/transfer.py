@@ -45,9 +45,10 @@ def transfer_chart(df: pd.DataFrame, note: str = "") -> alt.Chart:
     d["panel"] = d["model"] + " · layer " + d["layer"].astype(str) + " · " + d["sweep"]
     d["cell"] = d.apply(lambda r: f"FVU {r.fvu:.3f}", axis=1)
     d["detail"] = d.apply(lambda r: f"L0 {r.l0:.1f} · dead {r.dead_pct:.1f}%", axis=1)
-    d["kind"] = d["in_domain"].map({True: "in-domain", False: "transferred"})
+    lo, hi = float(d["fvu"].min()), float(d["fvu"].max())
+    d["dark_text"] = d["fvu"] < (lo + hi) / 2  # light (yellow) cells get dark text
     base = alt.Chart(d).encode(
-        x=alt.X("eval_dataset:N", title="evaluated on"),
+        x=alt.X("eval_dataset:N", title="evaluated on", axis=alt.Axis(labelAngle=0)),
         y=alt.Y("train_dataset:N", title="SAE trained on"),
     )
     heat = base.mark_rect().encode(
@@ -55,8 +56,9 @@ def transfer_chart(df: pd.DataFrame, note: str = "") -> alt.Chart:
         stroke=alt.condition("datum.in_domain", alt.value("black"), alt.value(None)),
         strokeWidth=alt.value(2),
     )
-    text1 = base.mark_text(dy=-7, fontSize=11, fontWeight="bold").encode(text="cell:N", color=alt.value("white"))
-    text2 = base.mark_text(dy=8, fontSize=9).encode(text="detail:N", color=alt.value("white"))
+    ink = alt.condition("datum.dark_text", alt.value("black"), alt.value("white"))
+    text1 = base.mark_text(dy=-7, fontSize=11, fontWeight="bold").encode(text="cell:N", color=ink)
+    text2 = base.mark_text(dy=8, fontSize=9).encode(text="detail:N", color=ink)
     layered = alt.layer(heat, text1, text2).properties(width=220, height=160)
     title = alt.TitleParams(
         "SAE transfer: reconstruction across datasets",

@@ -1,4 +1,4 @@
-# Helpers shared by the rule files: validated config, wildcard constraints, path lists, code digests.
+# Helpers for every rule file. Validated config, path lists, code digests.
 import re
 import sys
 from pathlib import Path
@@ -20,17 +20,9 @@ SWEEPS = sorted(config["sweeps"])
 EVAL_SPLIT = config["evaluation"]["split"]
 
 
-def _alternatives(names):
+def alternatives(names):
+    """A regex matching exactly one of the names (for wildcard_constraints)."""
     return "|".join(re.escape(n) for n in names)
-
-
-wildcard_constraints:
-    dataset=_alternatives(DATASETS),
-    eval_dataset=_alternatives(DATASETS),
-    model=_alternatives(MODELS),
-    sweep=_alternatives(SWEEPS),
-    layer=r"\d+",
-    sae_id=r"[A-Za-z0-9_.+-]+",
 
 
 def model_layers():
@@ -66,7 +58,9 @@ def dataset_root_input(wildcards):
 def sweep_settings(wildcards):
     sweep = config["sweeps"][wildcards.sweep]
     if sae_id(sweep) != wildcards.sae_id:
-        raise ValueError(f"SAE id {wildcards.sae_id!r} does not match sweep {wildcards.sweep!r}")
+        raise ValueError(
+            f"SAE id {wildcards.sae_id!r} does not match sweep {wildcards.sweep!r}"
+        )
     return {k: (float(v) if isinstance(v, float) else v) for k, v in sweep.items()}
 
 

@@ -4,14 +4,16 @@
 rule demo_dataset:
     output:
         directory("results/datasets/{dataset}"),
-    params:
-        dataset=dataset_settings,
-        code=source_digest("vitsae.demo"),
     log:
         "results/logs/demo_dataset/{dataset}.log",
+    benchmark:
+        "results/benchmarks/demo_dataset/{dataset}.tsv"
     localrule: True
     conda:
         "../../envs/vitsae.yaml"
+    params:
+        dataset=dataset_settings,
+        code=source_digest("vitsae.demo"),
     script:
         "../scripts/demo_dataset.py"
 
@@ -21,17 +23,19 @@ rule manifest:
         dataset_root_input,
     output:
         "results/manifests/{dataset}.parquet",
-    params:
-        dataset=dataset_settings,
-        seed=config["seed"],
-        code=source_digest("vitsae.manifest"),
     log:
         "results/logs/manifest/{dataset}.log",
+    benchmark:
+        "results/benchmarks/manifest/{dataset}.tsv"
+    conda:
+        "../../envs/vitsae.yaml"
     threads: 2
     resources:
         mem_mb=4000,
         runtime=60,
-    conda:
-        "../../envs/vitsae.yaml"
+    params:
+        dataset=dataset_settings,
+        seed=config["seed"],
+        code=source_digest("vitsae.manifest"),
     script:
         "../scripts/manifest.py"

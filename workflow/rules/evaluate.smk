@@ -8,17 +8,19 @@ rule evaluate:
         store="results/activations/{eval_dataset}/{model}/layer{layer}.zarr",
     output:
         "results/eval/{dataset}/{model}/layer{layer}/{sweep}/{sae_id}/{eval_dataset}.json",
-    params:
-        split=EVAL_SPLIT,
-        dense_threshold=float(config["evaluation"]["dense_threshold"]),
-        code=source_digest("vitsae.evaluate", "vitsae.sae", "vitsae.store"),
     log:
         "results/logs/evaluate/{dataset}/{model}/layer{layer}/{sweep}/{sae_id}/{eval_dataset}.log",
+    benchmark:
+        "results/benchmarks/evaluate/{dataset}/{model}/layer{layer}/{sweep}/{sae_id}/{eval_dataset}.tsv"
+    conda:
+        "../../envs/vitsae.yaml"
     threads: 1
     resources:
         mem_mb=8000,
         runtime=120,
-    conda:
-        "../../envs/vitsae.yaml"
+    params:
+        split=EVAL_SPLIT,
+        dense_threshold=float(config["evaluation"]["dense_threshold"]),
+        code=source_digest("vitsae.evaluate", "vitsae.sae", "vitsae.store"),
     script:
         "../scripts/evaluate.py"

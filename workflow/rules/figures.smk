@@ -15,13 +15,15 @@ rule transfer:
             caption="../report/transfer_table.rst",
             category="Finding 3: transfer",
         ),
-    params:
-        note=figure_note(),
-        code=source_digest("vitsae.transfer"),
     log:
         "results/logs/transfer.log",
+    benchmark:
+        "results/benchmarks/transfer.tsv"
     localrule: True
     conda:
         "../../envs/vitsae.yaml"
+    params:
+        note=figure_note(),
+        code=source_digest("vitsae.transfer"),
     script:
         "../scripts/transfer.py"

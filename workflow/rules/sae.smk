@@ -8,19 +8,19 @@ rule train_sae:
         sae="results/sae/{dataset}/{model}/layer{layer}/{sweep}/{sae_id}/sae.safetensors",
         cfg="results/sae/{dataset}/{model}/layer{layer}/{sweep}/{sae_id}/cfg.json",
         log_csv="results/sae/{dataset}/{model}/layer{layer}/{sweep}/{sae_id}/train_log.csv",
-    params:
-        sweep=sweep_settings,
-        code=source_digest("vitsae.sae", "vitsae.store"),
     log:
         "results/logs/train_sae/{dataset}/{model}/layer{layer}/{sweep}/{sae_id}.log",
     benchmark:
         "results/benchmarks/train_sae/{dataset}/{model}/layer{layer}/{sweep}/{sae_id}.tsv"
+    conda:
+        "../../envs/vitsae.yaml"
     threads: 2
     resources:
         gpu=1,
         mem_mb=16000,
         runtime=720,
-    conda:
-        "../../envs/vitsae.yaml"
+    params:
+        sweep=sweep_settings,
+        code=source_digest("vitsae.sae", "vitsae.store"),
     script:
         "../scripts/train_sae.py"
