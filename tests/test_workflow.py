@@ -97,7 +97,7 @@ def test_a_typo_in_the_config_fails_before_any_job(tmp_path):
     bad.write_text(yaml.safe_dump(cfg))
     out = snakemake(tmp_path, "-n", "--configfile", str(bad), check=False)
     assert out.returncode != 0
-    assert "unknown config key 'models.clip-b16.layer'; did you mean 'layers'?" in out.stderr
+    assert "unknown config key 'models.clip-b16.layer'; did you mean 'layers'?" in out.stdout + out.stderr
     assert not (tmp_path / "results").exists()
 
 
@@ -108,7 +108,7 @@ def test_a_missing_dataset_root_is_named(tmp_path):
     bad.write_text(yaml.safe_dump(cfg))
     out = snakemake(tmp_path, "-n", "--configfile", str(bad), check=False)
     assert out.returncode != 0
-    assert f"dataset 'imagenet1k': root {tmp_path / 'no' / 'imagenet'} does not exist" in out.stderr
+    assert f"dataset 'imagenet1k': root {tmp_path / 'no' / 'imagenet'} does not exist" in out.stdout + out.stderr
 
 
 def test_lint_passes(tmp_path):
