@@ -339,3 +339,12 @@ def test_detectors_can_fail() -> None:
     for img, expected in ((img_HWC, "hstripes"), (img_HWC.transpose(1, 0, 2), "vstripes")):
         scores = texture_scores(img)
         assert max(scores, key=scores.get) == expected
+
+
+@pytest.mark.parametrize("kind,make", [("imagenet-demo", demo.make_imagenet_demo), ("inat-demo", demo.make_inat_demo)])
+def test_demo_files_lists_exactly_what_is_drawn(tmp_path, kind, make):
+    root = tmp_path / kind
+    (root / "train" / "empty-folder-made-by-snakemake").mkdir(parents=True)  # empty folders do not block it
+    make(root, seed=3, train_per_class=2, val_per_class=1, image_size=64)
+    on_disk = {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file() and p.name != demo.MARKER_NAME}
+    assert sorted(demo.demo_files(kind, 3, 2, 1)) == sorted(on_disk)

@@ -1,48 +1,13 @@
-"""End to end: the real Snakemake DAG on the built-in demo, and what a rerun triggers."""
+"""End to end: the real Snakemake DAG on the built-in demo; bad config fails before any job."""
 
-import re
-import subprocess
-import sys
-from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
 from pypdf import PdfReader
-
-REPO = Path(__file__).resolve().parent.parent
-DEMO_CONFIG = REPO / "config" / "config.yaml"
+from workflow_helpers import DEMO_CONFIG, REPO, snakemake
 
 pytestmark = pytest.mark.e2e
-
-
-def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
-           "--cores", "2", *args]
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
-    return proc
-
-
-def job_counts(output: str) -> dict[str, int]:
-    """The 'Job stats' table of a (dry) run: rule → number of jobs."""
-    counts: dict[str, int] = {}
-    lines = output.splitlines()
-    start = next(i for i, line in enumerate(lines) if line.strip() == "Job stats:")
-    for line in lines[start + 3:]:
-        m = re.match(r"^(\w+)\s+(\d+)$", line.strip())
-        if not m or m.group(1) == "total":
-            break
-        counts[m.group(1)] = int(m.group(2))
-    return counts
-
-
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("demo")
-    snakemake(workdir, "--configfile", str(DEMO_CONFIG))
-    return workdir
 
 
 def test_demo_produces_the_transfer_figure_and_table(demo):
@@ -74,20 +39,6 @@ def test_demo_produces_the_transfer_figure_and_table(demo):
 def test_second_run_does_nothing(demo):
     out = snakemake(demo, "--configfile", str(DEMO_CONFIG))
     assert "Nothing to be done" in out.stdout + out.stderr
-
-
-def test_changing_l1_reruns_sae_training_and_what_follows_only(demo):
-    out = snakemake(demo, "-n", "--configfile", str(DEMO_CONFIG), "--config", "sweeps={paper: {l1_coeff: 9.5}}")
-    cfg = yaml.safe_load(DEMO_CONFIG.read_text())
-    n_models, n_data = len(cfg["models"]), len(cfg["datasets"])
-    assert job_counts(out.stdout) == {
-        "all": 1, "train_sae": n_models * n_data, "evaluate": n_models * n_data * n_data, "transfer": 1,
-    }
-
-
-def test_changing_the_sweeps_lr_reruns_training_through_params(demo):
-    out = snakemake(demo, "-n", "--configfile", str(DEMO_CONFIG), "--config", "sweeps={paper: {lr: 0.00123}}")
-    assert set(job_counts(out.stdout)) == {"all", "train_sae", "evaluate", "transfer"}
 
 
 def test_a_typo_in_the_config_fails_before_any_job(tmp_path):

@@ -37,7 +37,7 @@ import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -515,9 +515,10 @@ def _build_atomically(root: Path, marker: dict, build: Callable[[Path], None]) -
     """Run ``build(tmp)`` in a temp dir beside ``root``, then move it to ``root`` (replacing a demo)."""
     root = Path(root)
     root.parent.mkdir(parents=True, exist_ok=True)
-    if root.exists() and any(root.iterdir()) and not (root / MARKER_NAME).is_file():
+    # Empty folders are fine (Snakemake makes the output folders before the job runs).
+    if root.exists() and any(p.is_file() for p in root.rglob("*")) and not (root / MARKER_NAME).is_file():
         raise FileExistsError(
-            f"{root} exists, is not empty and was not made by vitsae.demo (no {MARKER_NAME}); "
+            f"{root} exists, holds files and was not made by vitsae.demo (no {MARKER_NAME}); "
             "refusing to replace it: point the demo at an empty or new directory"
         )
     tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-", dir=root.parent))
@@ -552,74 +553,89 @@ _DATASET_CODE = {"imagenet-demo": 0, "inat-demo": 1}
 _SPLIT_CODE = {"train": 0, "train_mini": 0, "val": 1}
 
 
+_SPLITS = {"imagenet-demo": ("train", "val"), "inat-demo": ("train_mini", "val")}
+_INAT_IDS = {sp["image_dir_name"]: sp["id"] for sp in INAT_DEMO_SPECIES}
+
+
+def _plan(
+    ds: str, seed: int, train_per_class: int, val_per_class: int, splits: tuple[str, ...] | None = None
+) -> Iterator[tuple[str, str, np.random.Generator]]:
+    """Every image of a demo dataset: (path relative to the root, label, the generator that draws it).
+
+    File names come from the same generator as the pixels, so :func:`demo_files` can list a
+    dataset without drawing it (the workflow declares every image as an output).
+    """
+    for split in splits or _SPLITS[ds]:
+        n = train_per_class if _SPLIT_CODE[split] == 0 else val_per_class
+        if ds == "imagenet-demo":
+            for k, wnid in enumerate(IMAGENET_DEMO_CLASSES):
+                for i in range(n):
+                    rng = np.random.default_rng([seed, _DATASET_CODE[ds], _SPLIT_CODE[split], k, i])
+                    yield f"{split}/{wnid}/{wnid}_{i}.JPEG", wnid, rng
+        else:
+            for species in INAT_DEMO_SPECIES:
+                dir_name = species["image_dir_name"]
+                for i in range(n):
+                    rng = np.random.default_rng([seed, _DATASET_CODE[ds], _SPLIT_CODE[split], species["id"], i])
+                    name = str(uuid.UUID(bytes=rng.bytes(16), version=4))
+                    yield f"{split}/{dir_name}/{name}.jpg", dir_name, rng
+
+
+def demo_files(kind: str, seed: int, train_per_class: int, val_per_class: int) -> list[str]:
+    """Every file a demo dataset holds (images, and the iNat JSON), relative to its root, without drawing it."""
+    if kind not in _SPLITS:
+        raise ValueError(f"unknown demo dataset kind {kind!r}; one of {sorted(_SPLITS)}")
+    files = [rel for rel, _, _ in _plan(kind, seed, train_per_class, val_per_class)]
+    if kind == "inat-demo":
+        files += [f"{split}.json" for split in _SPLITS[kind]]
+    return files
+
+
+def _make_demo(
+    ds: str, root: Path, seed: int, train_per_class: int, val_per_class: int, image_size: int,
+    write_index: Callable[[Path, list[tuple[str, str]]], None] | None = None,
+) -> None:
+    """Draw every image of demo dataset ``ds`` (see :func:`_plan`) into ``root``, atomically."""
+    _check_counts(train_per_class, val_per_class)
+
+    def build(tmp: Path) -> None:
+        drawn = []
+        for rel, label, rng in _plan(ds, seed, train_per_class, val_per_class):
+            (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+            _save_jpeg(render_image(concepts_for(ds, label), image_size, rng), tmp / rel)
+            drawn.append((rel, label))
+        if write_index is not None:
+            write_index(tmp, drawn)
+
+    marker = {"dataset": ds, "seed": seed, "train_per_class": train_per_class, "val_per_class": val_per_class,
+              "image_size": image_size}
+    _build_atomically(Path(root), marker, build)
+
+
 def make_imagenet_demo(
     root: Path, seed: int, train_per_class: int = 40, val_per_class: int = 10, image_size: int = 112
 ) -> None:
     """Write ``root/{train,val}/<wnid>/<wnid>_<i>.JPEG`` for :data:`IMAGENET_DEMO_CLASSES`."""
-    _check_counts(train_per_class, val_per_class)
-    ds = "imagenet-demo"
-
-    def build(tmp: Path) -> None:
-        for split, n in (("train", train_per_class), ("val", val_per_class)):
-            for k, wnid in enumerate(IMAGENET_DEMO_CLASSES):
-                class_dir = tmp / split / wnid
-                class_dir.mkdir(parents=True)
-                concepts = concepts_for(ds, wnid)
-                for i in range(n):
-                    rng = np.random.default_rng([seed, _DATASET_CODE[ds], _SPLIT_CODE[split], k, i])
-                    _save_jpeg(render_image(concepts, image_size, rng), class_dir / f"{wnid}_{i}.JPEG")
-
-    marker = {
-        "dataset": ds,
-        "seed": seed,
-        "train_per_class": train_per_class,
-        "val_per_class": val_per_class,
-        "image_size": image_size,
-    }
-    _build_atomically(Path(root), marker, build)
+    _make_demo("imagenet-demo", root, seed, train_per_class, val_per_class, image_size)
 
 
 def make_inat_demo(
     root: Path, seed: int, train_per_class: int = 30, val_per_class: int = 10, image_size: int = 112
 ) -> None:
     """Write iNat2021's layout for :data:`INAT_DEMO_SPECIES`: image folders plus COCO-style JSON."""
-    _check_counts(train_per_class, val_per_class)
-    ds = "inat-demo"
-    categories = [dict(s) for s in INAT_DEMO_SPECIES]
 
-    def build(tmp: Path) -> None:
-        next_id = 0
-        for split, n in (("train_mini", train_per_class), ("val", val_per_class)):
-            images, annotations = [], []
-            for species in INAT_DEMO_SPECIES:
-                dir_name = species["image_dir_name"]
-                (tmp / split / dir_name).mkdir(parents=True)
-                concepts = concepts_for(ds, dir_name)
-                for i in range(n):
-                    rng = np.random.default_rng(
-                        [seed, _DATASET_CODE[ds], _SPLIT_CODE[split], species["id"], i]
-                    )
-                    name = str(uuid.UUID(bytes=rng.bytes(16), version=4))
-                    file_name = f"{split}/{dir_name}/{name}.jpg"
-                    _save_jpeg(render_image(concepts, image_size, rng), tmp / file_name)
-                    images.append(
-                        {"id": next_id, "file_name": file_name, "width": image_size, "height": image_size}
-                    )
-                    annotations.append({"id": next_id, "image_id": next_id, "category_id": species["id"]})
-                    next_id += 1
+    def write_json(tmp: Path, drawn: list[tuple[str, str]]) -> None:
+        categories = [dict(s) for s in INAT_DEMO_SPECIES]
+        for split in _SPLITS["inat-demo"]:
+            ids = [i for i, (rel, _) in enumerate(drawn) if rel.startswith(f"{split}/")]
             coco = {
                 "info": {"description": f"vitsae synthetic demo in iNat2021 layout ({split})", "seed": seed},
-                "images": images,
-                "annotations": annotations,
+                "images": [{"id": i, "file_name": drawn[i][0], "width": image_size, "height": image_size}
+                           for i in ids],
+                "annotations": [{"id": i, "image_id": i, "category_id": _INAT_IDS[drawn[i][1]]} for i in ids],
                 "categories": categories,
             }
             (tmp / f"{split}.json").write_text(json.dumps(coco))
 
-    marker = {
-        "dataset": ds,
-        "seed": seed,
-        "train_per_class": train_per_class,
-        "val_per_class": val_per_class,
-        "image_size": image_size,
-    }
-    _build_atomically(Path(root), marker, build)
+    _make_demo("inat-demo", root, seed, train_per_class, val_per_class, image_size, write_json)
+

@@ -19,11 +19,21 @@ def setup(log_path: str | None, threads: int = 1) -> None:
     torch.set_num_threads(max(1, int(threads)))
 
 
-def device() -> str:
-    """'cuda' when this job was given a GPU, else 'cpu' (never touch CUDA where there is none)."""
+def device(setting: str = "auto") -> str:
+    """The config's ``device``: 'auto' is 'cuda' when this job was given a GPU, else 'cpu'.
+
+    ``torch.cuda.is_available()`` is the only CUDA call made where there is no GPU (Slurm's fake
+    GPUs in CI set CUDA_VISIBLE_DEVICES without any device behind it).
+    """
     import torch
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    if setting == "cpu":
+        return "cpu"
+    available = torch.cuda.is_available()
+    if setting == "cuda" and not available:
+        raise RuntimeError("config says device: cuda, but this job sees no CUDA device; "
+                           "ask the scheduler for a GPU (resources gpu: 1) or set device: auto")
+    return "cuda" if available else "cpu"
 
 
 def log_exceptions(fn):

@@ -4,7 +4,6 @@
 rule extract:
     input:
         manifest="results/manifests/{dataset}.parquet",
-        root=dataset_root_input,
     output:
         directory("results/activations/{dataset}/{model}/layer{layer}.zarr"),
     log:
@@ -16,13 +15,13 @@ rule extract:
     threads: 2
     resources:
         gpu=1,
-        mem_mb=16000,
-        runtime=600,
+        cpus_per_gpu=4,
+        mem_mb=scaled(16000),
+        runtime=scaled(600),
     params:
-        dataset=dataset_settings,
-        model=model_settings,
+        root=dataset_root,
+        model=extraction_model_settings,
         splits=config["extraction"]["splits"],
-        num_workers=config["extraction"]["num_workers"],
         code=source_digest(
             "vitsae.activations", "vitsae.models", "vitsae.store", "vitsae.manifest"
         ),

@@ -1,4 +1,4 @@
-# Helpers for every rule file. Validated config, path lists, code digests.
+# Helpers for every rule file. Validated config, path lists, params, resources, code digests.
 import re
 import sys
 from pathlib import Path
@@ -7,6 +7,7 @@ sys.path.insert(0, str(Path(workflow.basedir)))
 
 from vitsae.code import source_digest
 from vitsae.config import check_dataset_roots, sae_id, validate
+from vitsae.demo import demo_files
 
 # Validate before anything runs: a typo in a key fails here, naming the key.
 _validated = validate(config, source="config")
@@ -15,6 +16,7 @@ config.update(_validated)
 check_dataset_roots(config)
 
 DATASETS = sorted(config["datasets"])
+GENERATED = [d for d in DATASETS if "generate" in config["datasets"][d]]
 MODELS = sorted(config["models"])
 SWEEPS = sorted(config["sweeps"])
 EVAL_SPLIT = config["evaluation"]["split"]
@@ -49,10 +51,40 @@ def eval_jsons():
     ]
 
 
-def dataset_root_input(wildcards):
-    """A generated demo dataset is a rule's output; a real dataset is only a path (checked above)."""
+def demo_outputs(name):
+    """Every file the demo dataset ``name`` holds, as the generating rule's outputs."""
+    gen = config["datasets"][name]["generate"]
+    files = demo_files(
+        gen["kind"], gen["seed"], gen["train_per_class"], gen["val_per_class"]
+    )
+    return [f"results/datasets/{name}/{f}" for f in files]
+
+
+def dataset_files(wildcards):
+    """A demo dataset's files are inputs (an edited image reruns its manifest); a real dataset
+    is only a path, checked when the workflow starts (rerun it with --forcerun manifest).
+    """
+    if wildcards.dataset in GENERATED:
+        return demo_outputs(wildcards.dataset)
+    return []
+
+
+def manifest_settings(wildcards):
+    """What a manifest depends on: layout, root, splits, subset, corrupt-image policy."""
     ds = config["datasets"][wildcards.dataset]
-    return [f"results/datasets/{wildcards.dataset}"] if "generate" in ds else []
+    return {
+        k: ds[k] for k in ("format", "root", "splits", "max_per_class", "on_corrupt")
+    }
+
+
+def dataset_root(wildcards):
+    return config["datasets"][wildcards.dataset]["root"]
+
+
+def extraction_model_settings(wildcards):
+    """What a store depends on: the model spec and batch (= chunk) size, not the list of layers."""
+    m = config["models"][wildcards.model]
+    return dict({k: v for k, v in m.items() if k != "layers"}, name=wildcards.model)
 
 
 def sweep_settings(wildcards):
@@ -64,12 +96,13 @@ def sweep_settings(wildcards):
     return {k: (float(v) if isinstance(v, float) else v) for k, v in sweep.items()}
 
 
-def model_settings(wildcards):
-    return dict(config["models"][wildcards.model], name=wildcards.model)
+def scaled(base):
+    """A resource that grows with each retry: base on attempt 1, 2 x base on attempt 2, ..."""
 
+    def resource(wildcards, attempt):
+        return base * attempt
 
-def dataset_settings(wildcards):
-    return dict(config["datasets"][wildcards.dataset])
+    return resource
 
 
 def figure_note():

@@ -1,26 +1,31 @@
 # Datasets → manifests. The demo datasets are drawn by a rule from a seed; real datasets are paths.
+# Every file of a demo dataset is a declared output, so editing one image reruns its manifest
+# and everything downstream of that dataset (and nothing of the other datasets).
 
+for _name in GENERATED:
 
-rule demo_dataset:
-    output:
-        directory("results/datasets/{dataset}"),
-    log:
-        "results/logs/demo_dataset/{dataset}.log",
-    benchmark:
-        "results/benchmarks/demo_dataset/{dataset}.tsv"
-    localrule: True
-    conda:
-        "../../envs/vitsae.yaml"
-    params:
-        dataset=dataset_settings,
-        code=source_digest("vitsae.demo"),
-    script:
-        "../scripts/demo_dataset.py"
+    rule:
+        name:
+            f"demo_dataset_{_name.replace('-', '_')}"
+        output:
+            demo_outputs(_name),
+        log:
+            f"results/logs/demo_dataset/{_name}.log",
+        benchmark:
+            f"results/benchmarks/demo_dataset/{_name}.tsv"
+        localrule: True
+        conda:
+            "../../envs/vitsae.yaml"
+        params:
+            generate=config["datasets"][_name]["generate"],
+            code=source_digest("vitsae.demo"),
+        script:
+            "../scripts/demo_dataset.py"
 
 
 rule manifest:
     input:
-        dataset_root_input,
+        dataset_files,
     output:
         "results/manifests/{dataset}.parquet",
     log:
@@ -31,10 +36,10 @@ rule manifest:
         "../../envs/vitsae.yaml"
     threads: 2
     resources:
-        mem_mb=4000,
-        runtime=60,
+        mem_mb=scaled(4000),
+        runtime=scaled(60),
     params:
-        dataset=dataset_settings,
+        dataset=manifest_settings,
         seed=config["seed"],
         code=source_digest("vitsae.manifest"),
     script:

@@ -16,8 +16,10 @@ rule evaluate:
         "../../envs/vitsae.yaml"
     threads: 1
     resources:
-        mem_mb=8000,
-        runtime=120,
+        gpu=1,
+        cpus_per_gpu=1,
+        mem_mb=scaled(8000),
+        runtime=scaled(120),
     params:
         split=EVAL_SPLIT,
         dense_threshold=float(config["evaluation"]["dense_threshold"]),

@@ -17,8 +17,9 @@ rule train_sae:
     threads: 2
     resources:
         gpu=1,
-        mem_mb=16000,
-        runtime=720,
+        cpus_per_gpu=2,
+        mem_mb=scaled(16000),
+        runtime=scaled(720),
     params:
         sweep=sweep_settings,
         code=source_digest("vitsae.sae", "vitsae.store"),

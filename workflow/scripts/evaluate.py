@@ -7,7 +7,7 @@ w = snakemake.wildcards
 
 
 def run():
-    model = sae.load(snakemake.input.sae)
+    model = sae.load(snakemake.input.sae).to(runtime.device(snakemake.config["device"]))
     result = evaluate.evaluate(model, snakemake.input.store, snakemake.params.split,
                                dense_threshold=snakemake.params.dense_threshold)
     result.update({"model": w.model, "layer": int(w.layer), "sweep": w.sweep, "sae_id": w.sae_id,

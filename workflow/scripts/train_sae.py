@@ -12,5 +12,5 @@ meta = {"dataset": w.dataset, "model": w.model, "layer": int(w.layer), "sweep": 
         "store": snakemake.input.store, "split": split}
 runtime.log_exceptions(lambda: sae.train_from_store(
     snakemake.input.store, split, sae.SAEConfig.from_dict(settings), Path(snakemake.output.sae).parent, meta,
-    device=runtime.device(),
+    device=runtime.device(snakemake.config["device"]),
 ))

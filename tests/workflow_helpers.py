@@ -1,0 +1,37 @@
+"""Running the real Snakemake workflow from tests: one place for the command line and its parsing."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+DEMO_CONFIG = REPO / "config" / "config.yaml"
+
+
+def snakemake(workdir: Path, *args: str, check: bool = True, snakefile: Path = REPO / "Snakefile",
+              cores: str | None = "2", timeout: float | None = None) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(snakefile), "--directory", str(workdir)]
+    cmd += ["--cores", cores] if cores else []
+    cmd += list(args)
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=timeout,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed:\n{proc.stdout[-6000:]}\n{proc.stderr[-6000:]}")
+    return proc
+
+
+def job_counts(output: str) -> dict[str, int]:
+    """The 'Job stats' table of a (dry) run: rule → number of jobs."""
+    counts: dict[str, int] = {}
+    lines = output.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.strip() == "Job stats:")
+    for line in lines[start + 3:]:
+        m = re.match(r"^(\w+)\s+(\d+)$", line.strip())
+        if not m or m.group(1) == "total":
+            break
+        counts[m.group(1)] = int(m.group(2))
+    return counts
