@@ -305,3 +305,14 @@ def test_lineage_page_and_json(chain, tmp_path):
     text = html_path.read_text()
     assert prov.read_record(chain["sae"])["code"]["modules"]["vitsae.sae"] in text
     assert "timm/vit_small_patch14_dinov2.lvd142m" in text
+
+
+def test_tree_digest_ignores_snakemakes_timestamp_file(tmp_path):
+    d = tmp_path / "store.zarr"
+    d.mkdir()
+    (d / "zarr.json").write_text("{}")
+    before = prov.digest_artifact(d)
+    (d / ".snakemake_timestamp").write_bytes(b"")  # Snakemake adds it after the job
+    assert prov.digest_artifact(d) == before
+    (d / "c0").write_bytes(b"x")
+    assert prov.digest_artifact(d) != before

@@ -31,3 +31,20 @@ def source_digest(*modules: str) -> str:
     for module in sorted(set(modules)):
         h.update(module.encode() + b"\0" + module_path(module).read_bytes() + b"\0")
     return h.hexdigest()[:16]
+
+
+#: The package modules each rule runs: the rule's params carry their digest (reruns) and its
+#: provenance records list them (verification). One place, so the two cannot drift apart.
+RULE_MODULES: dict[str, tuple[str, ...]] = {
+    "demo_dataset": ("vitsae.demo",),
+    "manifest": ("vitsae.manifest",),
+    "extract": ("vitsae.activations", "vitsae.models", "vitsae.store", "vitsae.manifest"),
+    "train_sae": ("vitsae.sae", "vitsae.store"),
+    "evaluate": ("vitsae.evaluate", "vitsae.sae", "vitsae.store"),
+    "transfer": ("vitsae.transfer",),
+}
+
+
+def rule_digest(rule: str) -> str:
+    """The source digest of the modules ``rule`` runs (see :data:`RULE_MODULES`)."""
+    return source_digest(*RULE_MODULES[rule])

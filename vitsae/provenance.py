@@ -42,6 +42,9 @@ SCHEMA = "vitsae.provenance/1"
 RECORD_SUFFIX = ".prov.json"
 # Zarr metadata files whose bytes go into a store's tree digest (v3, and v2 for good measure).
 ZARR_METADATA = frozenset({"zarr.json", ".zarray", ".zattrs", ".zgroup", ".zmetadata"})
+#: Files a directory digest leaves out: Snakemake adds a timestamp file to every directory output
+#: after the job (after the record was written), which is not part of the artifact.
+NOT_CONTENT = frozenset({".snakemake_timestamp"})
 PACKAGES = {  # environment key → distribution name
     "torch": "torch",
     "timm": "timm",
@@ -69,7 +72,7 @@ def digest_artifact(path: str | os.PathLike) -> str:
 
     The tree digest is *shallow*: sha256 over the sorted (relative posix path, size) of every file
     plus the bytes of every Zarr metadata file (``zarr.json``; its attrs name the model, weights and
-    manifest). Chunk data is never read, so a store of any size digests in milliseconds; a change
+    manifest), leaving out Snakemake's ``.snakemake_timestamp``. Chunk data is never read, so a store of any size digests in milliseconds; a change
     inside a chunk that keeps its size goes unseen (a deleted, added or resized chunk does not).
     """
     path = Path(path)
@@ -85,6 +88,8 @@ def digest_artifact(path: str | os.PathLike) -> str:
         for dirpath, dirnames, filenames in os.walk(path):
             dirnames.sort()
             for name in filenames:
+                if name in NOT_CONTENT:
+                    continue
                 full = Path(dirpath, name)
                 files.append((full.relative_to(path).as_posix(), full))
         for rel, full in sorted(files):

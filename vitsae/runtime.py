@@ -43,3 +43,23 @@ def log_exceptions(fn):
     except Exception:
         logging.getLogger("vitsae").exception("job failed")
         raise
+
+
+def run(snakemake, work, kind: str, record: bool = True) -> None:
+    """A rule's script body: logging to the rule's log, ``work()``, then a provenance record beside
+    every output (vitsae.provenance), naming the modules ``kind`` runs (vitsae.code.RULE_MODULES)."""
+    import time
+
+    from vitsae import provenance
+    from vitsae.code import RULE_MODULES
+
+    setup(snakemake.log[0], snakemake.threads)
+    started = time.time()
+    log_exceptions(work)
+    if record:
+        log_exceptions(lambda: provenance.write_record(
+            rule=snakemake.rule, wildcards=dict(snakemake.wildcards.items()), inputs=list(snakemake.input),
+            outputs=list(snakemake.output), params=dict(snakemake.params.items()), config=dict(snakemake.config),
+            modules=list(RULE_MODULES[kind]), seed=snakemake.config.get("seed"), started=started,
+            ended=time.time(),
+        ))

@@ -22,8 +22,6 @@ rule extract:
         root=dataset_root,
         model=extraction_model_settings,
         splits=config["extraction"]["splits"],
-        code=source_digest(
-            "vitsae.activations", "vitsae.models", "vitsae.store", "vitsae.manifest"
-        ),
+        code=rule_digest("extract"),
     script:
         "../scripts/extract.py"

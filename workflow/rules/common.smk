@@ -5,7 +5,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(workflow.basedir)))
 
-from vitsae.code import source_digest
+from vitsae.code import rule_digest
 from vitsae.config import check_dataset_roots, sae_id, validate
 from vitsae.demo import demo_files
 

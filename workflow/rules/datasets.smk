@@ -18,7 +18,7 @@ for _name in GENERATED:
             "../../envs/vitsae.yaml"
         params:
             generate=config["datasets"][_name]["generate"],
-            code=source_digest("vitsae.demo"),
+            code=rule_digest("demo_dataset"),
         script:
             "../scripts/demo_dataset.py"
 
@@ -41,6 +41,6 @@ rule manifest:
     params:
         dataset=manifest_settings,
         seed=config["seed"],
-        code=source_digest("vitsae.manifest"),
+        code=rule_digest("manifest"),
     script:
         "../scripts/manifest.py"

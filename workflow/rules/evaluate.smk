@@ -23,6 +23,6 @@ rule evaluate:
     params:
         split=EVAL_SPLIT,
         dense_threshold=float(config["evaluation"]["dense_threshold"]),
-        code=source_digest("vitsae.evaluate", "vitsae.sae", "vitsae.store"),
+        code=rule_digest("evaluate"),
     script:
         "../scripts/evaluate.py"

@@ -24,6 +24,6 @@ rule transfer:
         "../../envs/vitsae.yaml"
     params:
         note=figure_note(),
-        code=source_digest("vitsae.transfer"),
+        code=rule_digest("transfer"),
     script:
         "../scripts/transfer.py"

@@ -22,6 +22,6 @@ rule train_sae:
         runtime=scaled(720),
     params:
         sweep=sweep_settings,
-        code=source_digest("vitsae.sae", "vitsae.store"),
+        code=rule_digest("train_sae"),
     script:
         "../scripts/train_sae.py"

@@ -2,11 +2,10 @@
 
 from vitsae import evaluate, runtime, sae
 
-runtime.setup(snakemake.log[0], snakemake.threads)
 w = snakemake.wildcards
 
 
-def run():
+def work():
     model = sae.load(snakemake.input.sae).to(runtime.device(snakemake.config["device"]))
     result = evaluate.evaluate(model, snakemake.input.store, snakemake.params.split,
                                dense_threshold=snakemake.params.dense_threshold)
@@ -15,4 +14,4 @@ def run():
     evaluate.write_json(result, snakemake.output[0])
 
 
-runtime.log_exceptions(run)
+runtime.run(snakemake, work, "evaluate")

@@ -3,11 +3,10 @@
 from vitsae import activations, runtime
 from vitsae.models import ModelSpec
 
-runtime.setup(snakemake.log[0], snakemake.threads)
 m = snakemake.params.model
-runtime.log_exceptions(lambda: activations.extract(
+runtime.run(snakemake, lambda: activations.extract(
     snakemake.input.manifest, snakemake.params.root, snakemake.wildcards.dataset,
     ModelSpec.from_config(m["name"], m), int(snakemake.wildcards.layer), snakemake.output[0],
     splits=snakemake.params.splits, batch_size=m["batch_size"],
     num_workers=snakemake.config["extraction"]["num_workers"], device=runtime.device(snakemake.config["device"]),
-))
+), "extract")

@@ -4,11 +4,10 @@ from pathlib import Path
 
 from vitsae import manifest, runtime
 
-runtime.setup(snakemake.log[0], snakemake.threads)
 ds = snakemake.params.dataset
 
 
-def run():
+def work():
     df = manifest.build_manifest(
         snakemake.wildcards.dataset, ds["format"], Path(ds["root"]), ds["splits"],
         max_per_class=ds["max_per_class"], seed=snakemake.params.seed, on_corrupt=ds["on_corrupt"],
@@ -16,4 +15,4 @@ def run():
     manifest.write_manifest(df, snakemake.output[0])
 
 
-runtime.log_exceptions(run)
+runtime.run(snakemake, work, "manifest")

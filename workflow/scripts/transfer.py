@@ -2,7 +2,6 @@
 
 from vitsae import runtime, transfer
 
-runtime.setup(snakemake.log[0])
-runtime.log_exceptions(lambda: transfer.write_transfer(
+runtime.run(snakemake, lambda: transfer.write_transfer(
     list(snakemake.input), snakemake.output.csv, snakemake.output.pdf, note=snakemake.params.note,
-))
+), "transfer")
