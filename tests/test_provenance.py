@@ -291,20 +291,23 @@ class _Page(HTMLParser):
 def test_lineage_page_and_json(chain, tmp_path):
     html_path = tmp_path / "results/provenance/transfer.html"
     json_path = tmp_path / "results/provenance/transfer.json"
-    prov.write_lineage(chain["figure"], html_path, json_path)
+    prov.write_lineage(chain["figure"], html_path, json_path, title="SAE transfer: toy")
     lin = json.loads(json_path.read_text())
-    assert lin["root"] == str(chain["figure"]) and len(lin["nodes"]) == 6
+    assert lin["root"] == str(chain["figure"]) and len(lin["nodes"]) == 6 and lin["title"] == "SAE transfer: toy"
     page = _Page()
     page.feed(html_path.read_text())
-    assert "transfer.pdf" in page.text["title"] and "transfer.pdf" in page.text["h1"]
+    assert page.text["title"] == "SAE transfer: toy: provenance" and page.text["h1"] == "SAE transfer: toy"
     sections = {path: anchor for anchor, path in page.ids.items() if path}
-    assert set(sections) == set(lin["nodes"])  # one section per node
+    raw = {str(chain["images"])}  # raw inputs get no section of their own: their consumer lists them
+    assert set(sections) == set(lin["nodes"]) - raw  # one section per other node
     for anchor in sections.values():
         assert f"#{anchor}" in page.hrefs  # and every node is linked to
     assert "../figures/transfer.pdf" in page.hrefs  # the figure itself, relative to the page
     text = html_path.read_text()
     assert prov.read_record(chain["sae"])["code"]["modules"]["vitsae.sae"] in text
     assert "timm/vit_small_patch14_dinov2.lvd142m" in text
+    image_digest = lin["nodes"][str(chain["images"])]["digest"]
+    assert text.count(image_digest) == 1 and "1 raw input file under" in text
 
 
 def test_tree_digest_ignores_snakemakes_timestamp_file(tmp_path):

@@ -41,7 +41,9 @@ RULE_MODULES: dict[str, tuple[str, ...]] = {
     "extract": ("vitsae.activations", "vitsae.models", "vitsae.store", "vitsae.manifest"),
     "train_sae": ("vitsae.sae", "vitsae.store"),
     "evaluate": ("vitsae.evaluate", "vitsae.sae", "vitsae.store"),
-    "transfer": ("vitsae.transfer",),
+    "transfer": ("vitsae.transfer", "vitsae.figures"),
+    "lineage": ("vitsae.provenance",),
+    "ro_crate": ("vitsae.crate", "vitsae.provenance"),
 }
 
 

@@ -534,10 +534,23 @@ section:target{border-color:#06c;box-shadow:0 0 0 2px #9cf}
 pre{background:#f6f6f6;padding:.5em;overflow-x:auto;font-size:85%}
 dt{font-weight:bold;float:left;clear:left;width:9em}dd{margin-left:10em}
 .dirty{color:#b00;font-weight:bold}.leaf{background:#fafafa}code{font-size:90%}
+table{border-collapse:collapse}td,th{border-bottom:1px solid #ddd;padding:.2em .6em;text-align:left;vertical-align:top}
+.index ul{margin:0;padding-left:1.2em}.sub{color:#555;margin-top:-.5em}
 """
 
 
-def _render_node(path: str, node: dict, inputs: list[str], consumers: list[str]) -> str:
+def _raw_files(paths: list[str], nodes: Mapping) -> str:
+    """Raw inputs (images, dataset files) of one node: one collapsed table, not a section each."""
+    prefix = os.path.commonpath(paths) if len(paths) > 1 else str(PurePath(paths[0]).parent)
+    rows = "".join(f"<tr><td><code>{html.escape(p)}</code></td>"
+                   f"<td><code>{html.escape(str(nodes[p].get('digest')))}</code></td></tr>" for p in paths)
+    return (f'<details class="raw"><summary>{len(paths)} raw input file{"s" if len(paths) != 1 else ""} '
+            f"under <code>{html.escape(prefix)}/</code> (no records; digests as recorded)</summary>"
+            f"<table><tr><th>path</th><th>digest</th></tr>{rows}</table></details>")
+
+
+def _render_node(path: str, node: dict, inputs: list[str], consumers: list[str], raw: list[str] = (),
+                 nodes: Mapping | None = None) -> str:
     leaf = " class=leaf" if node.get("leaf") else ""
     parts = [
         f'<section id="{_anchor(path)}" data-path="{html.escape(path, quote=True)}"{leaf}>',
@@ -583,17 +596,24 @@ def _render_node(path: str, node: dict, inputs: list[str], consumers: list[str])
         parts.append("<details><summary>environment</summary>" + _pre(env) + "</details>")
         if node.get("store"):
             parts.append("<details><summary>store attrs</summary>" + _pre(node["store"]) + "</details>")
-    parts.append("<h3>inputs</h3>" + _links(inputs))
+    parts.append("<h3>inputs</h3>" + (_links(inputs) if inputs or not raw else ""))
+    if raw:
+        parts.append(_raw_files(list(raw), nodes))
     parts.append("<h3>used by</h3>" + _links(consumers))
     parts.append("</section>")
     return "\n".join(parts)
 
 
-def render_html(lin: Mapping, html_dir: Path | None = None) -> str:
+def render_html(lin: Mapping, html_dir: Path | None = None, title: str | None = None) -> str:
+    """One self-contained page: a summary, the artifacts grouped by the rule that made them, then a
+    section per artifact (its record) and per model. Raw inputs without records (thousands of
+    images) get no section: each consumer lists them in one collapsed table."""
     root = lin["root"]
     name = PurePath(root).name
-    inputs: dict[str, list[str]] = {p: [] for p in lin["nodes"]}
-    consumers: dict[str, list[str]] = {p: [] for p in lin["nodes"]}
+    nodes = lin["nodes"]
+    raw = {p for p, n in nodes.items() if n.get("leaf") and n.get("kind") != "model"}
+    inputs: dict[str, list[str]] = {p: [] for p in nodes}
+    consumers: dict[str, list[str]] = {p: [] for p in nodes}
     for src, dst in lin["edges"]:
         if src not in inputs[dst]:
             inputs[dst].append(src)
@@ -602,35 +622,54 @@ def render_html(lin: Mapping, html_dir: Path | None = None) -> str:
     href = str(_resolve(Path(lin["workdir"]), root))
     if html_dir is not None:
         href = os.path.relpath(href, html_dir)
-    n_records = sum(1 for node in lin["nodes"].values() if not node.get("leaf") and not node.get("missing"))
-    index = "".join(f"<li>{_link(p)}</li>" for p in lin["nodes"])
-    body = "\n".join(_render_node(p, node, inputs[p], consumers[p]) for p, node in lin["nodes"].items())
+    by_rule: dict[str, list[str]] = {}
+    for p, node in nodes.items():
+        if p in raw:
+            continue
+        group = ("model weights" if node.get("kind") == "model"
+                 else "record missing" if node.get("missing") else str(node.get("rule")))
+        by_rule.setdefault(group, []).append(p)
+    n_records = sum(1 for node in nodes.values() if not node.get("leaf") and not node.get("missing"))
+    index = "".join(f"<tr><td><code>{html.escape(rule)}</code></td><td>{len(ps)}</td><td>{_links(ps)}</td></tr>"
+                    for rule, ps in by_rule.items())
+    body = "\n".join(
+        _render_node(p, node, [i for i in inputs[p] if i not in raw], consumers[p],
+                     [i for i in inputs[p] if i in raw], nodes)
+        for p, node in nodes.items() if p not in raw
+    )
+    heading = html.escape(title) if title else f"Provenance of {html.escape(name)}"
+    subtitle = f"<p class=sub>Provenance of <code>{html.escape(name)}</code></p>" if title else ""
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
-<title>Provenance of {html.escape(name)}</title>
+<title>{heading}: provenance</title>
 <style>{_CSS}</style></head><body>
-<h1>Provenance of {html.escape(name)}</h1>
+<h1>{heading}</h1>{subtitle}
 <p>Figure: <a href="{html.escape(href, quote=True)}"><code>{html.escape(root)}</code></a>
-(made by <a href="#{_anchor(root)}">its record</a>). {len(lin["nodes"])} nodes, {n_records} with records,
-{len(lin["edges"])} edges.
+(made by <a href="#{_anchor(root)}">its record</a>). {n_records} artifacts with records,
+{len(by_rule.get("model weights", []))} models,
+{len(raw)} raw input files; {len(lin["edges"])} edges.
 Check it with <code>python -m vitsae.provenance verify {html.escape(root)}</code>.</p>
-<h2>All nodes</h2><ul>{index}</ul>
+<h2>Artifacts by the rule that made them</h2>
+<table class=index><tr><th>rule</th><th>n</th><th>artifacts</th></tr>{index}</table>
 {body}
 </body></html>
 """
 
 
 def write_lineage(
-    artifact: str | os.PathLike, html_path: str | os.PathLike, json_path: str | os.PathLike
+    artifact: str | os.PathLike, html_path: str | os.PathLike, json_path: str | os.PathLike,
+    title: str | None = None,
 ) -> dict:
     """Write ``artifact``'s lineage as JSON and as one self-contained HTML page; return the lineage."""
     lin = lineage(artifact)
+    if title:
+        lin["title"] = title
     html_path, json_path = Path(html_path), Path(json_path)
     for p in (html_path, json_path):
         p.parent.mkdir(parents=True, exist_ok=True)
     _write_json_atomic(json_path, lin)
     tmp = html_path.with_name(f".{html_path.name}.tmp-{os.getpid()}")
-    tmp.write_text(render_html(lin, html_path.parent.resolve()), encoding="utf-8")
+    tmp.write_text(render_html(lin, html_path.parent.resolve(), title), encoding="utf-8")
     os.replace(tmp, html_path)
     return lin
 
@@ -640,7 +679,8 @@ def write_lineage(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m vitsae.provenance", description=__doc__.splitlines()[0])
+    prog = "vitsae" if PurePath(sys.argv[0]).name == "vitsae" else "python -m vitsae.provenance"
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     v = sub.add_parser("verify", help="recompute the digests along an artifact's lineage")
     v.add_argument("paths", nargs="+", type=Path)

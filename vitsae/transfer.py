@@ -14,6 +14,8 @@ from pathlib import Path
 import altair as alt
 import pandas as pd
 
+from vitsae.figures import FIGURES
+
 COLUMNS = [
     "model", "layer", "sweep", "sae_id", "train_dataset", "eval_dataset", "eval_split", "in_domain",
     "fvu", "mse", "l0", "dead_pct", "dense_pct", "n_tokens",
@@ -61,7 +63,7 @@ def transfer_chart(df: pd.DataFrame, note: str = "") -> alt.Chart:
     text2 = base.mark_text(dy=8, fontSize=9).encode(text="detail:N", color=ink)
     layered = alt.layer(heat, text1, text2).properties(width=220, height=160)
     title = alt.TitleParams(
-        "SAE transfer: reconstruction across datasets",
+        FIGURES["transfer"],
         subtitle=[note] if note else [], anchor="start", fontSize=14,
         subtitleColor="#b00" if note else None,
     )
