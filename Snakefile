@@ -1,6 +1,7 @@
 # vitsae: sparse autoencoders on DINOv2 and CLIP activations, from images to the paper's figures.
 # The stages, one rule file each, in data-flow order (see README.md):
-#   datasets → manifests → activation stores → SAEs → evaluation → transfer figure
+#   datasets → manifests → activation stores → SAEs → evaluation → transfer figure → provenance
+#   (lineage page per figure, RO-Crate of the run)
 from snakemake.utils import min_version
 
 min_version("9.20")
@@ -16,6 +17,9 @@ if not workflow.overwrite_configfiles:
 include: "workflow/rules/common.smk"
 
 
+report: "workflow/report/workflow.rst"
+
+
 # Each wildcard matches only names from the config, so no path can match two rules two ways.
 wildcard_constraints:
     dataset=alternatives(DATASETS),
@@ -24,6 +28,7 @@ wildcard_constraints:
     sweep=alternatives(SWEEPS),
     layer=r"\d+",
     sae_id=r"[A-Za-z0-9_.+-]+",
+    figure=alternatives(FIGURES),
 
 
 rule all:
@@ -31,6 +36,8 @@ rule all:
     input:
         "results/figures/transfer.pdf",
         "results/tables/transfer.csv",
+        expand("results/provenance/{figure}.html", figure=FIGURES),
+        "results/provenance/ro-crate",
 
 
 include: "workflow/rules/datasets.smk"

@@ -3,7 +3,10 @@
     python bench/demo.py [--cores 2] [--keep DIR]
 
 Per stage, the job-seconds Snakemake's benchmark files recorded (jobs run in parallel, so their sum can
-exceed the wall time) and that stage's share of all job-seconds. Ends with one JSON line.
+exceed the wall time) and that stage's share of all job-seconds. Then what provenance costs: the seconds
+every job spent writing its records (each job logs "provenance: wrote N records in S s"), summed over
+all jobs, as a share of the wall time (an upper bound on what they added to it: jobs overlap), and the
+same for the rules that only exist for provenance (lineage page, RO-Crate). Ends with one JSON line.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import re
 import subprocess
 import sys
 import tempfile
@@ -19,7 +23,9 @@ from collections import defaultdict
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-STAGES = ["demo_dataset", "manifest", "extract", "train_sae", "evaluate", "transfer"]
+STAGES = ["demo_dataset", "manifest", "extract", "train_sae", "evaluate", "transfer", "lineage", "ro_crate"]
+PROVENANCE_RULES = ["lineage", "ro_crate"]
+RECORD_LINE = re.compile(r"provenance: wrote (\d+) records in ([0-9.]+) s")
 
 
 def main() -> None:
@@ -36,8 +42,9 @@ def main() -> None:
     seconds: dict[str, float] = defaultdict(float)
     jobs: dict[str, int] = defaultdict(int)
     for stage in STAGES:
-        for tsv in (workdir / "results/benchmarks" / stage).rglob("*.tsv") if stage != "transfer" else \
-                [workdir / "results/benchmarks/transfer.tsv"]:
+        bench_dir = workdir / "results/benchmarks"
+        tsvs = list((bench_dir / stage).rglob("*.tsv")) + list(bench_dir.glob(f"{stage}.tsv"))
+        for tsv in tsvs:
             with open(tsv) as f:
                 row = next(csv.DictReader(f, delimiter="\t"))
             seconds[stage] += float(row["s"])
@@ -47,8 +54,21 @@ def main() -> None:
     print(f"{'stage':<14}{'jobs':>5}{'job-s':>9}{'share':>8}")
     for stage in STAGES:
         print(f"{stage:<14}{jobs[stage]:>5}{seconds[stage]:>9.1f}{seconds[stage] / total:>8.1%}")
+    n_records, record_s, n_logs = 0, 0.0, 0
+    for log in (workdir / "results/logs").rglob("*.log"):
+        for m in RECORD_LINE.finditer(log.read_text(errors="replace")):
+            n_records += int(m.group(1))
+            record_s += float(m.group(2))
+            n_logs += 1
+    rules_s = sum(seconds[s] for s in PROVENANCE_RULES)
+    print(f"provenance records: {n_records} written by {n_logs} jobs in {record_s:.2f} s, "
+          f"{record_s / wall:.2%} of the wall time")
+    print(f"provenance rules (lineage page, RO-Crate): {rules_s:.2f} job-s, {rules_s / wall:.2%} of the wall time")
     print(json.dumps({"wall_s": round(wall, 1), "job_s": round(total, 1),
-                      "share": {s: round(seconds[s] / total, 3) for s in STAGES}}))
+                      "share": {s: round(seconds[s] / total, 3) for s in STAGES},
+                      "records": n_records, "record_s": round(record_s, 3),
+                      "records_vs_wall": round(record_s / wall, 5),
+                      "provenance_rules_vs_wall": round(rules_s / wall, 5)}))
 
 
 if __name__ == "__main__":

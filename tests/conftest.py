@@ -15,6 +15,8 @@ from workflow_helpers import DEMO_CONFIG, snakemake
 def demo(tmp_path_factory):
     """The whole demo DAG, run once per test session with the local executor; tests must leave it as
     they found it (dry runs, or edits they undo)."""
-    workdir = tmp_path_factory.mktemp("demo")
+    # VITSAE_DEMO_DIR: reuse a demo directory (brought up to date here) while developing tests.
+    given = os.environ.get("VITSAE_DEMO_DIR")
+    workdir = Path(given) if given else tmp_path_factory.mktemp("demo")
     snakemake(workdir, "--configfile", str(DEMO_CONFIG))
     return workdir

@@ -13,7 +13,9 @@ pytestmark = pytest.mark.e2e
 CFG = yaml.safe_load(DEMO_CONFIG.read_text())
 MODELS, DATASETS = sorted(CFG["models"]), sorted(CFG["datasets"])
 N_SAE = len(MODELS) * len(DATASETS)  # one SAE per (train dataset, model) in the demo sweep
-SAE_AND_AFTER = {"all": 1, "train_sae": N_SAE, "evaluate": N_SAE * len(DATASETS), "transfer": 1}
+# The figure is remade, then its lineage page and the run's RO-Crate (both read every record upstream).
+FIGURE_AND_AFTER = {"transfer": 1, "lineage": 1, "ro_crate": 1}
+SAE_AND_AFTER = {"all": 1, "train_sae": N_SAE, "evaluate": N_SAE * len(DATASETS), **FIGURE_AND_AFTER}
 
 
 def dry_run(workdir: Path, *args: str) -> dict[str, int]:
@@ -56,10 +58,10 @@ def test_trainer_edit_reruns_like_an_l1_change(demo):
     assert dry_run(demo) == {}  # put back: nothing to do again
 
 
-def test_plotting_edit_reruns_the_figure_only(demo):
+def test_plotting_edit_reruns_the_figure_and_its_provenance_only(demo):
     with edited(REPO / "vitsae" / "transfer.py"):
         jobs = dry_run(demo)
-    assert jobs == {"all": 1, "transfer": 1}
+    assert jobs == {"all": 1, **FIGURE_AND_AFTER}
 
 
 def test_one_demo_image_edited_reruns_that_datasets_branch_only(demo):
@@ -77,7 +79,7 @@ def test_one_demo_image_edited_reruns_that_datasets_branch_only(demo):
     n_inat_sae = len(MODELS)
     n_evals = N_SAE * len(DATASETS) - (N_SAE - n_inat_sae) * (len(DATASETS) - 1)
     assert jobs == {"all": 1, "manifest": 1, "extract": len(MODELS), "train_sae": n_inat_sae,
-                    "evaluate": n_evals, "transfer": 1}
+                    "evaluate": n_evals, **FIGURE_AND_AFTER}
     assert dry_run(demo) == {}  # restored: nothing to do again
 
 
@@ -86,4 +88,4 @@ def test_a_layer_added_runs_only_the_new_layers_jobs_and_the_figure(demo):
     layers = CFG["models"][model]["layers"] + [5]
     jobs = dry_run(demo, "--config", f"models={{{model}: {{layers: {layers}}}}}")
     assert jobs == {"all": 1, "extract": len(DATASETS), "train_sae": len(DATASETS),
-                    "evaluate": len(DATASETS) ** 2, "transfer": 1}
+                    "evaluate": len(DATASETS) ** 2, **FIGURE_AND_AFTER}

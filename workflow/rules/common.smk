@@ -1,4 +1,6 @@
 # Helpers for every rule file. Validated config, path lists, params, resources, code digests.
+import hashlib
+import json
 import re
 import sys
 from pathlib import Path
@@ -8,6 +10,7 @@ sys.path.insert(0, str(Path(workflow.basedir)))
 from vitsae.code import rule_digest
 from vitsae.config import check_dataset_roots, sae_id, validate
 from vitsae.demo import demo_files
+from vitsae.figures import FIGURES
 
 # Validate before anything runs: a typo in a key fails here, naming the key.
 _validated = validate(config, source="config")
@@ -48,6 +51,21 @@ def eval_jsons():
         f"{sae_dir.replace('results/sae/', 'results/eval/', 1)}/{e}.json"
         for sae_dir in sae_dirs()
         for e in DATASETS
+    ]
+
+
+def run_artifacts():
+    """Every artifact the run makes below the figures: manifests, stores, SAE files, evaluations
+    (the RO-Crate lists them all, including those no figure reads, such as training logs)."""
+    return [
+        *(f"results/manifests/{d}.parquet" for d in DATASETS),
+        *(
+            f"results/activations/{d}/{m}/layer{l}.zarr"
+            for d in DATASETS
+            for m, l in model_layers()
+        ),
+        *(f"{s}/{f}" for s in sae_dirs() for f in ("sae.safetensors", "cfg.json", "train_log.csv")),
+        *eval_jsons(),
     ]
 
 
@@ -103,6 +121,12 @@ def scaled(base):
         return base * attempt
 
     return resource
+
+
+def config_digest():
+    """sha256 (16 hex) of the resolved config, for rules whose output holds all of it."""
+    text = json.dumps(config, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def figure_note():

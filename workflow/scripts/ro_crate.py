@@ -1,0 +1,14 @@
+"""Rule ro_crate: the run as a Workflow Run RO-Crate (vitsae.crate)."""
+
+from pathlib import Path
+
+import snakemake as _snakemake_pkg
+
+from vitsae import crate, runtime
+
+runtime.run(snakemake, lambda: crate.write_crate(
+    snakemake.output[0], finals=list(snakemake.input.finals), artifacts=list(snakemake.input.artifacts),
+    copies=[*snakemake.input.finals, *snakemake.input.pages], config=dict(snakemake.config),
+    workflow_dir=Path(snakemake.scriptdir).resolve().parent.parent,  # scriptdir is workflow/scripts
+    snakemake_version=_snakemake_pkg.__version__,
+), "ro_crate")
