@@ -1,0 +1,179 @@
+"""SAE training speed, measured in one run on one synthetic store; ends with one JSON line of ratios.
+
+    python bench/sae_train.py [--d 768] [--expansion 4] [--steps 20] [--keep DIR]
+
+* ``step_vs_reference``: tokens/s of the sweep trainer (vitsae.sweep.train_sweep, one relu_l1 SAE, batches
+  from memory) against a minimal plain-PyTorch step of the same SAE written here (encode, decode, loss,
+  backward, parallel-gradient removal, torch.optim.Adam, decoder renormalisation): the limit on this
+  machine. Goal ≥ 0.9.
+* ``loader_vs_raw``: tokens/s of vitsae.loader.TokenStream (shuffled float32 batches of the whole split)
+  against a plain sequential read of the same store's chunks (zarr, token-sliced fp16). Goal ≥ 0.8.
+* ``stacked_vs_sequential``: 8 SAEs (2 L1 x 2 lr x 2 seeds) trained in one pass from the store against the
+  same 8 trained one after another, each reading the store (time ratio sequential / stacked; on 2 CPU
+  cores compute dominates, so this is modest here).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vitsae.loader import TokenStream
+from vitsae.store import open_store, split_array, write_arrays
+from vitsae.sweep import SAESpec, TrainSettings, train_sweep, train_sweep_from_store
+
+
+def make_store(path: Path, n_images: int, n_tokens: int, d: int, chunk_images: int) -> Path:
+    rng = np.random.default_rng(0)
+    acts = (rng.standard_normal((n_images, n_tokens, d), dtype=np.float32) + rng.standard_normal(d) * 0.5)
+    layout = {"n_tokens": n_tokens, "n_prefix": 1, "n_registers": 0, "cls_index": 0, "grid": [1, n_tokens - 1]}
+    attrs = {"token_layout": layout, "dataset": "bench", "layer": 0, "model": {"name": "synthetic"}}
+    return write_arrays(path, attrs, {"train": acts.astype(np.float16)}, chunk_images=chunk_images)
+
+
+class MemoryStream:
+    """The stream interface train_sweep uses (peek, iteration, close), over batches already in memory."""
+
+    def __init__(self, batches: list[torch.Tensor]):
+        self.batches = batches
+
+    def peek(self, n: int) -> np.ndarray:
+        return torch.cat(self.batches)[:n].numpy()
+
+    def __iter__(self):
+        return iter(self.batches)
+
+    def close(self) -> None:
+        pass
+
+
+def reference_steps(batches: list[torch.Tensor], d: int, f: int, l1: float, lr: float) -> float:
+    """The plain-PyTorch step of a relu_l1 SAE over ``batches``; returns seconds (after one warm-up step)."""
+    g = torch.Generator().manual_seed(0)
+    W_dec = torch.randn(f, d, generator=g)
+    W_dec /= W_dec.norm(dim=1, keepdim=True)
+    W_enc = torch.nn.Parameter(W_dec.T.clone())
+    W_dec = torch.nn.Parameter(W_dec)
+    b_enc = torch.nn.Parameter(torch.zeros(f))
+    b_dec = torch.nn.Parameter(batches[0].mean(0))
+    opt = torch.optim.Adam([W_enc, b_enc, W_dec, b_dec], lr=lr)
+
+    scale = math.sqrt(d / float((batches[0] ** 2).sum(1).mean()))
+
+    def step(x: torch.Tensor) -> None:
+        x = x * scale
+        f_BF = torch.relu((x - b_dec) @ W_enc + b_enc)
+        xhat = f_BF @ W_dec + b_dec
+        loss = ((xhat - x) ** 2).sum(1).mean() + l1 * f_BF.sum(1).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        with torch.no_grad():
+            W_dec.grad -= (W_dec.grad * W_dec).sum(1, keepdim=True) * W_dec
+        opt.step()
+        with torch.no_grad():
+            W_dec.div_(W_dec.norm(dim=1, keepdim=True))
+
+    step(batches[0])
+    t0 = time.perf_counter()
+    for x in batches[1:]:
+        step(x)
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--d", type=int, default=768)
+    ap.add_argument("--expansion", type=int, default=4)
+    ap.add_argument("--batch", type=int, default=1024)
+    ap.add_argument("--steps", type=int, default=20, help="training steps per measurement")
+    ap.add_argument("--keep", type=Path, help="put the store here instead of a temporary directory")
+    args = ap.parse_args()
+    d, f, B = args.d, args.d * args.expansion, args.batch
+    work = args.keep or Path(tempfile.mkdtemp(prefix="vitsae-bench-sae-"))
+    work.mkdir(parents=True, exist_ok=True)
+    n_tokens = 65  # 1 CLS + 64 patches per image, as a 112 px ViT-B/14 at 8x8
+    n_images = math.ceil((args.steps + 1) * B * 1.05 / (n_tokens - 1))
+    store = make_store(work / "bench.zarr", n_images, n_tokens, d, chunk_images=32)
+    split_tokens = n_images * (n_tokens - 1)
+    print(f"store: {n_images} images x {n_tokens - 1} patches x d={d} fp16 "
+          f"({split_tokens * d * 2 / 1e6:.0f} MB); SAE d_sae={f}; batch {B}; {args.steps} steps; "
+          f"torch threads {torch.get_num_threads()}")
+
+    # 1. The trainer's step against the plain step, same batches from memory.
+    n_train = (args.steps + 1) * B
+    with TokenStream(store, "train", "patches", B, 0, 8, n_train) as s:
+        batches = [b.clone() for b in s]
+    t_ref = reference_steps(batches, d, f, l1=3.0, lr=4e-3)
+    spec = SAESpec(architecture="relu_l1", expansion=args.expansion, l1_coeff=3.0, lr=4e-3, seed=0)
+    settings = TrainSettings(batch_size=B, train_tokens=n_train, log_every=10**6, checkpoint_every=10**6)
+    # one warm-up step, as for the reference: time the rest
+    times: list[float] = []
+
+    def timed_stream(start: int) -> MemoryStream:
+        class Timed(MemoryStream):
+            def __iter__(self):
+                for i, x in enumerate(self.batches):
+                    if i == 1:  # the warm-up step on batch 0 is done
+                        times.append(time.perf_counter())
+                    yield x
+
+        return Timed(batches)
+
+    train_sweep(timed_stream, [spec], settings, d)  # stops after the step on the last batch
+    t_trainer = time.perf_counter() - times[0]
+    ref_tps, trainer_tps = args.steps * B / t_ref, args.steps * B / t_trainer
+    print(f"step: trainer {trainer_tps:,.0f} tokens/s, plain PyTorch {ref_tps:,.0f} tokens/s")
+
+    # 2. The loader against a plain sequential read of the chunks.
+    arr = split_array(open_store(store), "train")
+    t0 = time.perf_counter()
+    n = 0
+    for start in range(0, arr.shape[0], arr.chunks[0]):
+        n += arr[start:start + arr.chunks[0], 1:].shape[0] * (n_tokens - 1)
+    t_raw = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    with TokenStream(store, "train", "patches", B, 0, 8, split_tokens) as s:
+        m = sum(b.shape[0] for b in s)
+    t_loader = time.perf_counter() - t0
+    assert m == n == split_tokens
+    raw_tps, loader_tps = n / t_raw, m / t_loader
+    print(f"read: loader {loader_tps:,.0f} tokens/s, sequential chunk read {raw_tps:,.0f} tokens/s")
+
+    # 3. Eight SAEs in one pass against the same eight one after another.
+    specs = [SAESpec(architecture="relu_l1", expansion=args.expansion, l1_coeff=l1, lr=lr, seed=seed)
+             for l1 in (3.0, 6.0) for lr in (4e-3, 2e-3) for seed in (0, 1)]
+    few = TrainSettings(batch_size=B, train_tokens=args.steps * B // 2, log_every=10**6,
+                        checkpoint_every=10**6)
+    t0 = time.perf_counter()
+    train_sweep_from_store(store, "train", specs, few, [work / "stacked" / str(i) for i in range(8)], {})
+    t_stacked = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for i, spec in enumerate(specs):
+        train_sweep_from_store(store, "train", [spec], few, [work / "seq" / str(i)], {})
+    t_seq = time.perf_counter() - t0
+    sae_tokens = 8 * few.train_tokens
+    print(f"8 SAEs: stacked {t_stacked:.1f} s ({sae_tokens / t_stacked:,.0f} SAE-tokens/s), "
+          f"one after another {t_seq:.1f} s ({sae_tokens / t_seq:,.0f} SAE-tokens/s)")
+    if args.keep is None:
+        shutil.rmtree(work)
+    print(json.dumps({
+        "step_vs_reference": round(trainer_tps / ref_tps, 3),
+        "loader_vs_raw": round(loader_tps / raw_tps, 3),
+        "stacked_vs_sequential": round(t_seq / t_stacked, 3),
+        "trainer_tokens_per_s": round(trainer_tps), "reference_tokens_per_s": round(ref_tps),
+        "loader_tokens_per_s": round(loader_tps), "raw_read_tokens_per_s": round(raw_tps),
+        "stacked_sae_tokens_per_s": round(sae_tokens / t_stacked),
+        "sequential_sae_tokens_per_s": round(sae_tokens / t_seq),
+    }))
+
+
+if __name__ == "__main__":
+    main()
