@@ -36,6 +36,8 @@ rule all:
     input:
         "results/figures/transfer.pdf",
         "results/tables/transfer.csv",
+        expand("results/figures/{figure}.pdf", figure=FIGURES),
+        expand("results/tables/pareto-{sweep}.csv", sweep=SWEEPS),
         expand("results/provenance/{figure}.html", figure=FIGURES),
         "results/provenance/ro-crate",
 

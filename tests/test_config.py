@@ -3,7 +3,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from vitsae.config import ConfigError, check_dataset_roots, sae_id, validate
+from vitsae.config import ConfigError, check_dataset_roots, validate
+from vitsae.grid import sweep_ids, sweep_specs, training_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -63,11 +64,26 @@ def test_generated_dataset_must_live_under_results_datasets():
         validate(cfg)
 
 
-def test_sae_id_is_readable_and_changes_with_l1():
-    cfg = validate(demo_config())
-    sweep = cfg["sweeps"]["paper"]
-    assert sae_id(sweep) == "relu-x8-l1_3-lr_0.004-s0"
-    assert sae_id({**sweep, "l1_coeff": 0.002}) != sae_id(sweep)
+def test_a_sweep_is_every_combination_of_its_lists_and_ids_are_readable():
+    cfg = demo_config()
+    cfg["sweeps"]["paper"].update({"architecture": ["relu_l1", "topk"], "l1_coeff": [3, 6.5], "k": [16, 32],
+                                   "seed": [0, 1], "lr": 0.004, "expansion": 8})
+    sweep = validate(cfg)["sweeps"]["paper"]
+    ids = sweep_ids(sweep)
+    # l1_coeff only varies ReLU SAEs and k only TopK ones: 2 x 2 + 2 x 2, not 2 x 2 x 2 x 2
+    assert ids == ["relu_l1-x8-l1_3-lr_0.004-s0", "relu_l1-x8-l1_3-lr_0.004-s1", "relu_l1-x8-l1_6.5-lr_0.004-s0",
+                   "relu_l1-x8-l1_6.5-lr_0.004-s1", "topk-x8-k16-lr_0.004-s0", "topk-x8-k16-lr_0.004-s1",
+                   "topk-x8-k32-lr_0.004-s0", "topk-x8-k32-lr_0.004-s1"]
+    specs = sweep_specs(sweep)
+    assert specs[0] == {"architecture": "relu_l1", "expansion": 8, "l1_coeff": 3, "lr": 0.004, "seed": 0}
+    assert specs[-1] == {"architecture": "topk", "expansion": 8, "k": 32, "lr": 0.004, "seed": 1,
+                         "aux_coeff": 0.03125}
+    assert training_settings(sweep)["train_tokens"] == sweep["train_tokens"]
+    cfg["sweeps"]["paper"].update({"architecture": "topk", "aux_coeff": [0.1, 0.03125]})
+    assert sweep_ids(validate(cfg)["sweeps"]["paper"])[:2] == ["topk-x8-k16-aux_0.1-lr_0.004-s0",
+                                                              "topk-x8-k16-lr_0.004-s0"]
+    cfg["sweeps"]["paper"].update({"architecture": "relu_l1", "l1_coeff": [3, 3.0], "seed": 0})
+    assert sweep_ids(validate(cfg)["sweeps"]["paper"]) == ["relu_l1-x8-l1_3-lr_0.004-s0"]  # one SAE, not two
 
 
 def test_numbers_given_as_strings_on_the_command_line_are_coerced():
@@ -77,5 +93,7 @@ def test_numbers_given_as_strings_on_the_command_line_are_coerced():
     out = validate(cfg)
     assert out["sweeps"]["paper"]["l1_coeff"] == 9.5 and out["models"]["clip-b16"]["layers"] == [3]
     cfg["sweeps"]["paper"]["l1_coeff"] = "lots"
-    with pytest.raises(ConfigError, match="'lots' is not of type 'number'"):
+    with pytest.raises(ConfigError, match="'lots' is neither of the allowed forms .*'lots' is not of type 'number'"):
         validate(cfg)
+    cfg["sweeps"]["paper"]["l1_coeff"] = "[2, 4.5]"  # a list given on the command line
+    assert validate(cfg)["sweeps"]["paper"]["l1_coeff"] == [2, 4.5]

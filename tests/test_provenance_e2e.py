@@ -39,11 +39,12 @@ def test_lineage_page_of_the_figure(demo):
     cfg = yaml.safe_load(DEMO_CONFIG.read_text())
     assert lin["root"] == FIGURE and lin["title"] == FIGURES["transfer"]
     records = {p for p, n in lin["nodes"].items() if not n.get("leaf") and not n.get("missing")}
-    # down to every manifest, store, SAE and evaluation, and every model's weights; training logs and
-    # what is made from the figure (its lineage page, the RO-Crate) or beside it (the table) are not upstream
-    upstream = {p for p in recorded_artifacts(demo) if not p.endswith("train_log.csv")} - {
-        "results/tables/transfer.csv", "results/provenance/transfer.html", "results/provenance/transfer.json",
-        "results/provenance/ro-crate"}
+    # down to every manifest, store, SAE (weights and cfg) and evaluation, and every model's weights
+    results = demo / "results"
+    upstream = {str(p.relative_to(demo)) for p in [
+        *results.glob("manifests/*.parquet"), *results.glob("activations/*/*/layer*.zarr"),
+        *results.glob("sae/**/sae.safetensors"), *results.glob("sae/**/cfg.json"), *results.glob("eval/**/*.json"),
+        results / "figures/transfer.pdf"] if not p.name.endswith(provenance.RECORD_SUFFIX)}
     assert records == upstream
     assert {f"model:{m}" for m in cfg["models"]} <= set(lin["nodes"])
     for m in cfg["models"]:
@@ -56,7 +57,7 @@ def test_lineage_page_of_the_figure(demo):
     n_files = sum(1 for p in (demo / "results/datasets").rglob("*")  # images + iNat's JSON, not demo markers
                   if p.is_file() and not p.name.startswith("."))
     assert n_images == n_files == 1402 and page.count('class="raw"') == 2  # one collapsed table per manifest
-    assert len(page) < 600_000, len(page)
+    assert len(page) < 1_000_000, len(page)  # 1.4 MB before raw inputs were collapsed, with a third of the SAEs
 
 
 def test_verify_passes_then_names_a_flipped_byte_a_deleted_store_and_edited_code(demo, tmp_path):
@@ -91,16 +92,16 @@ def test_verify_passes_then_names_a_flipped_byte_a_deleted_store_and_edited_code
         shutil.move(aside, store)
 
     # (c) the trainer's source edited without rerunning
-    trainer = REPO / "vitsae/sae.py"
+    trainer = REPO / "vitsae/sweep.py"
     source, stat = trainer.read_bytes(), trainer.stat()
     try:
         trainer.write_bytes(source + b"\n# an edit nobody reran\n")
         out = verify(demo)
         assert out.returncode == 1
         changed = [line for line in out.stdout.splitlines() if line.startswith("code changed:")]
-        # every SAE checkpoint, cfg and log, and every evaluation, were made by vitsae.sae
-        assert any(f"code changed: {sae_rel} was made by vitsae.sae" in line for line in changed), out.stdout
-        assert all("vitsae.sae" in line for line in changed)
+        # every SAE checkpoint and cfg, and every evaluation (which loads SAEs with it), were made by vitsae.sweep
+        assert any(f"code changed: {sae_rel} was made by vitsae.sweep" in line for line in changed), out.stdout
+        assert all("vitsae.sweep" in line for line in changed)
     finally:
         trainer.write_bytes(source)
         os.utime(trainer, ns=(stat.st_atime_ns, stat.st_mtime_ns))
@@ -126,15 +127,17 @@ def test_ro_crate_parses_as_json_ld_and_names_every_output(demo):
     assert len(g) > 500
 
     outputs = recorded_artifacts(demo) - {"results/provenance/ro-crate"}
-    lineage_pages = {"results/provenance/transfer.html", "results/provenance/transfer.json"}
+    copied_kinds = ("results/figures/", "results/tables/", "results/provenance/")
+    lineage_pages = {p for p in outputs if p.startswith("results/provenance/")}
+    assert len(lineage_pages) == 2 * 3  # html + json for transfer, training curves, Pareto
     assert outputs - lineage_pages <= names  # every artifact, by its path
     run = graph["#run"]
     assert run["@type"] == "CreateAction" and run["instrument"] == {"@id": "workflow/Snakefile"}
     result_ids = {r["@id"] for r in run["result"]}
     by_name = {graph[i]["name"]: graph[i] for i in result_ids}
-    assert set(by_name) == outputs - lineage_pages | lineage_pages
+    assert set(by_name) == outputs
     for path, entity in by_name.items():
-        if path in lineage_pages or path in ("results/figures/transfer.pdf", "results/tables/transfer.csv"):
+        if path.startswith(copied_kinds):
             copied = crate_dir / entity["@id"]  # copied into the crate, byte for byte
             assert copied.read_bytes() == (demo / path).read_bytes(), path
         else:  # described where it lies: the id resolves from the crate to the artifact
@@ -145,7 +148,8 @@ def test_ro_crate_parses_as_json_ld_and_names_every_output(demo):
             assert entity["identifier"] == provenance.read_record(demo / path)["digest"]
     # the run's parameters, one PropertyValue per setting, and the workflow it ran
     cfg = yaml.safe_load(DEMO_CONFIG.read_text())
-    assert graph["#pv-sweeps.paper.l1_coeff"]["value"] == cfg["sweeps"]["paper"]["l1_coeff"]
+    assert graph["#pv-sweeps.paper.lr"]["value"] == cfg["sweeps"]["paper"]["lr"]
+    assert json.loads(graph["#pv-sweeps.paper.l1_coeff"]["value"]) == cfg["sweeps"]["paper"]["l1_coeff"]
     assert {"#model-dinov2-s14", "#model-clip-b16", "#dataset-imagenet-demo"} <= {o["@id"] for o in run["object"]}
     assert (crate_dir / "workflow/Snakefile").read_bytes() == (REPO / "Snakefile").read_bytes()
     assert "https://w3id.org/ro/wfrun/workflow/0.5" in {c["@id"] for c in graph["./"]["conformsTo"]}

@@ -8,14 +8,31 @@ import pytest
 import yaml
 from workflow_helpers import DEMO_CONFIG, REPO, job_counts, snakemake
 
+from vitsae.config import validate
+from vitsae.grid import sweep_ids
+
 pytestmark = pytest.mark.e2e
 
 CFG = yaml.safe_load(DEMO_CONFIG.read_text())
 MODELS, DATASETS = sorted(CFG["models"]), sorted(CFG["datasets"])
-N_SAE = len(MODELS) * len(DATASETS)  # one SAE per (train dataset, model) in the demo sweep
-# The figure is remade, then its lineage page and the run's RO-Crate (both read every record upstream).
-FIGURE_AND_AFTER = {"transfer": 1, "lineage": 1, "ro_crate": 1}
-SAE_AND_AFTER = {"all": 1, "train_sae": N_SAE, "evaluate": N_SAE * len(DATASETS), **FIGURE_AND_AFTER}
+
+
+def n_saes(sweep: dict) -> int:
+    """SAEs per (train dataset, model, layer) of a (validated) sweep."""
+    return len(sweep_ids(validate({**CFG, "sweeps": {"paper": sweep}})["sweeps"]["paper"]))
+
+
+N_IDS = n_saes(CFG["sweeps"]["paper"])  # 2 L1 coefficients x 2 seeds in the demo
+# Every figure is remade (transfer, training curves, Pareto), then each figure's lineage page and
+# the run's RO-Crate (they read every record upstream).
+FIGURE_AND_AFTER = {"transfer": 1, "training_curves": 1, "pareto": 1, "lineage": 3, "ro_crate": 1}
+
+
+def sae_and_after(ids_per_job: int) -> dict[str, int]:
+    """One training job per (dataset, model), each training the sweep's SAEs; every SAE evaluated on
+    every dataset."""
+    jobs = len(MODELS) * len(DATASETS)
+    return {"all": 1, "train_sae_paper": jobs, "evaluate": jobs * ids_per_job * len(DATASETS), **FIGURE_AND_AFTER}
 
 
 def dry_run(workdir: Path, *args: str) -> dict[str, int]:
@@ -44,21 +61,22 @@ def test_nothing_changed_reruns_nothing(demo):
 
 
 def test_l1_change_reruns_sae_training_and_what_follows(demo):
-    assert dry_run(demo, "--config", "sweeps={paper: {l1_coeff: 9.5}}") == SAE_AND_AFTER
+    # one L1 coefficient instead of two: the sweep shrinks to its two seeds, and all of it retrains
+    assert dry_run(demo, "--config", "sweeps={paper: {l1_coeff: 9.5}}") == sae_and_after(N_IDS // 2)
 
 
 def test_an_lr_change_reruns_training_through_params(demo):
-    assert dry_run(demo, "--config", "sweeps={paper: {lr: 0.00123}}") == SAE_AND_AFTER
+    assert dry_run(demo, "--config", "sweeps={paper: {lr: 0.00123}}") == sae_and_after(N_IDS)
 
 
 def test_trainer_edit_reruns_like_an_l1_change(demo):
-    with edited(REPO / "vitsae" / "sae.py"):
+    with edited(REPO / "vitsae" / "sweep.py"):
         jobs = dry_run(demo)
-    assert jobs == SAE_AND_AFTER
+    assert jobs == sae_and_after(N_IDS)
     assert dry_run(demo) == {}  # put back: nothing to do again
 
 
-def test_plotting_edit_reruns_the_figure_and_its_provenance_only(demo):
+def test_plotting_edit_reruns_the_figures_and_their_provenance_only(demo):
     with edited(REPO / "vitsae" / "transfer.py"):
         jobs = dry_run(demo)
     assert jobs == {"all": 1, **FIGURE_AND_AFTER}
@@ -76,9 +94,10 @@ def test_one_demo_image_edited_reruns_that_datasets_branch_only(demo):
         image.write_bytes(original)
         os.utime(image, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     # inat-demo's manifest and its stores; every SAE trained on them; every evaluation on them or by them
-    n_inat_sae = len(MODELS)
-    n_evals = N_SAE * len(DATASETS) - (N_SAE - n_inat_sae) * (len(DATASETS) - 1)
-    assert jobs == {"all": 1, "manifest": 1, "extract": len(MODELS), "train_sae": n_inat_sae,
+    n_sae = len(MODELS) * len(DATASETS) * N_IDS
+    n_inat_sae = len(MODELS) * N_IDS
+    n_evals = n_sae * len(DATASETS) - (n_sae - n_inat_sae) * (len(DATASETS) - 1)
+    assert jobs == {"all": 1, "manifest": 1, "extract": len(MODELS), "train_sae_paper": len(MODELS),
                     "evaluate": n_evals, **FIGURE_AND_AFTER}
     assert dry_run(demo) == {}  # restored: nothing to do again
 
@@ -87,5 +106,5 @@ def test_a_layer_added_runs_only_the_new_layers_jobs_and_the_figure(demo):
     model = MODELS[0]
     layers = CFG["models"][model]["layers"] + [5]
     jobs = dry_run(demo, "--config", f"models={{{model}: {{layers: {layers}}}}}")
-    assert jobs == {"all": 1, "extract": len(DATASETS), "train_sae": len(DATASETS),
-                    "evaluate": len(DATASETS) ** 2, **FIGURE_AND_AFTER}
+    assert jobs == {"all": 1, "extract": len(DATASETS), "train_sae_paper": len(DATASETS),
+                    "evaluate": len(DATASETS) ** 2 * N_IDS, **FIGURE_AND_AFTER}

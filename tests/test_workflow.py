@@ -10,6 +10,9 @@ from pypdf import PdfReader
 from workflow_helpers import DEMO_CONFIG, REPO, snakemake
 
 from vitsae import provenance
+from vitsae.config import validate
+from vitsae.grid import as_list, sweep_ids
+from vitsae.transfer import seed_summary
 
 pytestmark = pytest.mark.e2e
 
@@ -17,27 +20,55 @@ pytestmark = pytest.mark.e2e
 def test_demo_produces_the_transfer_figure_and_table(demo):
     pdf = demo / "results/figures/transfer.pdf"
     df = pd.read_csv(demo / "results/tables/transfer.csv")
-    cfg = yaml.safe_load(DEMO_CONFIG.read_text())
+    cfg = validate(yaml.safe_load(DEMO_CONFIG.read_text()))
     models, datasets = sorted(cfg["models"]), sorted(cfg["datasets"])
-    # the page parses and shows both models, both datasets, every FVU and the demo warning
+    ids = sweep_ids(cfg["sweeps"]["paper"])
+    # one row per (model, SAE of the sweep, train dataset, eval dataset)
+    rows = {(r.model, r.sae_id, r.train_dataset, r.eval_dataset) for r in df.itertuples()}
+    assert rows == {(m, i, a, b) for m in models for i in ids for a in datasets for b in datasets}
+    assert len(df) == len(rows)
+    assert (df["in_domain"] == (df["train_dataset"] == df["eval_dataset"])).all()
+    assert df["fvu"].between(0, 2).all() and (df["l0"] > 0).all() and df["dead_pct"].between(0, 100).all()
+    # the page parses and shows both models, both datasets, the demo warning, and per setting the FVU
+    # averaged over its seeds with the range over them
     (page,) = PdfReader(pdf).pages
     text = page.extract_text()
     for name in models + datasets + ["demo: synthetic data, random weights", "SAE transfer"]:
         assert name in text, name
-    for fvu in df["fvu"]:
-        assert f"FVU {fvu:.3f}" in text
-    assert sorted(df["model"].unique()) == models
-    pairs = {(r.model, r.train_dataset, r.eval_dataset) for r in df.itertuples()}
-    assert pairs == {(m, a, b) for m in models for a in datasets for b in datasets}
-    assert (df["in_domain"] == (df["train_dataset"] == df["eval_dataset"])).all()
-    assert df["fvu"].between(0, 2).all() and (df["l0"] > 0).all() and df["dead_pct"].between(0, 100).all()
-    # an SAE reconstructs its own dataset's held-out split better than the other dataset
-    for m in models:
-        for a in datasets:
-            rows = df[(df.model == m) & (df.train_dataset == a)].set_index("eval_dataset")["fvu"]
-            assert rows[a] < min(rows[b] for b in datasets if b != a), (m, a, rows.to_dict())
+    summary = seed_summary(df)
+    assert (summary["n_seeds"] == len(as_list(cfg["sweeps"]["paper"]["seed"]))).all()
+    for r in summary.itertuples():
+        assert f"FVU {r.fvu:.3f}" in text
+        assert f"{r.fvu_min:.3f}–{r.fvu_max:.3f} over {r.n_seeds} seeds" in text
+    # an SAE reconstructs its own dataset's held-out split better than the other dataset (mean over seeds)
+    for (m, setting, a), g in summary.groupby(["model", "setting", "train_dataset"]):
+        fvu = g.set_index("eval_dataset")["fvu"]
+        assert fvu[a] < min(fvu[b] for b in datasets if b != a), (m, setting, a, fvu.to_dict())
+    # a sparser setting (higher L1) has a lower L0 on every dataset
+    l1 = cfg["sweeps"]["paper"]["l1_coeff"]
+    if isinstance(l1, list) and len(l1) > 1:
+        in_domain = df[df.in_domain].assign(l1=df.sae_id.str.extract(r"-l1_([0-9.]+)-")[0].astype(float))
+        for (m, a), g in in_domain.groupby(["model", "train_dataset"]):
+            l0 = g.groupby("l1")["l0"].mean()
+            assert l0[max(l1)] < l0[min(l1)], (m, a, l0.to_dict())
     # every stage left its log
     assert len(list((demo / "results/logs/extract").rglob("*.log"))) == len(models) * len(datasets)
+
+
+def test_demo_draws_the_sweeps_training_curves_and_pareto_plot(demo):
+    cfg = validate(yaml.safe_load(DEMO_CONFIG.read_text()))
+    ids = sweep_ids(cfg["sweeps"]["paper"])
+    pareto = pd.read_csv(demo / "results/tables/pareto-paper.csv")
+    assert len(pareto) == len(cfg["models"]) * len(cfg["datasets"]) * len(ids)  # every SAE, in-domain
+    table = pd.read_csv(demo / "results/tables/transfer.csv")
+    merged = pareto.merge(table[table.in_domain], left_on=["model", "sae_id", "dataset"],
+                          right_on=["model", "sae_id", "train_dataset"], suffixes=("", "_t"))
+    assert len(merged) == len(pareto) and (merged["fvu"] - merged["fvu_t"]).abs().max() < 1e-6
+    for name, title in (("training-paper", "SAE training curves: sweep paper"),
+                        ("pareto-paper", "Sparsity against reconstruction: sweep paper")):
+        (page,) = PdfReader(demo / f"results/figures/{name}.pdf").pages
+        text = page.extract_text()
+        assert title in text and "demo: synthetic data, random weights" in text, name
 
 
 def test_second_run_does_nothing(demo):
@@ -76,9 +107,11 @@ def test_every_artifact_has_a_provenance_record_and_the_figure_verifies(demo):
     artifacts = [*results.glob("manifests/*.parquet"), *results.glob("activations/*/*/layer*.zarr"),
                  *results.glob("sae/**/sae.safetensors"), *results.glob("sae/**/cfg.json"),
                  *results.glob("sae/**/train_log.csv"), *results.glob("eval/**/*.json"),
-                 results / "tables/transfer.csv", results / "figures/transfer.pdf"]
+                 *results.glob("tables/*.csv"), *results.glob("figures/*.pdf")]
     artifacts = [a for a in artifacts if not a.name.endswith(provenance.RECORD_SUFFIX)]
-    assert len(artifacts) == 2 + 4 + 3 * 4 + 8 + 2
+    cfg = validate(yaml.safe_load(DEMO_CONFIG.read_text()))
+    n_sae = len(cfg["models"]) * len(cfg["datasets"]) * len(sweep_ids(cfg["sweeps"]["paper"]))
+    assert len(artifacts) == 2 + 4 + 3 * n_sae + 2 * n_sae + 2 + 3
     for a in artifacts:
         rec = provenance.read_record(a)
         assert rec["digest"] == provenance.digest_artifact(a), a

@@ -39,9 +39,10 @@ RULE_MODULES: dict[str, tuple[str, ...]] = {
     "demo_dataset": ("vitsae.demo",),
     "manifest": ("vitsae.manifest",),
     "extract": ("vitsae.activations", "vitsae.models", "vitsae.store", "vitsae.manifest"),
-    "train_sae": ("vitsae.sae", "vitsae.store"),
-    "evaluate": ("vitsae.evaluate", "vitsae.sae", "vitsae.store"),
+    "train_sae": ("vitsae.sweep", "vitsae.loader", "vitsae.sae", "vitsae.store"),
+    "evaluate": ("vitsae.evaluate", "vitsae.sweep", "vitsae.sae", "vitsae.store"),
     "transfer": ("vitsae.transfer", "vitsae.figures"),
+    "sweep_figures": ("vitsae.sweepfigs", "vitsae.transfer", "vitsae.figures"),
     "lineage": ("vitsae.provenance",),
     "ro_crate": ("vitsae.crate", "vitsae.provenance"),
 }

@@ -77,14 +77,27 @@ def _describe(error: jsonschema.ValidationError, schema: dict, source: str) -> s
         return f"{source}: {where}: {error.message}"
     if error.validator == "propertyNames":
         return f"{source}: {where}: name {error.instance!r} must be lower-case letters, digits and '-'"
+    if error.validator == "anyOf" and error.context:  # one value or a list: say what each form wants
+        reasons = "; ".join(dict.fromkeys(e.message for e in error.context))
+        return f"{source}: config key '{where}': {error.instance!r} is neither of the allowed forms ({reasons})"
     return f"{source}: config key '{where}': {error.message}"
 
 
 def _coerce(value, schema: dict):
     """Turn strings into the numbers/booleans the schema asks for: ``snakemake --config`` passes
     nested values (``--config "sweeps={paper: {l1_coeff: 5}}"``) as strings."""
+    if "anyOf" in schema:  # one value or a list of them (sweep grid keys): the first that takes it
+        for alternative in schema["anyOf"]:
+            coerced = _coerce(value, alternative)
+            if coerced is not value:
+                return coerced
+        return value
     types = schema.get("type", [])
     types = [types] if isinstance(types, str) else types
+    if isinstance(value, str) and "array" in types and value.strip().startswith("["):
+        parsed = yaml.safe_load(value)
+        if isinstance(parsed, list):
+            return _coerce(parsed, schema)
     if isinstance(value, str) and set(types) & {"number", "integer", "boolean"}:
         parsed = yaml.safe_load(value)
         ok = {"number": (int, float), "integer": (int,), "boolean": (bool,)}
@@ -149,8 +162,3 @@ def check_dataset_roots(config: dict) -> None:
                     f"dataset '{name}': {root.resolve() / sub} (split '{split}') does not exist; "
                     f"fix datasets.{name}.splits.{split} or datasets.{name}.root"
                 )
-
-
-def sae_id(sweep: dict) -> str:
-    """A readable, unique directory name for one SAE from its settings."""
-    return f"relu-x{sweep['expansion']}-l1_{float(sweep['l1_coeff']):g}-lr_{float(sweep['lr']):g}-s{sweep['seed']}"

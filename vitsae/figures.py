@@ -4,3 +4,17 @@ pages and the report to take them from (kept import-light: the Snakefile reads i
 FIGURES: dict[str, str] = {
     "transfer": "SAE transfer: reconstruction across datasets",
 }
+#: Figures drawn once per sweep: ``{kind}-{sweep}`` → title with the sweep's name.
+PER_SWEEP: dict[str, str] = {
+    "training": "SAE training curves: sweep {sweep}",
+    "pareto": "Sparsity against reconstruction: sweep {sweep}",
+}
+
+
+def figure_titles(sweeps: list[str]) -> dict[str, str]:
+    """Every figure of a run with these sweeps: name → title."""
+    titles = dict(FIGURES)
+    for sweep in sweeps:
+        for kind, title in PER_SWEEP.items():
+            titles[f"{kind}-{sweep}"] = title.format(sweep=sweep)
+    return titles

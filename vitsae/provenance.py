@@ -550,7 +550,8 @@ def _raw_files(paths: list[str], nodes: Mapping) -> str:
 
 
 def _render_node(path: str, node: dict, inputs: list[str], consumers: list[str], raw: list[str] = (),
-                 nodes: Mapping | None = None) -> str:
+                 nodes: Mapping | None = None, root: str | None = None, run_config: Any = None) -> str:
+    """One artifact's section. A config equal to the figure's (``run_config``) is linked, not repeated."""
     leaf = " class=leaf" if node.get("leaf") else ""
     parts = [
         f'<section id="{_anchor(path)}" data-path="{html.escape(path, quote=True)}"{leaf}>',
@@ -592,7 +593,11 @@ def _render_node(path: str, node: dict, inputs: list[str], consumers: list[str],
         parts.append("</dl>")
         parts.append("<h3>wildcards</h3>" + _pre(node.get("wildcards")))
         parts.append("<h3>params</h3>" + _pre(node.get("params")))
-        parts.append("<details><summary>config</summary>" + _pre(node.get("config")) + "</details>")
+        if run_config is not None and node.get("config") == run_config and path != root:
+            parts.append('<details><summary>config</summary>the run\'s config, as in '
+                         f'<a href="#{_anchor(root)}">the figure\'s record</a></details>')
+        else:
+            parts.append("<details><summary>config</summary>" + _pre(node.get("config")) + "</details>")
         parts.append("<details><summary>environment</summary>" + _pre(env) + "</details>")
         if node.get("store"):
             parts.append("<details><summary>store attrs</summary>" + _pre(node["store"]) + "</details>")
@@ -634,7 +639,7 @@ def render_html(lin: Mapping, html_dir: Path | None = None, title: str | None = 
                     for rule, ps in by_rule.items())
     body = "\n".join(
         _render_node(p, node, [i for i in inputs[p] if i not in raw], consumers[p],
-                     [i for i in inputs[p] if i in raw], nodes)
+                     [i for i in inputs[p] if i in raw], nodes, root, nodes[root].get("config"))
         for p, node in nodes.items() if p not in raw
     )
     heading = html.escape(title) if title else f"Provenance of {html.escape(name)}"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import altair as alt
@@ -17,9 +18,17 @@ import pandas as pd
 from vitsae.figures import FIGURES
 
 COLUMNS = [
-    "model", "layer", "sweep", "sae_id", "train_dataset", "eval_dataset", "eval_split", "in_domain",
-    "fvu", "mse", "l0", "dead_pct", "dense_pct", "n_tokens",
+    "model", "layer", "sweep", "sae_id", "setting", "seed", "train_dataset", "eval_dataset", "eval_split",
+    "in_domain", "fvu", "mse", "l0", "dead_pct", "dense_pct", "n_tokens",
 ]
+_SEED = re.compile(r"^(?P<setting>.+)-s(?P<seed>-?\d+)$")
+
+
+def split_seed(sae_id: str) -> tuple[str, int | None]:
+    """``relu_l1-x8-l1_3-lr_0.004-s1`` → (``relu_l1-x8-l1_3-lr_0.004``, 1): SAEs that differ only in
+    their seed share a setting, and the figure shows the spread over those seeds."""
+    m = _SEED.match(sae_id)
+    return (m["setting"], int(m["seed"])) if m else (sae_id, None)
 
 
 def transfer_table(eval_paths: list[str | Path]) -> pd.DataFrame:
@@ -29,6 +38,7 @@ def transfer_table(eval_paths: list[str | Path]) -> pd.DataFrame:
             rec = json.load(f)
         rows.append({
             "model": rec["model"], "layer": int(rec["layer"]), "sweep": rec["sweep"], "sae_id": rec["sae_id"],
+            "setting": split_seed(rec["sae_id"])[0], "seed": split_seed(rec["sae_id"])[1],
             "train_dataset": rec["train_dataset"], "eval_dataset": rec["eval_dataset"],
             "eval_split": rec["eval_split"], "in_domain": rec["train_dataset"] == rec["eval_dataset"],
             "fvu": float(rec["fvu"]), "mse": float(rec["mse"]), "l0": float(rec["l0"]),
@@ -42,10 +52,24 @@ def transfer_table(eval_paths: list[str | Path]) -> pd.DataFrame:
                           ignore_index=True)
 
 
+def seed_summary(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per (model, layer, sweep, setting, train, eval): FVU mean, min and max over seeds,
+    number of seeds, mean L0 and dead %."""
+    keys = ["model", "layer", "sweep", "setting", "train_dataset", "eval_dataset", "in_domain"]
+    g = df.groupby(keys, sort=True)
+    out = g.agg(fvu=("fvu", "mean"), fvu_min=("fvu", "min"), fvu_max=("fvu", "max"), n_seeds=("fvu", "size"),
+                l0=("l0", "mean"), dead_pct=("dead_pct", "mean")).reset_index()
+    return out
+
+
 def transfer_chart(df: pd.DataFrame, note: str = "") -> alt.Chart:
-    d = df.copy()
-    d["panel"] = d["model"] + " · layer " + d["layer"].astype(str) + " · " + d["sweep"]
+    """Per (model, layer, sweep, setting) a train × eval heatmap of FVU averaged over seeds; each cell
+    also gives the range over seeds (when there are several), L0 and dead %."""
+    d = seed_summary(df)
+    d["panel"] = d["model"] + " · layer " + d["layer"].astype(str) + " · " + d["sweep"] + " · " + d["setting"]
     d["cell"] = d.apply(lambda r: f"FVU {r.fvu:.3f}", axis=1)
+    d["spread"] = d.apply(lambda r: f"{r.fvu_min:.3f}–{r.fvu_max:.3f} over {r.n_seeds} seeds" if r.n_seeds > 1
+                          else "1 seed", axis=1)
     d["detail"] = d.apply(lambda r: f"L0 {r.l0:.1f} · dead {r.dead_pct:.1f}%", axis=1)
     lo, hi = float(d["fvu"].min()), float(d["fvu"].max())
     d["dark_text"] = d["fvu"] < (lo + hi) / 2  # light (yellow) cells get dark text
@@ -59,9 +83,10 @@ def transfer_chart(df: pd.DataFrame, note: str = "") -> alt.Chart:
         strokeWidth=alt.value(2),
     )
     ink = alt.condition("datum.dark_text", alt.value("black"), alt.value("white"))
-    text1 = base.mark_text(dy=-7, fontSize=11, fontWeight="bold").encode(text="cell:N", color=ink)
-    text2 = base.mark_text(dy=8, fontSize=9).encode(text="detail:N", color=ink)
-    layered = alt.layer(heat, text1, text2).properties(width=220, height=160)
+    text1 = base.mark_text(dy=-12, fontSize=11, fontWeight="bold").encode(text="cell:N", color=ink)
+    text2 = base.mark_text(dy=2, fontSize=8).encode(text="spread:N", color=ink)
+    text3 = base.mark_text(dy=14, fontSize=8).encode(text="detail:N", color=ink)
+    layered = alt.layer(heat, text1, text2, text3).properties(width=240, height=170)
     title = alt.TitleParams(
         FIGURES["transfer"],
         subtitle=[note] if note else [], anchor="start", fontSize=14,

@@ -8,9 +8,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(workflow.basedir)))
 
 from vitsae.code import rule_digest
-from vitsae.config import check_dataset_roots, sae_id, validate
+from vitsae.config import check_dataset_roots, validate
 from vitsae.demo import demo_files
-from vitsae.figures import FIGURES
+from vitsae.figures import figure_titles
+from vitsae.grid import sweep_ids, sweep_specs, training_settings
 
 # Validate before anything runs: a typo in a key fails here, naming the key.
 _validated = validate(config, source="config")
@@ -23,6 +24,8 @@ GENERATED = [d for d in DATASETS if "generate" in config["datasets"][d]]
 MODELS = sorted(config["models"])
 SWEEPS = sorted(config["sweeps"])
 EVAL_SPLIT = config["evaluation"]["split"]
+SWEEP_IDS = {s: sweep_ids(config["sweeps"][s]) for s in SWEEPS}
+FIGURES = figure_titles(SWEEPS)  # figure name → title
 
 
 def alternatives(names):
@@ -35,14 +38,25 @@ def model_layers():
     return [(m, int(l)) for m in MODELS for l in config["models"][m]["layers"]]
 
 
-def sae_dirs():
-    """One SAE directory per (train dataset, model, layer, sweep)."""
+def sae_dirs(sweeps=None):
+    """One directory per SAE: (train dataset, model, layer, sweep, SAE of the sweep's grid)."""
     return [
-        f"results/sae/{d}/{m}/layer{l}/{s}/{sae_id(config['sweeps'][s])}"
+        f"results/sae/{d}/{m}/layer{l}/{s}/{i}"
         for d in DATASETS
         for m, l in model_layers()
-        for s in SWEEPS
+        for s in (sweeps or SWEEPS)
+        for i in SWEEP_IDS[s]
     ]
+
+
+def sweep_files(sweep, name):
+    """Output patterns of one sweep's training job: ``name`` (e.g. sae.safetensors) of each of its SAEs."""
+    return expand(
+        "results/sae/{{dataset}}/{{model}}/layer{{layer}}/{sweep}/{sae_id}/{name}",
+        sweep=sweep,
+        sae_id=SWEEP_IDS[sweep],
+        name=name,
+    )
 
 
 def eval_jsons():
@@ -105,13 +119,17 @@ def extraction_model_settings(wildcards):
     return dict({k: v for k, v in m.items() if k != "layers"}, name=wildcards.model)
 
 
-def sweep_settings(wildcards):
-    sweep = config["sweeps"][wildcards.sweep]
-    if sae_id(sweep) != wildcards.sae_id:
-        raise ValueError(
-            f"SAE id {wildcards.sae_id!r} does not match sweep {wildcards.sweep!r}"
-        )
-    return {k: (float(v) if isinstance(v, float) else v) for k, v in sweep.items()}
+def sweep_params(sweep):
+    """What one sweep's training job runs: every SAE's settings and the shared training settings
+    (floats as floats, so that 3 and 3.0 do not differ as params)."""
+    plain = lambda d: {k: (float(v) if isinstance(v, float) else v) for k, v in d.items()}
+    cfg = config["sweeps"][sweep]
+    return {
+        "specs": [plain(x) for x in sweep_specs(cfg)],
+        "ids": SWEEP_IDS[sweep],
+        "training": plain(training_settings(cfg)),
+        "train_split": cfg["train_split"],
+    }
 
 
 def scaled(base):

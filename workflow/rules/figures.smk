@@ -30,6 +30,63 @@ rule transfer:
         "../scripts/transfer.py"
 
 
+# Per sweep: every SAE's training curves, and FVU against L0 of every SAE on its own dataset.
+rule training_curves:
+    input:
+        lambda w: [f"{d}/train_log.csv" for d in sae_dirs([w.sweep])],
+    output:
+        report(
+            "results/figures/training-{sweep}.pdf",
+            caption="../report/training.rst",
+            category="SAE sweeps",
+        ),
+    log:
+        "results/logs/training_curves/{sweep}.log",
+    benchmark:
+        "results/benchmarks/training_curves/{sweep}.tsv"
+    localrule: True
+    conda:
+        "../../envs/vitsae.yaml"
+    params:
+        title=lambda w: FIGURES[f"training-{w.sweep}"],
+        note=figure_note(),
+        code=rule_digest("sweep_figures"),
+    script:
+        "../scripts/training_curves.py"
+
+
+rule pareto:
+    input:
+        lambda w: [
+            f"{d.replace('results/sae/', 'results/eval/', 1)}/{d.split('/')[2]}.json"
+            for d in sae_dirs([w.sweep])
+        ],
+    output:
+        pdf=report(
+            "results/figures/pareto-{sweep}.pdf",
+            caption="../report/pareto.rst",
+            category="SAE sweeps",
+        ),
+        csv=report(
+            "results/tables/pareto-{sweep}.csv",
+            caption="../report/pareto.rst",
+            category="SAE sweeps",
+        ),
+    log:
+        "results/logs/pareto/{sweep}.log",
+    benchmark:
+        "results/benchmarks/pareto/{sweep}.tsv"
+    localrule: True
+    conda:
+        "../../envs/vitsae.yaml"
+    params:
+        title=lambda w: FIGURES[f"pareto-{w.sweep}"],
+        note=figure_note(),
+        code=rule_digest("sweep_figures"),
+    script:
+        "../scripts/pareto.py"
+
+
 # Provenance a reviewer can open: the figure's full upstream graph as one page and as JSON.
 rule lineage:
     input:
@@ -61,6 +118,7 @@ rule ro_crate:
         finals=[
             *expand("results/figures/{figure}.pdf", figure=FIGURES),
             "results/tables/transfer.csv",
+            *expand("results/tables/pareto-{sweep}.csv", sweep=SWEEPS),
         ],
         artifacts=run_artifacts(),
         pages=expand(

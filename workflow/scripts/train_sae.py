@@ -1,15 +1,16 @@
-"""Rule train_sae: train one SAE on the training split of an activation store."""
+"""Rule train_sae_<sweep>: every SAE of one sweep on the training split of an activation store, one data pass."""
 
 from pathlib import Path
 
-from vitsae import runtime, sae
+from vitsae import runtime, sweep
 
-settings = dict(snakemake.params.sweep)
-split = settings.pop("train_split")
+settings = snakemake.params.settings
 w = snakemake.wildcards
-meta = {"dataset": w.dataset, "model": w.model, "layer": int(w.layer), "sweep": w.sweep, "sae_id": w.sae_id,
-        "store": snakemake.input.store, "split": split}
-runtime.run(snakemake, lambda: sae.train_from_store(
-    snakemake.input.store, split, sae.SAEConfig.from_dict(settings), Path(snakemake.output.sae).parent, meta,
-    device=runtime.device(snakemake.config["device"]),
+specs = [sweep.SAESpec(**spec) for spec in settings["specs"]]
+out_dirs = [Path(p).parent for p in snakemake.output.sae]
+meta = {"dataset": w.dataset, "model": w.model, "layer": int(w.layer), "sweep": snakemake.params.sweep,
+        "store": snakemake.input.store, "split": settings["train_split"]}
+runtime.run(snakemake, lambda: sweep.train_sweep_from_store(
+    snakemake.input.store, settings["train_split"], specs, sweep.TrainSettings(**settings["training"]), out_dirs,
+    meta, device=runtime.device(snakemake.config["device"]), state_dir=snakemake.params.state_dir,
 ), "train_sae")

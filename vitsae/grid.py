@@ -1,0 +1,94 @@
+"""A config sweep → the SAEs it trains: every combination of its list-valued settings.
+
+Import-light (no torch): the Snakefile expands sweeps at parse time to name every SAE directory.
+
+A sweep's *grid keys* (:data:`GRID_KEYS`) may each be one value or a list; the sweep is every
+combination. Keys an architecture does not use are dropped from its combinations (a sweep over
+``architecture: [relu_l1, topk]``, ``l1_coeff: [3, 6]``, ``k: [16, 32]`` gives two ReLU SAEs, one per
+L1 coefficient, and two TopK SAEs, one per k: four, not sixteen). The other keys
+(:data:`TRAINING_KEYS`) are shared by every SAE of the sweep: they describe the one pass over the data.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+ARCHITECTURES = ("relu_l1", "relu_l1_free", "topk", "batchtopk", "jumprelu")
+GRID_KEYS = ("architecture", "expansion", "l1_coeff", "k", "lr", "seed", "aux_k", "aux_coeff",
+             "jumprelu_bandwidth", "jumprelu_init_threshold")
+#: Grid keys each architecture uses beyond architecture, expansion, lr and seed.
+USES = {
+    "relu_l1": ("l1_coeff",),
+    "relu_l1_free": ("l1_coeff",),
+    "topk": ("k", "aux_k", "aux_coeff"),
+    "batchtopk": ("k", "aux_k", "aux_coeff"),
+    "jumprelu": ("l1_coeff", "jumprelu_bandwidth", "jumprelu_init_threshold"),
+}
+COMMON = ("architecture", "expansion", "lr", "seed")
+TRAINING_KEYS = ("batch_size", "train_tokens", "token_kind", "shuffle_chunks", "lr_warmup_steps",
+                 "l1_warmup_steps", "log_every", "checkpoint_every", "data_seed")
+
+
+def as_list(v: Any) -> list:
+    return list(v) if isinstance(v, (list, tuple)) else [v]
+
+
+def sweep_specs(sweep: dict) -> list[dict]:
+    """The SAE settings of every SAE of ``sweep`` (a validated config sweep), in a stable order."""
+    present = [k for k in GRID_KEYS if k in sweep]
+    combos = itertools.product(*(as_list(sweep[k]) for k in present))
+    specs: list[dict] = []
+    for combo in combos:
+        settings = dict(zip(present, combo))
+        arch = settings["architecture"]
+        if arch not in USES:
+            raise ValueError(f"unknown SAE architecture {arch!r}; known: {', '.join(ARCHITECTURES)}")
+        spec = {k: v for k, v in settings.items() if k in COMMON or k in USES[arch]}
+        if spec not in specs:
+            specs.append(spec)
+    return specs
+
+
+def training_settings(sweep: dict) -> dict:
+    """The settings every SAE of ``sweep`` shares (one data pass)."""
+    return {k: sweep[k] for k in TRAINING_KEYS if k in sweep}
+
+
+#: Defaults of the settings an id names only when they differ (they match vitsae.sweep.SAESpec's).
+ID_DEFAULTS = {"aux_coeff": 1 / 32, "jumprelu_bandwidth": 0.001, "jumprelu_init_threshold": 0.001}
+
+
+def sae_id(spec: dict) -> str:
+    """A readable id from an SAE's settings: ``relu_l1-x8-l1_3-lr_0.004-s0``, ``topk-x8-k32-lr_0.004-s1``;
+    ``aux_k``, ``aux_coeff`` and ``jumprelu_*`` appear only when set away from their defaults."""
+    arch = spec["architecture"]
+    parts = [arch, f"x{int(spec['expansion'])}"]
+
+    def differs(key: str) -> bool:
+        return spec.get(key) is not None and float(spec[key]) != ID_DEFAULTS[key]
+
+    if arch in ("topk", "batchtopk"):
+        parts.append(f"k{int(spec['k'])}")
+        if spec.get("aux_k") is not None:
+            parts.append(f"auxk{int(spec['aux_k'])}")
+        if differs("aux_coeff"):
+            parts.append(f"aux_{float(spec['aux_coeff']):g}")
+    else:
+        parts.append(f"{'l0' if arch == 'jumprelu' else 'l1'}_{float(spec['l1_coeff']):g}")
+    if arch == "jumprelu":
+        if differs("jumprelu_bandwidth"):
+            parts.append(f"bw_{float(spec['jumprelu_bandwidth']):g}")
+        if differs("jumprelu_init_threshold"):
+            parts.append(f"th_{float(spec['jumprelu_init_threshold']):g}")
+    parts += [f"lr_{float(spec['lr']):g}", f"s{int(spec['seed'])}"]
+    return "-".join(parts)
+
+
+def sweep_ids(sweep: dict) -> list[str]:
+    """The ``sae_id`` of every SAE of ``sweep``; two SAEs with one id is a config error."""
+    ids = [sae_id(s) for s in sweep_specs(sweep)]
+    dupes = sorted({i for i in ids if ids.count(i) > 1})
+    if dupes:
+        raise ValueError(f"sweep gives several SAEs the same id {dupes}: list each value once")
+    return ids

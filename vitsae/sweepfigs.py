@@ -1,0 +1,120 @@
+"""Per-sweep figures: training curves (from each SAE's ``train_log.csv``) and the sparsity–reconstruction
+Pareto plot (FVU against L0, from each SAE's in-domain evaluation).
+
+An SAE's dataset, model, layer, sweep and id are read off its path
+(``results/sae/{dataset}/{model}/layer{layer}/{sweep}/{sae_id}/train_log.csv``); its setting and seed
+off its id (:func:`vitsae.transfer.split_seed`), so that seeds of one setting share a colour.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path, PurePath
+
+import altair as alt
+import pandas as pd
+
+from vitsae.transfer import split_seed
+
+
+def _atomic(path: str | Path, write) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}{path.suffix}")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def _title(title: str, note: str) -> alt.TitleParams:
+    return alt.TitleParams(title, subtitle=[note] if note else [], anchor="start", fontSize=14,
+                           subtitleColor="#b00" if note else None)
+
+
+def training_table(log_paths: list[str | Path]) -> pd.DataFrame:
+    """Every training-log row of every SAE, with the SAE's dataset, model, layer, sweep, id, setting, seed."""
+    frames = []
+    for path in log_paths:
+        parts = PurePath(path).parts
+        dataset, model, layer, sweep, sae_id = parts[-6], parts[-5], parts[-4], parts[-3], parts[-2]
+        df = pd.read_csv(path)
+        setting, seed = split_seed(sae_id)
+        df = df.assign(dataset=dataset, model=model, layer=int(layer.removeprefix("layer")), sweep=sweep,
+                       sae_id=sae_id, setting=setting, seed=seed)
+        frames.append(df)
+    if not frames:
+        raise ValueError("no training logs to draw")
+    return pd.concat(frames, ignore_index=True)
+
+
+def training_chart(df: pd.DataFrame, title: str, note: str = "") -> alt.Chart:
+    d = df.copy()
+    d["panel"] = d["dataset"] + " · " + d["model"] + " · layer " + d["layer"].astype(str)
+    d["seed"] = d["seed"].astype(str)
+
+    def metric(field: str, label: str, log: bool = False) -> alt.Chart:
+        return alt.Chart(d).mark_line().encode(
+            x=alt.X("tokens:Q", title="training tokens"),
+            y=alt.Y(f"{field}:Q", title=label, scale=alt.Scale(type="log") if log else alt.Scale()),
+            color=alt.Color("setting:N", title="SAE setting"),
+            strokeDash=alt.StrokeDash("seed:N", title="seed"),
+            detail="sae_id:N",
+        ).properties(width=200, height=130)
+
+    charts = [
+        alt.hconcat(*(c.transform_filter(alt.datum.panel == p) for c in (
+            metric("fvu", "FVU (batch)"), metric("l0", "L0 (batch)", log=True),
+            metric("dead_fraction", "dead fraction"),
+        ))).properties(title=p)
+        for p in sorted(d["panel"].unique())
+    ]  # fmt: skip
+    return alt.vconcat(*charts).properties(title=_title(title, note))
+
+
+def write_training(log_paths: list[str | Path], pdf_path: str | Path, title: str, note: str = "") -> None:
+    df = training_table(log_paths)
+    _atomic(pdf_path, lambda p: training_chart(df, title, note).save(p, format="pdf"))
+
+
+PARETO_COLUMNS = ["model", "layer", "sweep", "sae_id", "setting", "seed", "dataset", "eval_split", "l0", "fvu",
+                  "dead_pct", "dense_pct"]
+
+
+def pareto_table(eval_paths: list[str | Path]) -> pd.DataFrame:
+    """One row per SAE, its in-domain evaluation (trained and evaluated on the same dataset)."""
+    rows = []
+    for path in eval_paths:
+        rec = json.loads(Path(path).read_text())
+        if rec["train_dataset"] != rec["eval_dataset"]:
+            continue
+        setting, seed = split_seed(rec["sae_id"])
+        rows.append({"model": rec["model"], "layer": int(rec["layer"]), "sweep": rec["sweep"],
+                     "sae_id": rec["sae_id"], "setting": setting, "seed": seed, "dataset": rec["train_dataset"],
+                     "eval_split": rec["eval_split"], "l0": float(rec["l0"]), "fvu": float(rec["fvu"]),
+                     "dead_pct": 100.0 * float(rec["dead_fraction"]),
+                     "dense_pct": 100.0 * float(rec["dense_fraction"])})
+    if not rows:
+        raise ValueError("no in-domain evaluations to draw")
+    return pd.DataFrame(rows, columns=PARETO_COLUMNS).sort_values(
+        ["dataset", "model", "layer", "setting", "seed"], ignore_index=True)
+
+
+def pareto_chart(df: pd.DataFrame, title: str, note: str = "") -> alt.Chart:
+    d = df.copy()
+    d["panel"] = d["dataset"] + " · layer " + d["layer"].astype(str)
+    base = alt.Chart(d).encode(
+        x=alt.X("l0:Q", title="L0 (active features per token, held-out split)", scale=alt.Scale(type="log")),
+        y=alt.Y("fvu:Q", title="FVU (lower is better)"),
+        color=alt.Color("model:N", title="model"),
+    )
+    points = base.mark_point(filled=True, size=60).encode(shape=alt.Shape("setting:N", title="SAE setting"),
+                                                          tooltip=["sae_id", "l0", "fvu", "dead_pct"])
+    layered = alt.layer(points).properties(width=260, height=200)
+    return layered.facet(facet=alt.Facet("panel:N", title=None), columns=2).properties(title=_title(title, note))
+
+
+def write_pareto(eval_paths: list[str | Path], csv_path: str | Path, pdf_path: str | Path, title: str,
+                 note: str = "") -> None:
+    df = pareto_table(eval_paths)
+    _atomic(csv_path, lambda p: df.to_csv(p, index=False, float_format="%.6g"))
+    _atomic(pdf_path, lambda p: pareto_chart(df, title, note).save(p, format="pdf"))
