@@ -23,7 +23,8 @@ from collections import defaultdict
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-STAGES = ["demo_dataset", "manifest", "extract", "train_sae", "evaluate", "transfer", "lineage", "ro_crate"]
+STAGES = ["demo_dataset", "manifest", "extract", "train_sae", "evaluate", "transfer", "training_curves", "pareto",
+          "lineage", "ro_crate"]
 PROVENANCE_RULES = ["lineage", "ro_crate"]
 RECORD_LINE = re.compile(r"provenance: wrote (\d+) records in ([0-9.]+) s")
 
