@@ -7,7 +7,11 @@
   backward, parallel-gradient removal, torch.optim.Adam, decoder renormalisation): the limit on this
   machine. Goal ≥ 0.9.
 * ``loader_vs_raw``: tokens/s of vitsae.loader.TokenStream (shuffled float32 batches of the whole split)
-  against a plain sequential read of the same store's chunks (zarr, token-sliced fp16). Goal ≥ 0.8.
+  against a plain sequential read of the same store's chunks (zarr, token-sliced fp16), both from disk:
+  the store's pages are evicted from the page cache (posix_fadvise DONTNEED) before each read, as the
+  paper's stores (~500 GB) never fit in RAM. Goal ≥ 0.8. ``loader_vs_raw_cached`` is the same with the
+  store in the page cache, where reading is a memory copy and the loader's gather and conversion to fp32
+  (two more passes over the data) cannot hide behind it on 2 cores: quoted, not a goal.
 * ``stacked_vs_sequential``: 8 SAEs (2 L1 x 2 lr x 2 seeds) trained in one pass from the store against the
   same 8 trained one after another, each reading the store (time ratio sequential / stacked; on 2 CPU
   cores compute dominates, so this is modest here).
@@ -18,6 +22,8 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
+import statistics
 import shutil
 import tempfile
 import time
@@ -94,6 +100,8 @@ def main() -> None:
     ap.add_argument("--expansion", type=int, default=4)
     ap.add_argument("--batch", type=int, default=1024)
     ap.add_argument("--steps", type=int, default=20, help="training steps per measurement")
+    ap.add_argument("--loader-mb", type=float, default=400, help="size of the store the loader reads")
+    ap.add_argument("--repeats", type=int, default=3, help="interleaved repeats of each read (median)")
     ap.add_argument("--keep", type=Path, help="put the store here instead of a temporary directory")
     args = ap.parse_args()
     d, f, B = args.d, args.d * args.expansion, args.batch
@@ -132,20 +140,47 @@ def main() -> None:
     ref_tps, trainer_tps = args.steps * B / t_ref, args.steps * B / t_trainer
     print(f"step: trainer {trainer_tps:,.0f} tokens/s, plain PyTorch {ref_tps:,.0f} tokens/s")
 
-    # 2. The loader against a plain sequential read of the chunks.
-    arr = split_array(open_store(store), "train")
-    t0 = time.perf_counter()
-    n = 0
-    for start in range(0, arr.shape[0], arr.chunks[0]):
-        n += arr[start:start + arr.chunks[0], 1:].shape[0] * (n_tokens - 1)
-    t_raw = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    with TokenStream(store, "train", "patches", B, 0, 8, split_tokens) as s:
-        m = sum(b.shape[0] for b in s)
-    t_loader = time.perf_counter() - t0
-    assert m == n == split_tokens
-    raw_tps, loader_tps = n / t_raw, m / t_loader
-    print(f"read: loader {loader_tps:,.0f} tokens/s, sequential chunk read {raw_tps:,.0f} tokens/s")
+    # 2. The loader against a plain sequential read of the chunks, on a store of --loader-mb, with the
+    # store's pages evicted from the page cache before each read (cold: the paper's stores, ~500 GB,
+    # never fit in RAM, so reads come from disk) and, for comparison, with them cached (warm).
+    n_big = max(1, round(args.loader_mb * 1e6 / ((n_tokens - 1) * d * 2)))
+    big = make_store(work / "loader.zarr", n_big, n_tokens, d, chunk_images=32)
+    big_tokens = n_big * (n_tokens - 1)
+    arr = split_array(open_store(big), "train")
+    chunk_files = [p for p in (big / "train").rglob("*") if p.is_file() and p.name != "zarr.json"]
+
+    def evict() -> None:  # written pages are flushed first: dirty pages stay in the cache
+        os.sync()
+        for path in chunk_files:
+            fd = os.open(path, os.O_RDONLY)
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            os.close(fd)
+
+    def raw_read() -> float:
+        t0, n = time.perf_counter(), 0
+        for start in range(0, arr.shape[0], arr.chunks[0]):
+            n += arr[start:start + arr.chunks[0], 1:].shape[0] * (n_tokens - 1)
+        assert n == big_tokens
+        return time.perf_counter() - t0
+
+    def loader_read() -> float:
+        t0 = time.perf_counter()
+        with TokenStream(big, "train", "patches", B, 0, 8, big_tokens) as s:
+            m = sum(b.shape[0] for b in s)
+        assert m == big_tokens
+        return time.perf_counter() - t0
+
+    reads: dict[str, list[float]] = {"raw_cold": [], "loader_cold": [], "raw_warm": [], "loader_warm": []}
+    for _ in range(args.repeats):  # interleaved, so that a slow moment of the machine hits both
+        for name, fn in (("raw", raw_read), ("loader", loader_read)):
+            evict()
+            reads[f"{name}_cold"].append(fn())
+            reads[f"{name}_warm"].append(fn())
+    med = {k: statistics.median(v) for k, v in reads.items()}
+    tps = {k: big_tokens / v for k, v in med.items()}
+    print(f"read ({n_big} images, {big_tokens * d * 2 / 1e6:.0f} MB, median of {args.repeats}): "
+          f"cold: loader {tps['loader_cold']:,.0f} tokens/s, sequential chunk read {tps['raw_cold']:,.0f}; "
+          f"warm: loader {tps['loader_warm']:,.0f}, sequential chunk read {tps['raw_warm']:,.0f}")
 
     # 3. Eight SAEs in one pass against the same eight one after another.
     specs = [SAESpec(architecture="relu_l1", expansion=args.expansion, l1_coeff=l1, lr=lr, seed=seed)
@@ -166,10 +201,13 @@ def main() -> None:
         shutil.rmtree(work)
     print(json.dumps({
         "step_vs_reference": round(trainer_tps / ref_tps, 3),
-        "loader_vs_raw": round(loader_tps / raw_tps, 3),
+        "loader_vs_raw": round(tps["loader_cold"] / tps["raw_cold"], 3),
+        "loader_vs_raw_cached": round(tps["loader_warm"] / tps["raw_warm"], 3),
         "stacked_vs_sequential": round(t_seq / t_stacked, 3),
         "trainer_tokens_per_s": round(trainer_tps), "reference_tokens_per_s": round(ref_tps),
-        "loader_tokens_per_s": round(loader_tps), "raw_read_tokens_per_s": round(raw_tps),
+        "loader_tokens_per_s": round(tps["loader_cold"]), "raw_read_tokens_per_s": round(tps["raw_cold"]),
+        "loader_tokens_per_s_cached": round(tps["loader_warm"]),
+        "raw_read_tokens_per_s_cached": round(tps["raw_warm"]),
         "stacked_sae_tokens_per_s": round(sae_tokens / t_stacked),
         "sequential_sae_tokens_per_s": round(sae_tokens / t_seq),
     }))
