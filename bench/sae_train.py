@@ -23,8 +23,8 @@ import argparse
 import json
 import math
 import os
-import statistics
 import shutil
+import statistics
 import tempfile
 import time
 from pathlib import Path
