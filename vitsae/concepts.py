@@ -1,0 +1,360 @@
+"""Concept tables: what each SAE feature's top images have in common, in WordNet and in the iNat taxonomy.
+
+Both tables take a feature's top images from :mod:`vitsae.featstats` (``top_image_FK``: split positions
+ranked by max activation, -1 = none) and use only the *firing* ones among the first ``n_top``; a
+feature with fewer than ``min_top_images`` of them is labelled ``unclear`` and its other columns are NaN.
+
+ImageNet table (:func:`imagenet_table`, one row per feature)
+-----------------------------------------------------------
+* ``n_top``, ``n_classes``, ``top_class``, ``top_class_share``, ``classes`` (``wnid:count`` by count,
+  ``;``-separated);
+* ``lca``, ``lca_name``, ``lca_depth``: the lowest common ancestor (:mod:`vitsae.wordnet`) of the *core*
+  classes: the most frequent classes (ties by wnid) that together hold at least ``lca_coverage`` of the
+  top images, so that one stray image does not pull the LCA to the root; ``n_branches``: how many
+  top-level WordNet branches (``wordnet.BRANCH_DEPTH``) the core classes span;
+* ``coherence``: mean Wu-Palmer similarity over all pairs of top images (pairs of one class count 1),
+  against a null model of ``null_samples`` random sets of the same number of images drawn without
+  replacement from the split (seeded by ``(seed, set size)``): ``coherence_null_mean``, ``coherence_z``
+  (z-score against the null's mean and standard deviation), ``coherence_p`` (one-sided,
+  ``(1 + #{null >= observed}) / (1 + null_samples)``);
+* ``concentration``: the share of pairs of top images of one class (a handful of classes, wherever they
+  sit in WordNet, gives a high value; random images a value near 0), against the same random sets:
+  ``concentration_null_mean``, ``concentration_p`` (one-sided, as above; conservative, the statistic
+  is discrete);
+* ``diversity``: mean Euclidean distance over all pairs of top images between per-image descriptors that
+  come from neither model (default :func:`thumbnail_descriptors`: a 4×4 RGB thumbnail), against the same
+  random sets: ``diversity_null_mean``, ``diversity_ratio`` (observed / null mean), ``diversity_z``;
+* ``localization``: mean over top images of the share of an image's tokens above half its max
+  activation (from the patch maps); ``animal``: every core class is below animal.n.01.
+
+Label rule (first that applies; every threshold a field of :class:`ImageNetRules`):
+
+1. ``unclear``      fewer than ``min_top_images`` firing top images;
+2. ``single-class`` ``top_class_share >= single_class_share``;
+3. ``taxonomic``    structured and ``lca_depth >= taxonomic_min_depth``, where *structured* means
+   ``coherence_p <= alpha`` or ``concentration_p <= alpha`` (the top images are not a random sample:
+   semantically close in WordNet, or drawn from few classes);
+4. ``abstract``     structured, ``lca_depth < taxonomic_min_depth`` (no specific taxonomic group),
+   ``n_branches >= abstract_min_branches``, and visually diverse (``diversity_ratio >=
+   min_diversity_ratio``): related beyond taxonomy or across branches while the images do not look alike;
+5. ``unclear``      otherwise.
+
+Caveat: a polysemantic feature (two unrelated classes) also passes rule 4; the statistics cannot tell it
+from an abstract concept, so the findings should show examples (feature cards) beside the counts.
+
+``trait`` (ImageNet's animal classes via WordNet): ``animal``, at least ``trait_min_classes`` classes,
+``lca_depth >= taxonomic_min_depth`` and ``localization <= trait_max_localization``.
+
+iNat table (:func:`inat_table`, one row per feature)
+-----------------------------------------------------
+``purity_<rank>`` for species … kingdom (:mod:`vitsae.taxonomy`), ``deepest_rank`` (finest rank with
+purity ``>= clade_purity``), ``n_species``, ``localization`` (as above), and a label:
+
+1. ``unclear``         fewer than ``min_top_images`` firing top images;
+2. ``single-species``  ``purity_species >= clade_purity``;
+3. ``trait``           ``deepest_rank`` at most as coarse as ``trait_max_rank``, ``n_species >=
+   trait_min_species`` and ``localization <= trait_max_localization``: several species, one clade,
+   a small part of the image;
+4. ``clade``           one clade (as for trait) but not localized;
+5. ``unclear``         otherwise.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from vitsae import taxonomy
+from vitsae.wordnet import BRANCH_DEPTH, Hierarchy
+
+IMAGENET_LABELS = ("single-class", "taxonomic", "abstract", "unclear")
+INAT_LABELS = ("single-species", "trait", "clade", "unclear")
+IMAGENET_COLUMNS = (
+    "feature", "n_top", "n_classes", "top_class", "top_class_share", "classes", "lca", "lca_name", "lca_depth",
+    "n_branches", "coherence", "coherence_null_mean", "coherence_z", "coherence_p", "concentration",
+    "concentration_null_mean", "concentration_p", "diversity", "diversity_null_mean", "diversity_ratio",
+    "diversity_z", "localization", "animal", "label", "trait",
+)  # fmt: skip
+INAT_COLUMNS = (
+    "feature", "n_top", *(f"purity_{r}" for r in taxonomy.RANKS), "deepest_rank", "n_species", "localization",
+    "label", "trait",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ImageNetRules:
+    n_top: int | None = None  # use the first n_top of the stored top-k (None: all)
+    min_top_images: int = 5
+    single_class_share: float = 0.7
+    lca_coverage: float = 0.9
+    taxonomic_min_depth: int = 7
+    alpha: float = 0.01
+    abstract_min_branches: int = 2
+    min_diversity_ratio: float = 0.75
+    branch_depth: int = BRANCH_DEPTH
+    null_samples: int = 1000
+    seed: int = 0
+    trait_min_classes: int = 2
+    trait_max_localization: float = 0.25
+
+
+@dataclass(frozen=True)
+class INatRules:
+    n_top: int | None = None
+    min_top_images: int = 5
+    clade_purity: float = 0.9
+    trait_max_rank: str = "order"
+    trait_min_species: int = 2
+    trait_max_localization: float = 0.25
+
+    def __post_init__(self) -> None:
+        if self.trait_max_rank not in taxonomy.RANKS:
+            raise ValueError(f"trait_max_rank {self.trait_max_rank!r} is not one of {taxonomy.RANKS}")
+
+
+# --------------------------------------------------------------------------------------------
+# Pieces
+
+
+def thumbnail_descriptors(paths: Sequence[str | os.PathLike], size: int = 4) -> np.ndarray:
+    """``[N, size*size*3]`` float32 in [0, 1]: each image as a ``size``×``size`` RGB thumbnail (box filter)."""
+    from PIL import Image
+
+    out = np.zeros((len(paths), size * size * 3), dtype=np.float32)
+    for i, path in enumerate(paths):
+        with Image.open(path) as im:
+            thumb = im.convert("RGB").resize((size, size), Image.Resampling.BOX)
+        out[i] = np.asarray(thumb, dtype=np.float32).reshape(-1) / 255.0
+    return out
+
+
+def split_thumbnails(
+    store_path: str | os.PathLike, split: str, manifest_path: str | os.PathLike, root: str | os.PathLike,
+    size: int = 4,
+) -> np.ndarray:  # fmt: skip
+    """:func:`thumbnail_descriptors` of every image of ``split`` in store order (manifest ``path`` under
+    the dataset ``root``), aligned with the statistics' image index."""
+    from vitsae.manifest import read_manifest
+    from vitsae.store import open_store, split_array
+
+    group = open_store(store_path)
+    split_array(group, split)
+    rows = np.asarray(group[f"{split}_rows"][:], dtype=np.int64)
+    paths = read_manifest(Path(manifest_path))["path"].to_numpy()[rows]
+    missing = [p for p in paths[:1] if not (Path(root) / p).is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"image {Path(root) / missing[0]} (manifest {manifest_path}) does not exist; "
+            "set the dataset's root to the directory the manifest was built from"
+        )
+    return thumbnail_descriptors([Path(root) / p for p in paths], size)
+
+
+def localization(map_KT: np.ndarray) -> float:
+    """Mean over the rows (images) of the share of tokens above half the row's max; NaN for no rows."""
+    if map_KT.shape[0] == 0:
+        return float("nan")
+    max_K = map_KT.max(axis=1, keepdims=True)
+    return float((map_KT > 0.5 * max_K).mean(axis=1).mean())
+
+
+def _mean_pairwise_sim(class_MN: np.ndarray, sim_CC: np.ndarray) -> np.ndarray:
+    n = class_MN.shape[1]
+    sims_MNN = sim_CC[class_MN[:, :, None], class_MN[:, None, :]]
+    return (sims_MNN.sum(axis=(1, 2)) - n) / (n * (n - 1))
+
+
+def _same_class_share(class_MN: np.ndarray) -> np.ndarray:
+    n = class_MN.shape[1]
+    return ((class_MN[:, :, None] == class_MN[:, None, :]).sum(axis=(1, 2)) - n) / (n * (n - 1))
+
+
+def _p_value(value: float, null: np.ndarray) -> float:
+    """One-sided: (1 + #{null >= value}) / (1 + len(null)), with a 1e-12 tolerance for float noise."""
+    return float((1 + (null >= value - 1e-12).sum()) / (1 + len(null)))
+
+
+def _mean_pairwise_dist(desc_MND: np.ndarray) -> np.ndarray:
+    n = desc_MND.shape[1]
+    sq_MN = (desc_MND.astype(np.float64) ** 2).sum(axis=2)
+    d2_MNN = sq_MN[:, :, None] + sq_MN[:, None, :] - 2 * np.einsum("mid,mjd->mij", desc_MND, desc_MND)
+    return np.sqrt(np.maximum(d2_MNN, 0)).sum(axis=(1, 2)) / (n * (n - 1))
+
+
+class NullModel:
+    """Random sets of images from the split, one seeded batch per set size (see the module docstring)."""
+
+    def __init__(self, class_N: np.ndarray, sim_CC: np.ndarray, desc_ND: np.ndarray | None, samples: int,
+                 seed: int) -> None:  # fmt: skip
+        self.class_N, self.sim_CC, self.desc_ND = class_N, sim_CC, desc_ND
+        self.samples, self.seed = samples, seed
+
+    @functools.cache  # noqa: B019 - one null per set size, for the life of the model
+    def sets(self, n: int) -> np.ndarray:
+        rng = np.random.default_rng([self.seed, n])
+        return np.stack([rng.choice(len(self.class_N), size=n, replace=False) for _ in range(self.samples)])
+
+    @functools.cache  # noqa: B019
+    def coherence(self, n: int) -> np.ndarray:
+        return _mean_pairwise_sim(self.class_N[self.sets(n)], self.sim_CC)
+
+    @functools.cache  # noqa: B019
+    def concentration(self, n: int) -> np.ndarray:
+        return _same_class_share(self.class_N[self.sets(n)])
+
+    @functools.cache  # noqa: B019
+    def diversity(self, n: int) -> np.ndarray:
+        assert self.desc_ND is not None
+        return _mean_pairwise_dist(self.desc_ND[self.sets(n)])
+
+
+def _core_classes(classes: np.ndarray, counts: np.ndarray, coverage: float) -> list[str]:
+    """Most frequent classes (ties by name) until they hold ``coverage`` of the images."""
+    order = np.lexsort((classes, -counts))
+    cum = np.cumsum(counts[order]) / counts.sum()
+    stop = int(np.searchsorted(cum, coverage - 1e-12)) + 1
+    return [str(c) for c in classes[order[:stop]]]
+
+
+def _top_images(top_image_FK: np.ndarray, n_top: int | None) -> np.ndarray:
+    return top_image_FK if n_top is None else top_image_FK[:, :n_top]
+
+
+# --------------------------------------------------------------------------------------------
+# Tables
+
+
+def imagenet_table(
+    top_image_FK: np.ndarray,
+    top_map_FKT: np.ndarray,
+    labels_N: np.ndarray,
+    hierarchy: Hierarchy,
+    descriptors_ND: np.ndarray,
+    rules: ImageNetRules = ImageNetRules(),
+) -> pd.DataFrame:
+    """One row per feature (module docstring). ``labels_N``: wnid per split image; ``descriptors_ND``:
+    per split image, the visual descriptor used for diversity (e.g. :func:`thumbnail_descriptors`)."""
+    labels_N = np.asarray(labels_N).astype(str)
+    if descriptors_ND.shape[0] != labels_N.shape[0]:
+        raise ValueError(f"{descriptors_ND.shape[0]} descriptors for {labels_N.shape[0]} images of the split")
+    split_classes, class_N = np.unique(labels_N, return_inverse=True)
+    sim_CC = hierarchy.similarity_matrix(list(split_classes))
+    null = NullModel(class_N, sim_CC, descriptors_ND, rules.null_samples, rules.seed)
+    top_FK = _top_images(top_image_FK, rules.n_top)
+    animals = set(hierarchy.animal_classes())
+    rows = []
+    for f in range(top_FK.shape[0]):
+        slots = np.nonzero(top_FK[f] >= 0)[0]
+        images = top_FK[f, slots]
+        n = len(images)
+        row: dict = {"feature": f, "n_top": n}
+        if n < max(2, rules.min_top_images):
+            rows.append({**row, "label": "unclear", "trait": False})
+            continue
+        classes, counts = np.unique(labels_N[images], return_counts=True)
+        order = np.lexsort((classes, -counts))
+        core = _core_classes(classes, counts, rules.lca_coverage)
+        lca, lca_depth = hierarchy.lca(core)
+        coherence = float(_mean_pairwise_sim(class_N[images][None], sim_CC)[0])
+        null_coh = null.coherence(n)
+        concentration = float(_same_class_share(class_N[images][None])[0])
+        null_conc = null.concentration(n)
+        diversity = float(_mean_pairwise_dist(descriptors_ND[images][None])[0])
+        null_div = null.diversity(n)
+        loc = localization(top_map_FKT[f, slots])
+        row.update(
+            n_classes=len(classes),
+            top_class=str(classes[order[0]]),
+            top_class_share=float(counts[order[0]] / n),
+            classes=";".join(f"{classes[i]}:{counts[i]}" for i in order),
+            lca=lca,
+            lca_name=hierarchy.name(lca),
+            lca_depth=lca_depth,
+            n_branches=hierarchy.n_branches(core, rules.branch_depth),
+            coherence=coherence,
+            coherence_null_mean=float(null_coh.mean()),
+            coherence_z=_z(coherence, null_coh),
+            coherence_p=_p_value(coherence, null_coh),
+            concentration=concentration,
+            concentration_null_mean=float(null_conc.mean()),
+            concentration_p=_p_value(concentration, null_conc),
+            diversity=diversity,
+            diversity_null_mean=float(null_div.mean()),
+            diversity_ratio=diversity / float(null_div.mean()) if null_div.mean() > 0 else float("nan"),
+            diversity_z=_z(diversity, null_div),
+            localization=loc,
+            animal=all(c in animals for c in core),
+        )
+        row["label"] = _imagenet_label(row, rules)
+        row["trait"] = bool(
+            row["animal"]
+            and len(core) >= rules.trait_min_classes
+            and lca_depth >= rules.taxonomic_min_depth
+            and loc <= rules.trait_max_localization
+        )
+        rows.append(row)
+    return pd.DataFrame(rows, columns=list(IMAGENET_COLUMNS))
+
+
+def _z(value: float, null: np.ndarray) -> float:
+    sd = float(null.std(ddof=1)) if len(null) > 1 else 0.0
+    return (value - float(null.mean())) / sd if sd > 0 else float("nan")
+
+
+def _imagenet_label(row: dict, rules: ImageNetRules) -> str:
+    if row["top_class_share"] >= rules.single_class_share:
+        return "single-class"
+    structured = row["coherence_p"] <= rules.alpha or row["concentration_p"] <= rules.alpha
+    if structured and row["lca_depth"] >= rules.taxonomic_min_depth:
+        return "taxonomic"
+    if (
+        structured
+        and row["n_branches"] >= rules.abstract_min_branches
+        and row["diversity_ratio"] >= rules.min_diversity_ratio
+    ):
+        return "abstract"
+    return "unclear"
+
+
+def inat_table(
+    top_image_FK: np.ndarray,
+    top_map_FKT: np.ndarray,
+    taxa_N: pd.DataFrame,
+    rules: INatRules = INatRules(),
+) -> pd.DataFrame:
+    """One row per feature (module docstring). ``taxa_N``: per split image, the manifest's rank columns."""
+    taxa_N = taxa_N.reset_index(drop=True)
+    top_FK = _top_images(top_image_FK, rules.n_top)
+    max_rank = taxonomy.RANKS.index(rules.trait_max_rank)
+    rows = []
+    for f in range(top_FK.shape[0]):
+        slots = np.nonzero(top_FK[f] >= 0)[0]
+        images = top_FK[f, slots]
+        row: dict = {"feature": f, "n_top": len(images)}
+        if len(images) < max(1, rules.min_top_images):
+            rows.append({**row, "label": "unclear", "trait": False})
+            continue
+        taxa = taxa_N.iloc[images]
+        purity = taxonomy.purities(taxa)
+        deepest = taxonomy.deepest_agreeing_rank(taxa, rules.clade_purity)
+        loc = localization(top_map_FKT[f, slots])
+        n_species = taxonomy.n_clades(taxa, "species")
+        row.update({f"purity_{r}": p for r, p in purity.items()})
+        row.update(deepest_rank=deepest, n_species=n_species, localization=loc)
+        one_clade = deepest is not None and taxonomy.RANKS.index(deepest) <= max_rank
+        if purity["species"] >= rules.clade_purity:
+            label = "single-species"
+        elif one_clade and n_species >= rules.trait_min_species and loc <= rules.trait_max_localization:
+            label = "trait"
+        elif one_clade:
+            label = "clade"
+        else:
+            label = "unclear"
+        rows.append({**row, "label": label, "trait": label == "trait"})
+    return pd.DataFrame(rows, columns=list(INAT_COLUMNS))
