@@ -4,7 +4,7 @@ import pytest
 import yaml
 
 from vitsae.config import ConfigError, check_dataset_roots, validate
-from vitsae.grid import sweep_ids, sweep_specs, training_settings
+from vitsae.grid import select, sweep_ids, sweep_specs, training_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -97,3 +97,30 @@ def test_numbers_given_as_strings_on_the_command_line_are_coerced():
         validate(cfg)
     cfg["sweeps"]["paper"]["l1_coeff"] = "[2, 4.5]"  # a list given on the command line
     assert validate(cfg)["sweeps"]["paper"]["l1_coeff"] == [2, 4.5]
+
+
+def test_sae_selectors_pick_by_sweep_name_and_settings():
+    cfg = demo_config()
+    cfg["sweeps"]["paper"].update({"architecture": ["relu_l1", "topk"], "l1_coeff": [3, 6], "k": [16],
+                                   "seed": [0, 1], "lr": 0.004, "expansion": 8})
+    cfg["sweeps"]["wide"] = {**cfg["sweeps"]["paper"], "architecture": "relu_l1", "expansion": 16, "seed": 0}
+    sweeps = validate(cfg)["sweeps"]
+    every = select(sweeps, {})
+    assert len(every) == 6 + 2 and every[0] == ("paper", "relu_l1-x8-l1_3-lr_0.004-s0")
+    assert select(sweeps, {"sweeps": ["wide"]}) == [("wide", "relu_l1-x16-l1_3-lr_0.004-s0"),
+                                                    ("wide", "relu_l1-x16-l1_6-lr_0.004-s0")]
+    assert select(sweeps, {"where": {"l1_coeff": 3.0, "seed": 1}}) == [("paper", "relu_l1-x8-l1_3-lr_0.004-s1")]
+    # a key an architecture does not use never matches it; lists mean any of
+    assert select(sweeps, {"sweeps": ["paper"], "where": {"k": [16, 32]}}) == [
+        ("paper", "topk-x8-k16-lr_0.004-s0"), ("paper", "topk-x8-k16-lr_0.004-s1")]
+    assert select(sweeps, {"where": {"architecture": "topk", "seed": [1]}}) == [("paper", "topk-x8-k16-lr_0.004-s1")]
+    assert select(sweeps, {"ids": ["relu_l1-x16-l1_6-lr_0.004-s0"], "where": {"expansion": 16}}) == [
+        ("wide", "relu_l1-x16-l1_6-lr_0.004-s0")]
+    with pytest.raises(ValueError, match=r"transfer.saes.sweeps: no sweep named \['papr'\]"):
+        select(sweeps, {"sweeps": ["papr"]}, "transfer.saes")
+    with pytest.raises(ValueError, match=r"saes.ids: no SAE named \['relu_l1-x8-l1_9-lr_0.004-s0'\]"):
+        select(sweeps, {"ids": ["relu_l1-x8-l1_9-lr_0.004-s0"]})
+    with pytest.raises(ValueError, match=r"saes.where: \['l1'\] are not SAE settings"):
+        select(sweeps, {"where": {"l1": 3}})
+    with pytest.raises(ValueError, match="picks no SAE"):
+        select(sweeps, {"sweeps": ["wide"], "where": {"seed": 1}})

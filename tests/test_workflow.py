@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import yaml
 from pypdf import PdfReader
-from workflow_helpers import DEMO_CONFIG, REPO, snakemake
+from workflow_helpers import DEMO_CONFIG, REPO, job_counts, snakemake
 
 from vitsae import provenance
 from vitsae.config import validate
@@ -125,3 +125,22 @@ def test_every_artifact_has_a_provenance_record_and_the_figure_verifies(demo):
     out = subprocess.run([sys.executable, "-m", "vitsae.provenance", "verify", "results/figures/transfer.pdf"],
                          cwd=demo, capture_output=True, text=True, check=False)
     assert out.returncode == 0 and out.stdout.startswith("ok:"), out.stdout + out.stderr
+
+
+def test_the_transfer_figure_uses_the_saes_its_selector_picks(tmp_path):
+    cfg = yaml.safe_load(DEMO_CONFIG.read_text())
+    cfg["transfer"] = {"saes": {"where": {"seed": 0}}}
+    path = tmp_path / "seed0.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    out = snakemake(tmp_path, "results/figures/transfer.pdf", "-n", "--configfile", str(path))
+    counts = job_counts(out.stdout)
+    # 2 datasets x 2 models x the 2 seed-0 SAEs (of 4), each evaluated on both datasets
+    assert counts["evaluate"] == 16 and counts["transfer"] == 1
+    assert counts["train_sae_paper"] == 4  # a sweep still trains in one job: all four SAEs
+    cfg["transfer"] = {"saes": {"where": {"seed": 7}}}
+    path.write_text(yaml.safe_dump(cfg))
+    out = snakemake(tmp_path, "-n", "--configfile", str(path), check=False)
+    assert out.returncode != 0
+    assert "transfer.saes: the selector {'where': {'seed': 7}} picks no SAE of sweeps ['paper']" in (
+        out.stdout + out.stderr
+    )

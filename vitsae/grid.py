@@ -27,7 +27,7 @@ USES = {
 }
 COMMON = ("architecture", "expansion", "lr", "seed")
 TRAINING_KEYS = ("batch_size", "train_tokens", "token_kind", "shuffle_chunks", "lr_warmup_steps",
-                 "l1_warmup_steps", "log_every", "checkpoint_every", "data_seed")
+                 "l1_warmup_steps", "log_every", "checkpoint_every", "data_seed", "compile")
 
 
 def as_list(v: Any) -> list:
@@ -92,3 +92,52 @@ def sweep_ids(sweep: dict) -> list[str]:
     if dupes:
         raise ValueError(f"sweep gives several SAEs the same id {dupes}: list each value once")
     return ids
+
+
+def select(sweeps: dict[str, dict], selector: dict | None, where: str = "saes") -> list[tuple[str, str]]:
+    """``(sweep, sae_id)`` of every SAE of ``sweeps`` (the validated config's sweeps) that ``selector``
+    picks, in config order: by sweep name (``sweeps``), by name (``ids``) and by settings (``where``: grid
+    key → value or list of values; an SAE whose architecture does not use a key never matches it). Every
+    condition given must hold; an empty selector picks every SAE. ``where`` names the config key in errors.
+
+    Raises ValueError for an unknown sweep, id or key, and for a selector that picks nothing.
+    """
+    selector = selector or {}
+    names = list(selector.get("sweeps") or sweeps)
+    unknown = [s for s in names if s not in sweeps]
+    if unknown:
+        raise ValueError(f"{where}.sweeps: no sweep named {unknown}; the config has {sorted(sweeps)}")
+    every = {s: dict(zip(sweep_ids(sweeps[s]), sweep_specs(sweeps[s]))) for s in names}
+    ids = selector.get("ids")
+    if ids is not None:
+        known = {i for by_id in every.values() for i in by_id}
+        missing = [i for i in ids if i not in known]
+        if missing:
+            raise ValueError(f"{where}.ids: no SAE named {missing} in sweeps {names}; they have {sorted(known)}")
+    conditions = dict(selector.get("where") or {})
+    bad_keys = [k for k in conditions if k not in GRID_KEYS]
+    if bad_keys:
+        raise ValueError(f"{where}.where: {bad_keys} are not SAE settings; use one of {', '.join(GRID_KEYS)}")
+
+    def matches(spec: dict) -> bool:
+        for key, wanted in conditions.items():
+            if key not in spec:
+                return False
+            values = as_list(wanted)
+            value = spec[key]
+            if isinstance(value, str):
+                if value not in values:
+                    return False
+            elif not any(not isinstance(v, str) and float(v) == float(value) for v in values):
+                return False
+        return True
+
+    picked = [
+        (s, i)
+        for s, by_id in every.items()
+        for i, spec in by_id.items()
+        if (ids is None or i in ids) and matches(spec)
+    ]
+    if not picked:
+        raise ValueError(f"{where}: the selector {selector} picks no SAE of sweeps {names}")
+    return picked

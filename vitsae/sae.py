@@ -40,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from vitsae.store import TOKEN_KINDS, iter_chunks, open_store, split_array, token_slice
 
@@ -475,22 +475,11 @@ def train_from_store(
     return final
 
 
-def load(path: str | os.PathLike) -> ReluSAE:
-    """Load an SAE from its directory (or its ``sae.safetensors``) and the ``cfg.json`` beside it."""
-    path = Path(path)
-    directory = path if path.is_dir() else path.parent
-    weights = directory / WEIGHTS_FILE if path.is_dir() else path
-    cfg_path = directory / CFG_FILE
-    if not weights.exists() or not cfg_path.exists():
-        raise FileNotFoundError(f"SAE checkpoint {directory} needs {WEIGHTS_FILE} and {CFG_FILE}")
-    cfg = json.loads(cfg_path.read_text())
-    if cfg.get("architecture") != ARCHITECTURE:
-        raise ValueError(f"{cfg_path}: architecture {cfg.get('architecture')!r}, expected {ARCHITECTURE!r}")
-    tensors = load_file(str(weights))
-    sae = ReluSAE(int(cfg["d_in"]), int(cfg["d_sae"]), scale=float(cfg["normalisation"]["scale"]), cfg=cfg)
-    with torch.no_grad():
-        sae.W_enc_DF.copy_(tensors["W_enc"])
-        sae.b_enc_F.copy_(tensors["b_enc"])
-        sae.W_dec_FD.copy_(tensors["W_dec"])
-        sae.b_dec_D.copy_(tensors["b_dec"])
-    return sae
+def load(path: str | os.PathLike) -> torch.nn.Module:
+    """Load any SAE this project writes, of every architecture (the sweep trainer's and this module's
+    checkpoints), from its directory or its ``sae.safetensors`` and the ``cfg.json`` beside it: a module
+    with ``encode(x_BD) -> f_BF``, ``decode(f_BF) -> x̂_BD`` (original units), ``forward`` giving both,
+    and ``cfg`` (:func:`vitsae.sweep.load`)."""
+    from vitsae.sweep import load as load_any  # vitsae.sweep imports this module
+
+    return load_any(path)

@@ -139,6 +139,7 @@ class TrainSettings:
     checkpoint_every: int = 100
     data_seed: int = 0
     dead_steps: int = sae_mod.DEAD_WINDOW_BATCHES
+    compile: bool = False
 
     def __post_init__(self) -> None:
         if self.token_kind not in TOKEN_KINDS:
@@ -358,7 +359,7 @@ class _TopK(_Arch):
     log_fields = ("k", "aux_loss")
 
     def activate(self, stack: _Stack, pre_SBF: torch.Tensor) -> torch.Tensor:
-        k_max = int(stack.k_S.max())
+        k_max = stack.k_max
         vals_SBK, idx_SBK = pre_SBF.topk(k_max, dim=-1)
         keep_S1K = torch.arange(k_max, device=pre_SBF.device) < stack.k_S[:, None, None]
         return torch.zeros_like(pre_SBF).scatter(-1, idx_SBK, torch.relu(vals_SBK) * keep_S1K)
@@ -387,7 +388,7 @@ class _BatchTopK(_TopK):
 
     def activate(self, stack: _Stack, pre_SBF: torch.Tensor) -> torch.Tensor:
         S, B, F = pre_SBF.shape
-        k_max = int(stack.k_S.max()) * B
+        k_max = stack.k_max * B
         vals_SN, idx_SN = pre_SBF.reshape(S, B * F).topk(min(k_max, B * F), dim=-1)
         keep_SN = torch.arange(vals_SN.shape[1], device=pre_SBF.device) < stack.k_S[:, None] * B
         vals_SN = torch.relu(vals_SN) * keep_SN
@@ -459,12 +460,13 @@ _ARCHS: dict[str, _Arch] = {
 
 
 def _aux_k_loss(
-    stack: _Stack, pre_SBF: torch.Tensor, err_SBD: torch.Tensor, dead_SF: torch.Tensor
+    stack: _Stack, pre_SBF: torch.Tensor, err_SBD: torch.Tensor, dead_SF: torch.Tensor | None
 ) -> torch.Tensor:
     """AuxK (Gao et al. 2024): normalised MSE of the residual's reconstruction by the top ``aux_k``
-    dead features (decoded without ``b_dec``); 0 for an SAE with no dead feature or ``aux_k = 0``."""
-    aux_max = min(int(stack.aux_k_S.max()), stack.F)
-    if aux_max == 0 or not bool(dead_SF.any()):
+    dead features (decoded without ``b_dec``); 0 for an SAE with no dead feature or ``aux_k = 0``
+    (``dead_SF`` is None when no feature of the stack is dead)."""
+    aux_max = min(stack.aux_k_max, stack.F)
+    if aux_max == 0 or dead_SF is None:
         return torch.zeros(stack.S, device=pre_SBF.device)
     masked_SBF = pre_SBF.masked_fill(~dead_SF[:, None, :], -math.inf)
     vals_SBK, idx_SBK = masked_SBF.topk(aux_max, dim=-1)
@@ -493,7 +495,9 @@ class _Stack:
         self.lr_S64 = torch.tensor([s.lr for s in specs], dtype=torch.float64)
         self.coeff_S64 = torch.tensor([s.l1_coeff or 0.0 for s in specs], dtype=torch.float64)
         self.k_S = torch.tensor([s.k or 0 for s in specs], device=device)
+        self.k_max = max(int(s.k or 0) for s in specs)  # a Python int: no device sync, no graph break
         self.aux_k_S = torch.tensor([s.effective_aux_k for s in specs], device=device)
+        self.aux_k_max = max(s.effective_aux_k for s in specs)
         self.aux_coeff_S = torch.tensor([s.aux_coeff for s in specs], device=device)
         self.params: dict[str, torch.Tensor] = {}
         self.buffers: dict[str, torch.Tensor] = {}
@@ -522,11 +526,24 @@ class _Stack:
         self.arch.init_state(self)
         self.moments = {name: (torch.zeros_like(p), torch.zeros_like(p)) for name, p in self.params.items()}
 
-    def step(self, xn_BD: torch.Tensor, step: int, lr_scale: float, l1_ramp: float, dead_steps: int) -> dict:
-        """One training step on normalised inputs; returns the per-SAE log tensors."""
+    def compile(self) -> None:
+        """Compile the forward pass and loss (``torch.compile``; the backward is compiled with it).
+        Optimiser, decoder renormalisation and bookkeeping stay eager. Compiled kernels round
+        differently, so the bitwise guarantees (determinism, resume) are for the eager step."""
+        # One code object serves every stack: each stack (architecture, width, batch shape, dead or
+        # not) is one more specialisation of it, so allow more than dynamo's default of 8.
+        import torch._dynamo
+
+        for name in ("recompile_limit", "cache_size_limit"):  # the name changed across torch versions
+            if hasattr(torch._dynamo.config, name):
+                setattr(torch._dynamo.config, name, max(getattr(torch._dynamo.config, name), 64))
+        self._forward = torch.compile(self._forward, dynamic=False, fullgraph=True)
+
+    def _forward(
+        self, xn_BD: torch.Tensor, coeff_S: torch.Tensor, dead_SF: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict]:
+        """Loss, MSE, codes and the architecture's extra log tensors of every SAE of the stack."""
         P = self.params
-        coeff_S = (self.coeff_S64 * l1_ramp).to(torch.float32).to(self.device)
-        dead_SF = (step - 1) - self.buffers["last_fired"] >= dead_steps if self.arch.uses_dead else None
         xc_SBD = xn_BD.unsqueeze(0) - P["b_dec"].unsqueeze(1)
         pre_SBF = torch.bmm(xc_SBD, P["W_enc"]) + P["b_enc"].unsqueeze(1)
         f_SBF = self.arch.activate(self, pre_SBF)
@@ -534,7 +551,16 @@ class _Stack:
         err_SBD = xhat_SBD - xn_BD
         mse_S = (err_SBD**2).sum(dim=-1).mean(dim=-1)
         penalty_S, extra = self.arch.penalty(self, pre_SBF, f_SBF, err_SBD, coeff_S, dead_SF)
-        loss_S = mse_S + penalty_S
+        return mse_S + penalty_S, mse_S, f_SBF, extra
+
+    def step(self, xn_BD: torch.Tensor, step: int, lr_scale: float, l1_ramp: float, dead_steps: int) -> dict:
+        """One training step on normalised inputs; returns the per-SAE log tensors."""
+        P = self.params
+        coeff_S = (self.coeff_S64 * l1_ramp).to(torch.float32).to(self.device)
+        dead_SF = (step - 1) - self.buffers["last_fired"] >= dead_steps if self.arch.uses_dead else None
+        if dead_SF is not None and not bool(dead_SF.any()):
+            dead_SF = None  # decided here, eagerly: the compiled forward has no data-dependent branch
+        loss_S, mse_S, f_SBF, extra = self._forward(xn_BD, coeff_S, dead_SF)
         if not bool(torch.isfinite(loss_S).all()):
             bad = [sae_id(s) for s, ok in zip(self.specs, torch.isfinite(loss_S).tolist()) if not ok]
             raise ValueError(
@@ -694,6 +720,9 @@ def train_sweep(
         cap = max(1, CPU_STACK_BYTES // per_sae) if device.type == "cpu" else len(idx)
         members += [idx[j : j + cap] for j in range(0, len(idx), cap)]
     stacks = [_Stack([specs[i] for i in idx], d_in, device) for idx in members]
+    if settings.compile:
+        for stack in stacks:
+            stack.compile()
     ids = [sae_id(s) for s in specs]
 
     state_path = None if state_dir is None else Path(state_dir) / STATE_FILE
@@ -831,12 +860,14 @@ def train_sweep_from_store(
     if len(out_dirs) != len(specs):
         raise ValueError(f"{len(specs)} specs but {len(out_dirs)} out_dirs")
     streams: list[TokenStream] = []
+    on_gpu = torch.device(device).type == "cuda"
 
     def factory(start_tokens: int) -> TokenStream:
         stream = TokenStream(
             store_path, split, settings.token_kind, settings.batch_size, settings.data_seed,
             settings.shuffle_chunks, settings.train_tokens, start_tokens=start_tokens,
-            pin_memory=torch.device(device).type == "cuda",
+            # on a GPU: fp16 batches in pinned memory (half the bytes to copy), converted on the device
+            pin_memory=on_gpu, dtype=torch.float16 if on_gpu else torch.float32,
         )  # fmt: skip
         streams.append(stream)
         return stream

@@ -11,7 +11,7 @@ from vitsae.code import rule_digest
 from vitsae.config import check_dataset_roots, validate
 from vitsae.demo import demo_files
 from vitsae.figures import figure_titles
-from vitsae.grid import sweep_ids, sweep_specs, training_settings
+from vitsae.grid import select, sweep_ids, sweep_specs, training_settings
 
 # Validate before anything runs: a typo in a key fails here, naming the key.
 _validated = validate(config, source="config")
@@ -59,13 +59,30 @@ def sweep_files(sweep, name):
     )
 
 
-def eval_jsons():
-    """Every SAE evaluated on the evaluation split of every dataset (its own and the others)."""
+def selected_sae_dirs(selector, where):
+    """The directories of the SAEs a config selector (``$defs/saes`` in the schema: by sweep, by id,
+    by settings) picks, for every training dataset, model and layer (vitsae.grid.select)."""
+    picked = select(config["sweeps"], selector, where)
+    return [
+        f"results/sae/{d}/{m}/layer{l}/{s}/{i}"
+        for d in DATASETS
+        for m, l in model_layers()
+        for s, i in picked
+    ]
+
+
+def eval_jsons(dirs=None):
+    """Each SAE of ``dirs`` (default: every SAE) evaluated on the evaluation split of every dataset
+    (its own and the others)."""
     return [
         f"{sae_dir.replace('results/sae/', 'results/eval/', 1)}/{e}.json"
-        for sae_dir in sae_dirs()
+        for sae_dir in (sae_dirs() if dirs is None else dirs)
         for e in DATASETS
     ]
+
+
+# The SAEs each analysis uses; a selector that picks nothing fails here, before any job.
+TRANSFER_SAES = selected_sae_dirs(config["transfer"]["saes"], "transfer.saes")
 
 
 def run_artifacts():

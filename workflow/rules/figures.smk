@@ -3,7 +3,7 @@
 
 rule transfer:
     input:
-        eval_jsons(),
+        eval_jsons(TRANSFER_SAES),
     output:
         pdf=report(
             "results/figures/transfer.pdf",
