@@ -47,3 +47,27 @@ def test_unfinished_store_is_refused_and_not_published(tmp_path):
         store.open_store(final)
     # an unwritten chunk reads as NaN, so nothing can silently pass as zeros
     assert np.isnan(zarr.open_group(str(tmp), mode="r")["train"][4:]).all()
+
+
+def test_token_slices_of_stores_that_keep_fewer_tokens():
+    patches = {"n_tokens": 4, "n_prefix": 0, "n_registers": 0, "cls_index": None, "grid": [2, 2], "kept": "patches"}
+    assert store.token_slice(patches, "patches") == slice(0, 4)
+    with pytest.raises(store.StoreError, match="keeps only patch tokens .* no 'cls' tokens.*token kind 'patches'"):
+        store.token_slice(patches, "cls")
+    with pytest.raises(store.StoreError, match="no 'all' tokens"):
+        store.token_slice(patches, "all")
+    cls = {"n_tokens": 1, "n_prefix": 1, "n_registers": 0, "cls_index": 0, "grid": [2, 2], "kept": "cls"}
+    assert store.token_slice(cls, "cls") == slice(0, 1)
+    with pytest.raises(store.StoreError, match="only the CLS token"):
+        store.token_slice(cls, "patches")
+    subset = {**patches, "n_tokens": 3, "kept": "subset", "subset": {"k": 3, "seed": 0}}
+    assert store.token_slice(subset, "patches") == slice(0, 3)
+    # a store written before 'kept' existed holds all tokens
+    assert store.token_slice({**LAYOUT, "kept": "all"}, "patches") == store.token_slice(LAYOUT, "patches")
+
+
+def test_patch_index_of_a_store_with_every_patch(tmp_path):
+    acts = {"train": np.zeros((3, 5, 2), np.float16)}
+    g = store.open_store(store.write_arrays(tmp_path / "s.zarr", {"token_layout": LAYOUT}, acts, chunk_images=2))
+    idx = store.patch_index(g, "train", 1, 3)
+    assert idx.shape == (2, 4) and (idx == np.arange(4)).all()

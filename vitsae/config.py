@@ -139,6 +139,10 @@ def _check_consistency(config: dict, source: str) -> None:
                     f"{source}: extraction.splits asks for split {split!r}, but datasets.{name}.splits has only "
                     f"{sorted(ds['splits'])}"
                 )
+    unknown = sorted(set(config["extraction"]["parts_by_dataset"]) - set(config["datasets"]))
+    if unknown:
+        raise ConfigError(f"{source}: extraction.parts_by_dataset names {unknown}, which are not datasets; "
+                          f"the datasets are {sorted(config['datasets'])}")
     needed = {config["evaluation"]["split"]} | {s["train_split"] for s in config["sweeps"].values()}
     missing = needed - set(config["extraction"]["splits"])
     if missing:

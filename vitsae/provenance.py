@@ -693,7 +693,12 @@ def main(argv: list[str] | None = None) -> int:
     lin.add_argument("path", type=Path)
     lin.add_argument("html", type=Path)
     lin.add_argument("json", type=Path)
+    from vitsae import plan
+
+    plan.add_arguments(sub.add_parser("plan", help="print a config's stores, disk and GPU hours before running it"))
     args = parser.parse_args(argv)
+    if args.command == "plan":
+        return plan.run(args)
     try:
         if args.command == "lineage":
             result = write_lineage(args.path, args.html, args.json)

@@ -133,7 +133,52 @@ def dataset_root(wildcards):
 def extraction_model_settings(wildcards):
     """What a store depends on: the model spec and batch (= chunk) size, not the list of layers."""
     m = config["models"][wildcards.model]
-    return dict({k: v for k, v in m.items() if k != "layers"}, name=wildcards.model)
+    return dict(
+        {k: v for k, v in m.items() if k not in ("layers", "tokens")},
+        name=wildcards.model,
+    )
+
+
+def extraction_settings(wildcards):
+    """How a store is extracted, besides the model: kept tokens (the model's own setting, else
+    extraction.tokens; a subset's seed defaults to the config's seed), decoder and autocast dtype.
+    """
+    ex = config["extraction"]
+    tokens = config["models"][wildcards.model].get("tokens", ex["tokens"])
+    if isinstance(tokens, dict):
+        tokens = {
+            "subset": tokens["subset"],
+            "seed": tokens.get("seed", config["seed"]),
+        }
+    return {"tokens": tokens, "decode": ex["decode"], "precision": ex["precision"]}
+
+
+def extraction_parts(dataset):
+    """Parallel extraction jobs per store of ``dataset`` (extraction.parts_by_dataset, else .parts)."""
+    ex = config["extraction"]
+    return int(ex["parts_by_dataset"].get(dataset, ex["parts"]))
+
+
+def store_parts(wildcards):
+    return extraction_parts(wildcards.dataset)
+
+
+def extract_inputs(wildcards):
+    """The manifest; with parts > 1 also every part of the store (rule extract then only joins them)."""
+    inputs = {"manifest": f"results/manifests/{wildcards.dataset}.parquet"}
+    n = extraction_parts(wildcards.dataset)
+    if n > 1:
+        inputs["parts"] = [
+            f"results/activations/{wildcards.dataset}/{wildcards.model}/layer{wildcards.layer}.parts/"
+            f"part{i}-of{n}.zarr"
+            for i in range(n)
+        ]
+    return inputs
+
+
+def extract_gpus(wildcards):
+    """Rule extract needs a GPU only when it runs the model itself (parts: 1); joining parts needs none."""
+    return 1 if extraction_parts(wildcards.dataset) == 1 else 0
 
 
 def sweep_params(sweep):
