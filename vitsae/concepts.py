@@ -332,6 +332,10 @@ def inat_table(
     taxa_N = taxa_N.reset_index(drop=True)
     top_FK = _top_images(top_image_FK, rules.n_top)
     max_rank = taxonomy.RANKS.index(rules.trait_max_rank)
+    # clade of every split image at every rank as an integer code, once: per feature the purities are
+    # then bincounts (the same values as taxonomy.purities on the feature's rows, thousands of times faster)
+    code_RN = np.stack([np.unique(taxonomy.clade_keys(taxa_N, r), return_inverse=True)[1].reshape(-1)
+                        for r in taxonomy.RANKS]) if len(taxa_N) else np.zeros((len(taxonomy.RANKS), 0), np.int64)  # fmt: skip
     rows = []
     for f in range(top_FK.shape[0]):
         slots = np.nonzero(top_FK[f] >= 0)[0]
@@ -340,11 +344,11 @@ def inat_table(
         if len(images) < max(1, rules.min_top_images):
             rows.append({**row, "label": "unclear", "trait": False})
             continue
-        taxa = taxa_N.iloc[images]
-        purity = taxonomy.purities(taxa)
-        deepest = taxonomy.deepest_agreeing_rank(taxa, rules.clade_purity)
+        counts = [np.bincount(code_RN[i, images]) for i in range(len(taxonomy.RANKS))]
+        purity = {r: float(c.max() / len(images)) for r, c in zip(taxonomy.RANKS, counts)}
+        deepest = next((r for r in taxonomy.RANKS if purity[r] >= rules.clade_purity), None)
         loc = localization(top_map_FKT[f, slots])
-        n_species = taxonomy.n_clades(taxa, "species")
+        n_species = int(np.count_nonzero(counts[0]))
         row.update({f"purity_{r}": p for r, p in purity.items()})
         row.update(deepest_rank=deepest, n_species=n_species, localization=loc)
         one_clade = deepest is not None and taxonomy.RANKS.index(deepest) <= max_rank
