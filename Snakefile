@@ -1,6 +1,8 @@
 # vitsae: sparse autoencoders on DINOv2 and CLIP activations, from images to the paper's figures.
 # The stages, one rule file each, in data-flow order (see README.md):
 #   datasets → manifests → activation stores → SAEs → evaluation → transfer figure → provenance
+#   SAEs → feature statistics → concept tables (WordNet, iNat taxonomy) → findings 1 and 2, cards;
+#   decoder directions → feature-level transfer
 #   (lineage page per figure, RO-Crate of the run)
 from snakemake.utils import min_version
 
@@ -29,6 +31,7 @@ wildcard_constraints:
     layer=r"\d+",
     sae_id=r"[A-Za-z0-9_.+-]+",
     figure=alternatives(FIGURES),
+    split=r"[A-Za-z0-9_]+",
 
 
 rule all:
@@ -40,10 +43,13 @@ rule all:
         expand("results/tables/pareto-{sweep}.csv", sweep=SWEEPS),
         expand("results/provenance/{figure}.html", figure=FIGURES),
         "results/provenance/ro-crate",
+        concept_tables(),
+        card_dirs(),
 
 
 include: "workflow/rules/datasets.smk"
 include: "workflow/rules/activations.smk"
 include: "workflow/rules/sae.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/features.smk"
 include: "workflow/rules/figures.smk"

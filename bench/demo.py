@@ -24,7 +24,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 STAGES = ["demo_dataset", "manifest", "extract", "train_sae", "evaluate", "transfer", "training_curves", "pareto",
-          "lineage", "ro_crate"]
+          "thumbnails", "feature_stats", "concepts", "cards", "findings", "transfer_features", "lineage", "ro_crate"]
 PROVENANCE_RULES = ["lineage", "ro_crate"]
 RECORD_LINE = re.compile(r"provenance: wrote (\d+) records in ([0-9.]+) s")
 

@@ -124,3 +124,18 @@ def test_sae_selectors_pick_by_sweep_name_and_settings():
         select(sweeps, {"where": {"l1": 3}})
     with pytest.raises(ValueError, match="picks no SAE"):
         select(sweeps, {"sweeps": ["wide"], "where": {"seed": 1}})
+
+
+def test_concept_thresholds_in_the_schema_default_to_the_rules_defaults():
+    import dataclasses
+
+    from vitsae.concepts import ImageNetRules, INatRules
+    from vitsae.features import rules_from_config
+
+    concepts = validate(demo_config())["concepts"]
+    for kind, cls in (("imagenet", ImageNetRules), ("inat", INatRules)):
+        rules = rules_from_config(kind, concepts[kind], seed=0)
+        assert rules == cls(), kind  # every default of the schema is the dataclass's default
+        assert set(concepts[kind]) == {f.name for f in dataclasses.fields(cls)} - {"seed"}
+    with pytest.raises(ValueError, match=r"concepts.inat: unknown settings \['purity'\]"):
+        rules_from_config("inat", {"purity": 0.5}, seed=0)

@@ -26,13 +26,22 @@ N_IDS = n_saes(CFG["sweeps"]["paper"])  # 2 L1 coefficients x 2 seeds in the dem
 # Every figure is remade (transfer, training curves, Pareto), then each figure's lineage page and
 # the run's RO-Crate (they read every record upstream).
 FIGURE_AND_AFTER = {"transfer": 1, "training_curves": 1, "pareto": 1, "lineage": 3, "ro_crate": 1}
+N_FIGURES = 6  # transfer, training curves, Pareto, findings 1 and 2, feature-level transfer
+
+
+def features_after(jobs: int) -> dict[str, int]:
+    """New SAEs: their statistics, concept tables and cards (one job each per (dataset, model) whose SAEs
+    changed), findings 1 and 2, the feature-level transfer, and every figure's lineage page."""
+    return {"feature_stats_paper": jobs, "concepts_paper": jobs, "cards_paper": jobs, "findings": 1,
+            "transfer_features": 1, "lineage": N_FIGURES}
 
 
 def sae_and_after(ids_per_job: int) -> dict[str, int]:
     """One training job per (dataset, model), each training the sweep's SAEs; every SAE evaluated on
     every dataset."""
     jobs = len(MODELS) * len(DATASETS)
-    return {"all": 1, "train_sae_paper": jobs, "evaluate": jobs * ids_per_job * len(DATASETS), **FIGURE_AND_AFTER}
+    return {"all": 1, "train_sae_paper": jobs, "evaluate": jobs * ids_per_job * len(DATASETS), **FIGURE_AND_AFTER,
+            **features_after(jobs)}
 
 
 def dry_run(workdir: Path, *args: str) -> dict[str, int]:
@@ -98,7 +107,7 @@ def test_one_demo_image_edited_reruns_that_datasets_branch_only(demo):
     n_inat_sae = len(MODELS) * N_IDS
     n_evals = n_sae * len(DATASETS) - (n_sae - n_inat_sae) * (len(DATASETS) - 1)
     assert jobs == {"all": 1, "manifest": 1, "extract": len(MODELS), "train_sae_paper": len(MODELS),
-                    "evaluate": n_evals, **FIGURE_AND_AFTER}
+                    "evaluate": n_evals, **FIGURE_AND_AFTER, **features_after(len(MODELS))}
     assert dry_run(demo) == {}  # restored: nothing to do again
 
 
@@ -107,4 +116,4 @@ def test_a_layer_added_runs_only_the_new_layers_jobs_and_the_figure(demo):
     layers = CFG["models"][model]["layers"] + [5]
     jobs = dry_run(demo, "--config", f"models={{{model}: {{layers: {layers}}}}}")
     assert jobs == {"all": 1, "extract": len(DATASETS), "train_sae_paper": len(DATASETS),
-                    "evaluate": len(DATASETS) ** 2 * N_IDS, **FIGURE_AND_AFTER}
+                    "evaluate": len(DATASETS) ** 2 * N_IDS, **FIGURE_AND_AFTER, **features_after(len(DATASETS))}

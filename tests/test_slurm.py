@@ -19,8 +19,8 @@ from workflow_helpers import REPO, snakemake
 pytestmark = pytest.mark.e2e
 
 TINY = REPO / "tests" / "configs" / "tiny.yaml"
-GPU_RULES = {"extract", "train_sae", "evaluate"}
-CPU_RULES = {"manifest"}
+GPU_RULES = {"extract", "train_sae", "evaluate", "feature_stats"}
+CPU_RULES = {"manifest", "thumbnails", "concepts", "cards", "transfer_features"}
 
 
 def _slurm_up() -> bool:
@@ -124,7 +124,8 @@ def test_demo_through_slurm_matches_local_run_and_survives_scancel(tmp_path, loc
         by_rule.setdefault(j["rule"], []).append(j)
     assert set(by_rule) == GPU_RULES | CPU_RULES, {j["rule"] for j in jobs}
     completed = {r: sum(j["state"] == "COMPLETED" for j in js) for r, js in by_rule.items()}
-    assert completed == {"manifest": 2, "extract": 4, "train_sae": 4, "evaluate": 8}, completed
+    assert completed == {"manifest": 2, "extract": 4, "train_sae": 4, "evaluate": 8, "feature_stats": 4,
+                         "thumbnails": 1, "concepts": 4, "cards": 4, "transfer_features": 1}, completed
     for j in jobs:
         if j["rule"] in GPU_RULES:
             assert "gres/gpu=1" in j["tres"], j

@@ -111,7 +111,8 @@ def test_every_artifact_has_a_provenance_record_and_the_figure_verifies(demo):
     artifacts = [a for a in artifacts if not a.name.endswith(provenance.RECORD_SUFFIX)]
     cfg = validate(yaml.safe_load(DEMO_CONFIG.read_text()))
     n_sae = len(cfg["models"]) * len(cfg["datasets"]) * len(sweep_ids(cfg["sweeps"]["paper"]))
-    assert len(artifacts) == 2 + 4 + 3 * n_sae + 2 * n_sae + 2 + 3
+    # tables: transfer, Pareto, findings 1 and 2 with their label shares, feature-level transfer; figures: 6
+    assert len(artifacts) == 2 + 4 + 3 * n_sae + 2 * n_sae + 7 + 6
     for a in artifacts:
         rec = provenance.read_record(a)
         assert rec["digest"] == provenance.digest_artifact(a), a

@@ -43,6 +43,13 @@ RULE_MODULES: dict[str, tuple[str, ...]] = {
     "evaluate": ("vitsae.evaluate", "vitsae.sweep", "vitsae.sae", "vitsae.store"),
     "transfer": ("vitsae.transfer", "vitsae.figures"),
     "sweep_figures": ("vitsae.sweepfigs", "vitsae.transfer", "vitsae.figures"),
+    "thumbnails": ("vitsae.features", "vitsae.concepts"),
+    "feature_stats": ("vitsae.features", "vitsae.featstats", "vitsae.sweep", "vitsae.store"),
+    "concepts": ("vitsae.features", "vitsae.concepts", "vitsae.wordnet", "vitsae.taxonomy", "vitsae.featstats",
+                 "vitsae.findings"),
+    "cards": ("vitsae.features", "vitsae.cards", "vitsae.featstats"),
+    "findings": ("vitsae.features", "vitsae.findings", "vitsae.concepts", "vitsae.figures"),
+    "transfer_features": ("vitsae.features", "vitsae.transfer_features", "vitsae.sweep", "vitsae.figures"),
     "lineage": ("vitsae.provenance",),
     "ro_crate": ("vitsae.crate", "vitsae.provenance"),
 }

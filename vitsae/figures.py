@@ -3,6 +3,9 @@ pages and the report to take them from (kept import-light: the Snakefile reads i
 
 FIGURES: dict[str, str] = {
     "transfer": "SAE transfer: reconstruction across datasets",
+    "semantic_abstraction": "Finding 1: abstract semantic features (share of live SAE features)",
+    "traits": "Finding 2: morphological-trait features among animal features",
+    "transfer_features": "SAE transfer at the feature level: decoder directions across datasets",
 }
 #: Figures drawn once per sweep: ``{kind}-{sweep}`` → title with the sweep's name.
 PER_SWEEP: dict[str, str] = {

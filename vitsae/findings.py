@@ -58,13 +58,11 @@ import numpy as np
 import pandas as pd
 
 from vitsae import concepts
+from vitsae.figures import FIGURES
 from vitsae.transfer import split_seed
 
-#: Titles of this module's figures (to move into vitsae.figures.FIGURES).
-TITLES: dict[str, str] = {
-    "semantic_abstraction": "Finding 1: abstract semantic features (share of live SAE features)",
-    "traits": "Finding 2: morphological-trait features among animal features",
-}
+#: Titles of this module's figures (vitsae.figures.FIGURES is the one source).
+TITLES: dict[str, str] = {name: FIGURES[name] for name in ("semantic_abstraction", "traits")}
 SETTING_KEYS = ("architecture", "expansion", "l1_coeff", "k", "lr", "seed")
 ROBUSTNESS_COLUMNS = [
     "statistic_name", "dataset", "model", "layer", "sweep", "sae_id", "setting", "seed", "architecture",

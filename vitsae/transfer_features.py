@@ -45,9 +45,10 @@ import altair as alt
 import numpy as np
 import pandas as pd
 
+from vitsae.figures import FIGURES
 from vitsae.transfer import split_seed
 
-TITLE = "SAE transfer at the feature level: decoder directions across datasets"  # to vitsae.figures.FIGURES
+TITLE = FIGURES["transfer_features"]
 KINDS = ("cross", "cross-same-seed", "ceiling", "floor")
 THRESHOLDS = (0.7, 0.9)
 

@@ -61,7 +61,8 @@ def sweep_files(sweep, name):
 
 def selected_sae_dirs(selector, where):
     """The directories of the SAEs a config selector (``$defs/saes`` in the schema: by sweep, by id,
-    by settings) picks, for every training dataset, model and layer (vitsae.grid.select)."""
+    by settings) picks, for every training dataset, model and layer (vitsae.grid.select).
+    """
     picked = select(config["sweeps"], selector, where)
     return [
         f"results/sae/{d}/{m}/layer{l}/{s}/{i}"
@@ -87,7 +88,8 @@ TRANSFER_SAES = selected_sae_dirs(config["transfer"]["saes"], "transfer.saes")
 
 def run_artifacts():
     """Every artifact the run makes below the figures: manifests, stores, SAE files, evaluations
-    (the RO-Crate lists them all, including those no figure reads, such as training logs)."""
+    (the RO-Crate lists them all, including those no figure reads, such as training logs).
+    """
     return [
         *(f"results/manifests/{d}.parquet" for d in DATASETS),
         *(
@@ -95,8 +97,26 @@ def run_artifacts():
             for d in DATASETS
             for m, l in model_layers()
         ),
-        *(f"{s}/{f}" for s in sae_dirs() for f in ("sae.safetensors", "cfg.json", "train_log.csv")),
+        *(
+            f"{s}/{f}"
+            for s in sae_dirs()
+            for f in ("sae.safetensors", "cfg.json", "train_log.csv")
+        ),
         *eval_jsons(),
+        *sorted(
+            {
+                f"results/thumbnails/{d}/{config['features']['split']}.npz"
+                for d, _m, _l, _s in concept_keys()
+                if config["datasets"][d]["format"] == "imagenet"
+            }
+        ),
+        *(
+            d.replace("results/sae/", "results/features/", 1)
+            for d in feature_sae_dirs()
+        ),
+        *concept_tables(),
+        *concept_tables(null=True),
+        *card_dirs(),
     ]
 
 
@@ -184,7 +204,9 @@ def extract_gpus(wildcards):
 def sweep_params(sweep):
     """What one sweep's training job runs: every SAE's settings and the shared training settings
     (floats as floats, so that 3 and 3.0 do not differ as params)."""
-    plain = lambda d: {k: (float(v) if isinstance(v, float) else v) for k, v in d.items()}
+    plain = lambda d: {
+        k: (float(v) if isinstance(v, float) else v) for k, v in d.items()
+    }
     cfg = config["sweeps"][sweep]
     return {
         "specs": [plain(x) for x in sweep_specs(cfg)],
@@ -214,3 +236,105 @@ def figure_note():
     if config["demo"]:
         return "demo: synthetic data, random weights"
     return f"run: {config['run_name']}"
+
+
+# ---- features and concepts (workflow/rules/features.smk) ----
+def _feature_saes():
+    """sweep → the ids of its SAEs that the selector features.saes picks (config order)."""
+    out = {}
+    for sweep, sae_id in select(
+        config["sweeps"], config["features"]["saes"], "features.saes"
+    ):
+        out.setdefault(sweep, []).append(sae_id)
+    return out
+
+
+FEATURE_SAES = _feature_saes()
+
+
+def feature_inputs(sweep, ids, name):
+    """``name`` (sae.safetensors, cfg.json) of each selected SAE of ``sweep``, as input patterns."""
+    return [
+        f"results/sae/{{dataset}}/{{model}}/layer{{layer}}/{sweep}/{i}/{name}"
+        for i in ids
+    ]
+
+
+def feature_dirs_pattern(sweep, ids):
+    """The statistics directory of each selected SAE of ``sweep``, as output patterns."""
+    return [
+        f"results/features/{{dataset}}/{{model}}/layer{{layer}}/{sweep}/{i}"
+        for i in ids
+    ]
+
+
+def concept_inputs(sweep, ids):
+    """Input function of concepts_<sweep>: the statistics, the manifest and, for an ImageNet
+    dataset, the thumbnails of the statistics' split."""
+
+    def inputs(wildcards):
+        out = {
+            "stats": [
+                f"results/features/{wildcards.dataset}/{wildcards.model}/layer{wildcards.layer}/{sweep}/{i}"
+                for i in ids
+            ],
+            "manifest": f"results/manifests/{wildcards.dataset}.parquet",
+        }
+        if config["datasets"][wildcards.dataset]["format"] == "imagenet":
+            split = config["features"]["split"]
+            out["thumbnails"] = f"results/thumbnails/{wildcards.dataset}/{split}.npz"
+        return out
+
+    return inputs
+
+
+def concept_keys():
+    """(dataset, model, layer, sweep) of every concept table: datasets whose format has one
+    (imagenet, inat2021), sweeps with SAEs selected by features.saes."""
+    return [
+        (d, m, l, s)
+        for d in DATASETS
+        if config["datasets"][d]["format"] in ("imagenet", "inat2021")
+        for m, l in model_layers()
+        for s in FEATURE_SAES
+    ]
+
+
+def concept_tables(null=False):
+    """Every concept table (or its null table)."""
+    ext = "null.csv" if null else "csv"
+    return [
+        f"results/tables/concepts/{d}/{m}/layer{l}/{s}.{ext}"
+        for d, m, l, s in concept_keys()
+    ]
+
+
+def feature_sae_dirs():
+    """The SAE directories that get statistics: those of the concept tables, in their order."""
+    return [
+        f"results/sae/{d}/{m}/layer{l}/{s}/{i}"
+        for d, m, l, s in concept_keys()
+        for i in FEATURE_SAES[s]
+    ]
+
+
+def feature_eval_jsons():
+    """Each statistics SAE's evaluation on its own dataset (its L0 and FVU in the findings)."""
+    return [
+        f"{d.replace('results/sae/', 'results/eval/', 1)}/{d.split('/')[2]}.json"
+        for d in feature_sae_dirs()
+    ]
+
+
+def concept_rules(wildcards):
+    """The label thresholds of the dataset's table (config concepts.imagenet or concepts.inat)."""
+    fmt = config["datasets"][wildcards.dataset]["format"]
+    return config["concepts"]["imagenet" if fmt == "imagenet" else "inat"]
+
+
+def card_dirs():
+    """Every cards directory: one per concept table."""
+    return [
+        f"results/figures/features/{d}/{m}/layer{l}/{s}"
+        for d, m, l, s in concept_keys()
+    ]

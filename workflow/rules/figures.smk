@@ -119,6 +119,16 @@ rule ro_crate:
             *expand("results/figures/{figure}.pdf", figure=FIGURES),
             "results/tables/transfer.csv",
             *expand("results/tables/pareto-{sweep}.csv", sweep=SWEEPS),
+            *expand(
+                "results/tables/{name}.csv",
+                name=[
+                    "semantic_abstraction",
+                    "semantic_abstraction_shares",
+                    "traits",
+                    "traits_shares",
+                    "transfer_features",
+                ],
+            ),
         ],
         artifacts=run_artifacts(),
         pages=expand(

@@ -1,0 +1,8 @@
+"""Rule thumbnails: a model-free visual descriptor (4x4 RGB thumbnail) of every image of one split."""
+
+from vitsae import features, runtime
+
+runtime.run(snakemake, lambda: features.thumbnails(
+    snakemake.input.manifest, snakemake.params.root, snakemake.wildcards.split, snakemake.output[0],
+    size=snakemake.params.size,
+), "thumbnails")
