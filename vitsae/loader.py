@@ -12,7 +12,7 @@ Definition (so that any token offset can be resumed without replaying history)
 
 Chunk sizes are known from the array's shape and chunking, so a stream started at ``start_tokens``
 skips earlier buffers without reading them. Whole chunks are read (the fast read pattern,
-shared/FACTS.md) straight into the buffer by a background thread that keeps up to ``prefetch``
+shared/FACTS.md) straight into the buffer, up to ``READ_THREADS`` chunks at once, by a background thread that keeps up to ``prefetch``
 buffers (fp16, with their permutation) ready. Each batch is gathered from its buffer and converted
 to ``dtype`` when it is taken, by torch ops that release the GIL, so that this light work overlaps the
 reading of the next buffer (tokens are checked for NaN/Inf there too: a batch holding one raises a
@@ -28,6 +28,7 @@ import threading
 import weakref
 from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Self
@@ -40,6 +41,8 @@ from vitsae.store import chunk_ranges, open_store, split_array, token_slice
 
 #: Second key of the generator that permutes buffer ``g``'s tokens: ``default_rng([seed, 0x5AE, g])``.
 BUFFER_KEY = 0x5AE
+#: Chunk reads in flight at once (per stream).
+READ_THREADS = 4
 _POLL_S = 0.1
 
 
@@ -96,22 +99,29 @@ def _buffer_chunks(plan: _Plan, g: int, orders: dict[int, np.ndarray]) -> list[t
 
 
 def _read_buffer(
-    plan: _Plan, chunks: list[tuple[int, int]], counters: _Counters
+    plan: _Plan, chunks: list[tuple[int, int]], counters: _Counters, pool: ThreadPoolExecutor
 ) -> tuple[np.ndarray, list[int]]:
     """Buffer tokens ``[N, D]`` (unshuffled; each chunk read straight into its rows, so no copy is
-    concatenated) and the row where each chunk starts."""
+    concatenated) and the row where each chunk starts. The chunks are read concurrently by ``pool``
+    (several reads in flight keep a disk busy while the consumer converts batches); each into its own
+    rows, so the buffer is the same whatever the order the reads finish in."""
     tokens_ND = np.empty((sum(plan.chunk_tokens[i] for _, i in chunks), plan.d_in), plan.array.dtype)
     starts, row = [], 0
-    for epoch, i in chunks:
+    for _, i in chunks:
+        starts.append(row)
+        row += plan.chunk_tokens[i]
+
+    def read(k: int) -> None:
+        i = chunks[k][1]
         start, stop = plan.chunk_images[i]
         n = plan.chunk_tokens[i]
-        out_BTD = tokens_ND[row : row + n].reshape(stop - start, n // (stop - start), plan.d_in)
-        out = NDBuffer.from_numpy_array(out_BTD)
-        plan.array.get_basic_selection((slice(start, stop), plan.tokens), out=out)
-        counters.bytes_read += out_BTD.nbytes
-        counters.chunks_read.append((epoch, i))
-        starts.append(row)
-        row += n
+        out_BTD = tokens_ND[starts[k] : starts[k] + n].reshape(stop - start, n // (stop - start), plan.d_in)
+        plan.array.get_basic_selection((slice(start, stop), plan.tokens), out=NDBuffer.from_numpy_array(out_BTD))
+
+    for future in [pool.submit(read, k) for k in range(len(chunks))]:
+        future.result()  # re-raises a failed read
+    counters.bytes_read += tokens_ND.nbytes
+    counters.chunks_read.extend(chunks)
     return tokens_ND, starts
 
 
@@ -129,6 +139,7 @@ def _put(q: queue.Queue, item: object, stop: threading.Event) -> bool:
 def _reader(plan: _Plan, q: queue.Queue, stop: threading.Event, counters: _Counters) -> None:
     """Thread body: per buffer holding stream tokens in ``[start_tokens, n_tokens)``, put ``("data",
     _Buffer)``; then ``("end",)``. An exception is put as ``("error", exc)``."""
+    pool = ThreadPoolExecutor(max_workers=min(READ_THREADS, plan.shuffle_chunks), thread_name_prefix="TokenStream-read")
     try:
         orders: dict[int, np.ndarray] = {}
         g = 0
@@ -138,7 +149,7 @@ def _reader(plan: _Plan, q: queue.Queue, stop: threading.Event, counters: _Count
             chunks = _buffer_chunks(plan, g, orders)
             size = sum(plan.chunk_tokens[i] for _, i in chunks)
             if buf_start + size > pos:  # else entirely before the start: skip without reading
-                tokens_ND, starts = _read_buffer(plan, chunks, counters)
+                tokens_ND, starts = _read_buffer(plan, chunks, counters, pool)
                 perm = np.random.default_rng([plan.seed, BUFFER_KEY, g]).permutation(size)
                 rows = perm[pos - buf_start : min(size, plan.n_tokens - buf_start)]
                 pos += len(rows)
@@ -150,6 +161,8 @@ def _reader(plan: _Plan, q: queue.Queue, stop: threading.Event, counters: _Count
         _put(q, ("end",), stop)
     except BaseException as exc:  # noqa: BLE001 - handed to the consumer, which re-raises
         _put(q, ("error", exc), stop)
+    finally:
+        pool.shutdown(wait=True)
 
 
 def _nonfinite_rows(tokens_ND: np.ndarray) -> np.ndarray:
