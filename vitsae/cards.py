@@ -39,6 +39,7 @@ import pandas as pd
 from PIL import Image, ImageDraw, ImageFont
 from PIL.PngImagePlugin import PngInfo
 
+from vitsae.atomic import atomic_write
 from vitsae.featstats import FeatureStats, load_feature_stats
 from vitsae.manifest import read_manifest
 
@@ -170,12 +171,6 @@ def strongest(table: pd.DataFrame, stats: FeatureStats, label: str, n: int,
     return [int(f) for f in feats[np.lexsort((feats, -score))][:n]]
 
 
-def _atomic_save(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}{path.suffix}")
-    write(tmp)
-    os.replace(tmp, path)
-
-
 def write_cards(
     stats: FeatureStats | str | os.PathLike,
     table: pd.DataFrame,
@@ -236,17 +231,17 @@ def write_cards(
             info = PngInfo()
             info.add_text("caption", caption)
             info.add_text("feature_row", json.dumps(row_json))
-            _atomic_save(png, lambda p, card=card, info=info: card.save(p, format="PNG", pnginfo=info))
+            atomic_write(png, lambda p, card=card, info=info: card.save(p, format="PNG", pnginfo=info))
             sidecar = {"model": model, "sae": sae, "label": label, "rank": rank + 1, "feature": f,
                        "caption": caption, "row": row_json,
                        "top_images": [{"rank": i + 1, "image": int(stats.top_image_FK[f, s]), "row": int(r),
                                        "path": str(p), "value": v}
                                       for i, (s, r, p, v) in enumerate(zip(slots, rows, paths, values))]}  # fmt: skip
-            _atomic_save(png.with_suffix(".json"),
+            atomic_write(png.with_suffix(".json"),
                          lambda p, s=sidecar: p.write_text(json.dumps(s, indent=2) + "\n"))  # fmt: skip
             written.append(png)
             index.append({"label": label, "rank": rank + 1, "feature": f, "file": str(png.relative_to(base))})
     base.mkdir(parents=True, exist_ok=True)
-    _atomic_save(base / "index.csv", lambda p: pd.DataFrame(index, columns=["label", "rank", "feature", "file"])
+    atomic_write(base / "index.csv", lambda p: pd.DataFrame(index, columns=["label", "rank", "feature", "file"])
                  .to_csv(p, index=False))  # fmt: skip
     return written

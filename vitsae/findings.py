@@ -58,6 +58,7 @@ import numpy as np
 import pandas as pd
 
 from vitsae import concepts
+from vitsae.atomic import atomic_write
 from vitsae.figures import FIGURES
 from vitsae.transfer import split_seed
 
@@ -433,14 +434,6 @@ def findings_chart(rob: pd.DataFrame, shares: pd.DataFrame, stat: Statistic, tit
     return alt.vconcat(_shares_chart(shares), vs).properties(title=_title(title, note))
 
 
-def _atomic(path: str | os.PathLike, write: Callable[[Path], None]) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}{path.suffix}")
-    write(tmp)
-    os.replace(tmp, path)
-
-
 def write_findings(records: Sequence[SAEConcepts], stat: Statistic, labels: Sequence[str] | None, title: str,
                    out_pdf: str | os.PathLike, out_csv: str | os.PathLike,
                    shares_csv: str | os.PathLike | None = None, note: str = "", n_boot: int = 1000,
@@ -451,10 +444,10 @@ def write_findings(records: Sequence[SAEConcepts], stat: Statistic, labels: Sequ
     rob = robustness_table(records, stat, n_boot, seed, headline)
     shares = shares_table(records, labels, n_boot, seed, headline)
     chart = findings_chart(rob, shares, stat, title, note)
-    _atomic(out_csv, lambda p: rob.to_csv(p, index=False, float_format="%.6g"))
+    atomic_write(out_csv, lambda p: rob.to_csv(p, index=False, float_format="%.6g"))
     if shares_csv is not None:
-        _atomic(shares_csv, lambda p: shares.to_csv(p, index=False, float_format="%.6g"))
-    _atomic(out_pdf, lambda p: chart.save(str(p), format=Path(out_pdf).suffix.lstrip(".") or "pdf"))
+        atomic_write(shares_csv, lambda p: shares.to_csv(p, index=False, float_format="%.6g"))
+    atomic_write(out_pdf, lambda p: chart.save(str(p), format=Path(out_pdf).suffix.lstrip(".") or "pdf"))
     return rob, shares
 
 

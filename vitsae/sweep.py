@@ -55,6 +55,7 @@ from torch.autograd.function import FunctionCtx
 
 from vitsae import grid
 from vitsae import sae as sae_mod
+from vitsae.atomic import atomic_write
 from vitsae.loader import TokenStream
 from vitsae.store import TOKEN_KINDS, open_store, split_array
 
@@ -637,12 +638,6 @@ def _digest(specs: Sequence[SAESpec], settings: TrainSettings, d_in: int) -> str
     return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()
 
 
-def _atomic_torch_save(obj: object, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
 def init_scale_and_mean(sample_ND: torch.Tensor, d_in: int) -> tuple[float, torch.Tensor]:
     """``scale`` with ``E‖x·scale‖² = d_in`` on the sample and the normalised sample mean (float32)."""
     sample_ND = sample_ND.to(torch.float64)
@@ -780,11 +775,12 @@ def train_sweep(
                             tokens, ids[0], r["loss"], r["fvu"], r["l0"], r["dead_fraction"])  # fmt: skip
             if state_path is not None and step % settings.checkpoint_every == 0 and not last:
                 state_path.parent.mkdir(parents=True, exist_ok=True)
-                _atomic_torch_save({
+                state = {
                     "digest": digest, "members": members, "step": step, "position": tokens, "scale": scale,
                     "stacks": [s.state() for s in stacks], "log_rows": rows,
                     "torch_rng": torch.get_rng_state(), "numpy_rng": np.random.get_state(),
-                }, state_path)  # fmt: skip
+                }  # fmt: skip
+                atomic_write(state_path, lambda p, state=state: torch.save(state, p))
             if tokens >= settings.train_tokens:
                 break
     finally:
@@ -836,12 +832,6 @@ def sweep_cfg_json(
     return json.loads(json.dumps(out))  # plain JSON types only
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def train_sweep_from_store(
     store_path: str | os.PathLike,
     split: str,
@@ -884,17 +874,21 @@ def train_sweep_from_store(
         out_dir.mkdir(parents=True, exist_ok=True)
         cfg = sweep_cfg_json(module, spec, settings, dict(base_meta), store_attrs)
         module.cfg = cfg
-        tmp_log = out_dir / f".{LOG_FILE}.partial-{os.getpid()}"
-        with open(tmp_log, "w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=log_fields(spec.architecture))
-            writer.writeheader()
-            writer.writerows(rows)
-        os.replace(tmp_log, out_dir / LOG_FILE)
-        _atomic_write_text(out_dir / CFG_FILE, json.dumps(cfg, indent=2, sort_keys=True) + "\n")
-        final = out_dir / WEIGHTS_FILE
-        tmp = out_dir / f".{WEIGHTS_FILE}.partial-{os.getpid()}"
-        save_file(module.state_dict_saelens(), str(tmp), metadata={"architecture": spec.architecture})
-        os.replace(tmp, final)
+        fields = log_fields(spec.architecture)
+
+        def write_log(p: Path, rows: list[dict] = rows, fields: tuple[str, ...] = fields) -> None:
+            with open(p, "w", newline="") as fh:
+                writer = csv.DictWriter(fh, fieldnames=fields)
+                writer.writeheader()
+                writer.writerows(rows)
+
+        atomic_write(out_dir / LOG_FILE, write_log)
+        text = json.dumps(cfg, indent=2, sort_keys=True) + "\n"
+        atomic_write(out_dir / CFG_FILE, lambda p, text=text: p.write_text(text))
+        tensors, arch = module.state_dict_saelens(), spec.architecture
+        # sae.safetensors last: its presence means the SAE's directory is complete
+        final = atomic_write(out_dir / WEIGHTS_FILE, lambda p, t=tensors, a=arch: save_file(
+            t, str(p), metadata={"architecture": a}))  # fmt: skip
         paths.append(final)
     if state_dir is not None and Path(state_dir).exists():
         shutil.rmtree(state_dir)

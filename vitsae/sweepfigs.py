@@ -9,21 +9,13 @@ off its id (:func:`vitsae.transfer.split_seed`), so that seeds of one setting sh
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path, PurePath
 
 import altair as alt
 import pandas as pd
 
+from vitsae.atomic import atomic_write
 from vitsae.transfer import split_seed
-
-
-def _atomic(path: str | Path, write) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}{path.suffix}")
-    write(tmp)
-    os.replace(tmp, path)
 
 
 def _title(title: str, note: str) -> alt.TitleParams:
@@ -73,7 +65,7 @@ def training_chart(df: pd.DataFrame, title: str, note: str = "") -> alt.Chart:
 
 def write_training(log_paths: list[str | Path], pdf_path: str | Path, title: str, note: str = "") -> None:
     df = training_table(log_paths)
-    _atomic(pdf_path, lambda p: training_chart(df, title, note).save(p, format="pdf"))
+    atomic_write(pdf_path, lambda p: training_chart(df, title, note).save(p, format="pdf"))
 
 
 PARETO_COLUMNS = ["model", "layer", "sweep", "sae_id", "setting", "seed", "dataset", "eval_split", "l0", "fvu",
@@ -116,5 +108,5 @@ def pareto_chart(df: pd.DataFrame, title: str, note: str = "") -> alt.Chart:
 def write_pareto(eval_paths: list[str | Path], csv_path: str | Path, pdf_path: str | Path, title: str,
                  note: str = "") -> None:
     df = pareto_table(eval_paths)
-    _atomic(csv_path, lambda p: df.to_csv(p, index=False, float_format="%.6g"))
-    _atomic(pdf_path, lambda p: pareto_chart(df, title, note).save(p, format="pdf"))
+    atomic_write(csv_path, lambda p: df.to_csv(p, index=False, float_format="%.6g"))
+    atomic_write(pdf_path, lambda p: pareto_chart(df, title, note).save(p, format="pdf"))

@@ -45,6 +45,7 @@ import altair as alt
 import numpy as np
 import pandas as pd
 
+from vitsae.atomic import atomic_write
 from vitsae.figures import FIGURES
 from vitsae.transfer import split_seed
 
@@ -309,9 +310,5 @@ def write_transfer_features(pairs: Sequence[Pair], out_pdf: str | os.PathLike, o
     for path, write in ((out_csv, lambda p: table.to_csv(p, index=False, float_format="%.6g")),
                         (out_pdf, lambda p: transfer_features_chart(curves, note).save(
                             str(p), format=Path(out_pdf).suffix.lstrip(".") or "pdf"))):  # fmt: skip
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}{path.suffix}")
-        write(tmp)
-        os.replace(tmp, path)
+        atomic_write(path, write)
     return table
