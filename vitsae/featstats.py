@@ -56,7 +56,7 @@ import pandas as pd
 import torch
 
 from vitsae.manifest import read_manifest
-from vitsae.store import iter_chunks, open_store, split_array, token_slice
+from vitsae.store import iter_chunks, nonfinite_rows, open_store, split_array, token_slice
 
 log = logging.getLogger("vitsae.featstats")
 
@@ -202,15 +202,15 @@ def compute_feature_stats(
     csr_counts, csr_indices, csr_max, csr_n, csr_sum = [], [], [], [], []
     for n_chunk, (start, acts_BTD) in enumerate(iter_chunks(array, tokens=tokens)):
         acts_BTD = np.asarray(acts_BTD)
-        finite_B = np.isfinite(acts_BTD).reshape(acts_BTD.shape[0], -1).all(axis=1)
-        if not finite_B.all():
-            bad = start + int(np.argmin(finite_B))
+        bad_B = nonfinite_rows(acts_BTD.reshape(acts_BTD.shape[0], -1))
+        if bad_B.any():
+            bad = start + int(np.argmax(bad_B))
             raise ValueError(
                 f"store {store_path} split {split!r}: image {bad} (manifest row {rows[bad]}) has NaN/Inf "
                 "activations; the store is damaged or was written by an interrupted job: re-extract it"
             )
         for s in range(0, acts_BTD.shape[0], per_batch):
-            x_BTD = torch.from_numpy(acts_BTD[s : s + per_batch].astype(np.float32))
+            x_BTD = torch.from_numpy(acts_BTD[s : s + per_batch]).float()  # torch's fp16 cast is vectorised
             b = x_BTD.shape[0]
             # codes stay on the SAE's device; only per-image reductions [B, F] and new top maps move
             codes_BTF = (

@@ -25,6 +25,7 @@ import pandas as pd
 
 from vitsae import cards, concepts, featstats, findings, transfer_features, wordnet
 from vitsae.activations import split_rows
+from vitsae.atomic import atomic_write
 from vitsae.manifest import read_manifest
 from vitsae.taxonomy import RANKS
 
@@ -32,13 +33,6 @@ log = logging.getLogger("vitsae.features")
 
 #: Which concept table a dataset format gets.
 TABLE_KIND = {"imagenet": "imagenet", "inat2021": "inat"}
-
-
-def _atomic_save(path: Path, save) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
-    save(tmp)
-    os.replace(tmp, path)
 
 
 def thumbnails(manifest_path: str | os.PathLike, root: str | os.PathLike, split: str, out_path: str | os.PathLike,
@@ -60,7 +54,7 @@ def thumbnails(manifest_path: str | os.PathLike, root: str | os.PathLike, split:
         with open(tmp, "wb") as fh:  # a file object: np.savez appends no suffix
             np.savez(fh, descriptors=desc_ND, rows=rows.index.to_numpy(np.int64))
 
-    _atomic_save(out, save)
+    atomic_write(out, save)
     return out
 
 
@@ -138,13 +132,13 @@ def sweep_concept_tables(
         raise ValueError(f"no concept table for dataset format {dataset_format!r}; known: {sorted(TABLE_KIND)}")
     manifest = read_manifest(Path(manifest_path))
     hierarchy = wordnet.load_hierarchy() if kind == "imagenet" else None
+    thumbs = dict(np.load(thumbnails_path)) if kind == "imagenet" else None  # once for every SAE
     observed, null = [], []
     for i, (stats_dir, sae_id) in enumerate(zip(stats_dirs, sae_ids)):
         stats = featstats.load_feature_stats(stats_dir)
         rows_N = stats.images["row"].to_numpy(np.int64)
         descriptors_ND = None
-        if kind == "imagenet":
-            thumbs = np.load(thumbnails_path)
+        if thumbs is not None:
             if not np.array_equal(thumbs["rows"], rows_N):
                 raise ValueError(
                     f"{thumbnails_path} describes other images than {stats_dir} (manifest rows differ); "
@@ -162,7 +156,7 @@ def sweep_concept_tables(
             frames.append(table)
     for path, frames in ((Path(out_csv), observed), (Path(null_csv), null)):
         result = pd.concat(frames, ignore_index=True)
-        _atomic_save(path, lambda tmp, result=result: result.to_csv(tmp, index=False))
+        atomic_write(path, lambda tmp, result=result: result.to_csv(tmp, index=False))
     return Path(out_csv), Path(null_csv)
 
 

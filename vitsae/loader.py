@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from zarr.buffer.cpu import NDBuffer
 
-from vitsae.store import chunk_ranges, open_store, split_array, token_slice
+from vitsae.store import chunk_ranges, nonfinite_rows, open_store, split_array, token_slice
 
 #: Second key of the generator that permutes buffer ``g``'s tokens: ``default_rng([seed, 0x5AE, g])``.
 BUFFER_KEY = 0x5AE
@@ -165,14 +165,6 @@ def _reader(plan: _Plan, q: queue.Queue, stop: threading.Event, counters: _Count
         pool.shutdown(wait=True)
 
 
-def _nonfinite_rows(tokens_ND: np.ndarray) -> np.ndarray:
-    """Whether each row holds a NaN/Inf. For fp16 an integer test of the exponent bits (all ones =
-    Inf/NaN): NumPy does fp16 arithmetic in software, so ``np.isfinite`` on it is slow."""
-    if tokens_ND.dtype == np.float16:
-        return ((tokens_ND.view(np.uint16) & 0x7FFF) >= 0x7C00).any(axis=1)
-    return ~np.isfinite(tokens_ND).all(axis=1)
-
-
 def _shutdown(stop: threading.Event, thread: threading.Thread) -> None:
     stop.set()
     if thread.is_alive() and thread is not threading.current_thread():
@@ -292,7 +284,7 @@ class TokenStream:
         tokens_ND = torch.from_numpy(buf.tokens_ND).index_select(0, rows)
         out_ND = tokens_ND.to(dtype)
         if not bool(torch.isfinite(out_ND.sum(dtype=torch.float32))):
-            bad_N = _nonfinite_rows(tokens_ND.numpy())
+            bad_N = nonfinite_rows(tokens_ND.numpy())
             row = int(buf.rows[a:b][bad_N.argmax()])
             chunk = buf.chunks[int(np.searchsorted(buf.starts, row, side="right")) - 1]
             self.close()

@@ -162,6 +162,14 @@ def iter_chunks(
         yield start, array[start:stop, tokens]
 
 
+def nonfinite_rows(tokens_ND: np.ndarray) -> np.ndarray:
+    """Whether each row holds a NaN/Inf. For fp16 an integer test of the exponent bits (all ones =
+    Inf/NaN): NumPy does fp16 arithmetic in software, so ``np.isfinite`` on it is slow."""
+    if tokens_ND.dtype == np.float16:
+        return ((tokens_ND.view(np.uint16) & 0x7FFF) >= 0x7C00).any(axis=1)
+    return ~np.isfinite(tokens_ND).all(axis=1)
+
+
 def temporary_path(final: Path) -> Path:
     """Where a store is written before it is published: beside ``final``, so the rename is atomic."""
     return final.with_name(f".{final.name}.partial-{os.getpid()}")
