@@ -45,14 +45,19 @@ def planted(tmp_path_factory, classes):
     """Activations where SAE feature f (an identity encoder) fires only on its planted images:
 
     0 single class (tabby), 1 the retriever subtree, 2 golden retriever + cab + trombone (across branches),
-    3 random images (no structure), 4 one patch of genus G5's images (a localized part), 5 all patches of G5.
+    3 random images (no structure), 4 one patch of genus G5's images (a localized part), 5 all patches of G5,
+    6 half of its top images from one class (CATS[1]) and the other half strays from 5 other classes (one
+    weak class detector, not an abstract concept), 7 two species of different orders (iNat: s0 in O0 and
+    s12 in O1, a pattern shared across clades).
     """
     rng = np.random.default_rng(0)
     labels = np.repeat(classes, PER_CLASS)
     n = len(labels)
     genus = _taxa(classes)["genus"].to_numpy()[np.repeat(np.arange(len(classes)), PER_CLASS)]
-    acts = -1.0 - rng.random((n, N_TOK, 6))  # below zero: nothing fires
-    strength = 1.0 + rng.random((n, N_TOK, 6))
+    acts = -1.0 - rng.random((n, N_TOK, 8))  # below zero: nothing fires
+    strength = 1.0 + rng.random((n, N_TOK, 8))
+    strays = [PER_CLASS * c for c in range(len(classes) - 5, len(classes))]  # one image of each of 5 classes
+    strength[strays, :, 6] += 2.0  # all 5 strays rank above the class's images: top 10 = 5 + 5
     members = {
         0: labels == CATS[0],
         1: np.isin(labels, RETRIEVERS),
@@ -60,6 +65,8 @@ def planted(tmp_path_factory, classes):
         3: np.isin(np.arange(n), rng.choice(n, 40, replace=False)),
         4: genus == "G5",
         5: genus == "G5",
+        6: (labels == CATS[1]) | np.isin(np.arange(n), strays),
+        7: np.isin(labels, [classes[0], classes[12]]),
     }
     for f, m in members.items():
         patches = slice(1, 2) if f == 4 else slice(1, N_TOK)
@@ -67,9 +74,9 @@ def planted(tmp_path_factory, classes):
     layout = {"n_tokens": N_TOK, "n_prefix": 1, "n_registers": 0, "cls_index": 0, "grid": [GRID, GRID]}
     tmp = tmp_path_factory.mktemp("planted")
     store = write_arrays(tmp / "s.zarr", {"token_layout": layout}, {"val": acts.astype(np.float16)}, 64)
-    sae = sweep.SparseAutoencoder(6, 6, "relu_l1", cfg={"hook": {"tokens": "patches"}})
+    sae = sweep.SparseAutoencoder(8, 8, "relu_l1", cfg={"hook": {"tokens": "patches"}})
     with torch.no_grad():
-        sae.W_enc_DF.copy_(torch.eye(6))
+        sae.W_enc_DF.copy_(torch.eye(8))
     stats = featstats.load_feature_stats(
         featstats.compute_feature_stats(sae, store, "val", tmp / "stats", k=K, labels=labels)
     )
@@ -96,6 +103,7 @@ def test_imagenet_labels_of_planted_features(planted, hierarchy):
 
     assert row.loc[2, "label"] == "abstract", row.loc[2].to_dict()
     assert row.loc[2, "n_branches"] == 3 and row.loc[2, "lca_depth"] < 7
+    assert row.loc[2, "n_major"] == 3 and row.loc[2, "major_share"] == 1.0 and row.loc[2, "major_branches"] == 3
     assert row.loc[2, "concentration_p"] < 0.01 and row.loc[2, "diversity_ratio"] > 0.75
 
     assert (
@@ -109,6 +117,21 @@ def test_imagenet_labels_of_planted_features(planted, hierarchy):
     assert row.loc[4, "animal"] and row.loc[4, "trait"] and row.loc[5, "animal"] and not row.loc[5, "trait"]
     assert not row.loc[1, "trait"] and not row.loc[2, "animal"] and not row.loc[2, "trait"]
     assert set(table["label"]) <= set(concepts.IMAGENET_LABELS)
+
+
+def test_one_class_plus_strays_is_not_abstract(planted, hierarchy):
+    """Half the top images from one class, the rest one each from 5 classes: structured, shallow LCA, many
+    branches, diverse; the old rule called it abstract. Only one class holds 15% of the images."""
+    stats, labels, descriptors, _ = planted
+    table = concepts.imagenet_table(stats.top_image_FK, stats.top_map_FKT, labels, hierarchy, descriptors)
+    row = table.set_index("feature").loc[6]
+    assert row["top_class"] == CATS[1] and row["top_class_share"] == 0.5 and row["n_classes"] == 6
+    assert row["concentration_p"] < 0.01 and row["lca_depth"] < 7 and row["n_branches"] >= 2
+    assert row["n_major"] == 1 and row["major_share"] == 0.5 and row["label"] == "unclear"
+    # with the major-class condition off (every class counts), the same row is abstract: the rule decides
+    loose = concepts.ImageNetRules(abstract_min_class_share=0.0)
+    table = concepts.imagenet_table(stats.top_image_FK, stats.top_map_FKT, labels, hierarchy, descriptors, loose)
+    assert table.set_index("feature").loc[6, "label"] == "abstract"
 
 
 def test_cross_branch_images_that_look_alike_are_not_abstract(planted, hierarchy):
@@ -138,6 +161,17 @@ def test_inat_labels_of_planted_features(planted, classes):
     assert table.loc[5, "label"] == "clade" and table.loc[5, "deepest_rank"] == "genus"
     assert table.loc[0, "label"] == "single-species"
     assert table.loc[3, "label"] == "unclear" and table.loc[3, "deepest_rank"] in ("class", "phylum")
+    # two species of two orders: concentrated, no clade, cross-clade; the strays of 6 are not
+    assert table.loc[7, "label"] == "cross-clade" and table.loc[7, "deepest_rank"] == "class"
+    assert table.loc[7, "n_major"] == 2 and table.loc[7, "major_clades"] == 2 and table.loc[7, "concentration_p"] < 0.01
+    assert table.loc[6, "label"] == "unclear" and table.loc[6, "major_share"] == 0.5
+    assert not table["label"].isin(["cross-clade"]).drop(7).any()
+    # counted at the class rank, O0 and O1 are one clade (C0): not cross-clade
+    by_class = concepts.inat_table(stats.top_image_FK, stats.top_map_FKT, taxa_N,
+                                   concepts.INatRules(abstract_rank="class")).set_index("feature")  # fmt: skip
+    assert by_class.loc[7, "major_clades"] == 1 and by_class.loc[7, "label"] == "unclear"
+    with pytest.raises(ValueError, match="abstract_rank 'tribe'"):
+        concepts.INatRules(abstract_rank="tribe")
     # the family-level threshold: a genus clade is a trait up to trait_max_rank="genus", not beyond "species"
     strict = concepts.inat_table(
         stats.top_image_FK, stats.top_map_FKT, taxa_N, concepts.INatRules(trait_max_rank="species")
@@ -193,3 +227,24 @@ def test_a_feature_that_never_fires_is_unclear_with_every_column(hierarchy, clas
     taxa_N = _taxa(classes).iloc[np.repeat(np.arange(len(classes)), PER_CLASS)]
     inat = concepts.inat_table(none_FK, np.zeros((2, K, 4)), taxa_N)
     assert list(inat.columns) == list(concepts.INAT_COLUMNS) and not inat["trait"].any()
+
+
+def test_a_shared_context_gives_the_same_tables(planted, hierarchy, classes):
+    stats, labels, descriptors, _ = planted
+    rules = concepts.ImageNetRules(null_samples=100, seed=3)
+    context = concepts.imagenet_context(labels, hierarchy, descriptors, rules)
+    alone = concepts.imagenet_table(stats.top_image_FK, stats.top_map_FKT, labels, hierarchy, descriptors, rules)
+    for _ in range(2):  # the second call reuses the null model's cached sets
+        shared = concepts.imagenet_table(stats.top_image_FK, stats.top_map_FKT, labels, hierarchy, descriptors,
+                                         rules, context=context)  # fmt: skip
+        pd.testing.assert_frame_equal(shared, alone)
+    with pytest.raises(ValueError, match="other rules or another split"):
+        concepts.imagenet_table(stats.top_image_FK, stats.top_map_FKT, labels, hierarchy, descriptors,
+                                concepts.ImageNetRules(), context=context)  # fmt: skip
+    taxa_N = _taxa(classes).iloc[np.repeat(np.arange(len(classes)), PER_CLASS)]
+    inat_rules = concepts.INatRules(null_samples=100)
+    inat_context = concepts.inat_context(taxa_N, inat_rules)
+    pd.testing.assert_frame_equal(
+        concepts.inat_table(stats.top_image_FK, stats.top_map_FKT, taxa_N, inat_rules, context=inat_context),
+        concepts.inat_table(stats.top_image_FK, stats.top_map_FKT, taxa_N, inat_rules),
+    )

@@ -55,7 +55,7 @@ def test_every_sae_has_cards_with_captions(demo):
             for sae_id in IDS:
                 index = pd.read_csv(base / sae_id / "index.csv")
                 assert len(index) > 0 and set(index["label"]) <= {"single-class", "taxonomic", "abstract",
-                                                                  "unclear", "single-species", "trait", "clade"}
+                                                                  "unclear", "single-species", "trait", "clade", "cross-clade"}
                 png = next((base / sae_id).rglob("feature*.png"))
                 with Image.open(png) as im:
                     assert im.width > 0 and im.text["caption"].startswith(f"{model}/layer10/paper")

@@ -34,13 +34,19 @@ Label rule (first that applies; every threshold a field of :class:`ImageNetRules
 3. ``taxonomic``    structured and ``lca_depth >= taxonomic_min_depth``, where *structured* means
    ``coherence_p <= alpha`` or ``concentration_p <= alpha`` (the top images are not a random sample:
    semantically close in WordNet, or drawn from few classes);
-4. ``abstract``     structured, ``lca_depth < taxonomic_min_depth`` (no specific taxonomic group),
-   ``n_branches >= abstract_min_branches``, and visually diverse (``diversity_ratio >=
-   min_diversity_ratio``): related beyond taxonomy or across branches while the images do not look alike;
+4. ``abstract``     structured, ``lca_depth < taxonomic_min_depth`` (no specific taxonomic group), the
+   top images come mostly from a few *major* classes (each holds at least ``abstract_min_class_share``
+   of the top images; together at least ``abstract_min_coverage``: ``n_major``, ``major_share``) that
+   span at least ``abstract_min_branches`` top-level branches (``major_branches``), and the images are
+   visually diverse (``diversity_ratio >= min_diversity_ratio``): one relation shared by classes of
+   different branches while the images do not look alike;
 5. ``unclear``      otherwise.
 
-Caveat: a polysemantic feature (two unrelated classes) also passes rule 4; the statistics cannot tell it
-from an abstract concept, so the findings should show examples (feature cards) beside the counts.
+The major-class condition turns away the commonest false "abstract" feature of a weak SAE: one class's
+images plus a scatter of strays from everywhere (on the demo's random-weight DINOv2 it removed about half
+of the abstract labels and nearly all of the null model's). Caveat: a polysemantic feature that fires on
+two unrelated classes still passes rule 4; the statistics cannot tell it from an abstract concept, so
+the findings show examples (feature cards) beside the counts.
 
 ``trait`` (ImageNet's animal classes via WordNet): ``animal``, at least ``trait_min_classes`` classes,
 ``lca_depth >= taxonomic_min_depth`` and ``localization <= trait_max_localization``.
@@ -48,7 +54,11 @@ from an abstract concept, so the findings should show examples (feature cards) b
 iNat table (:func:`inat_table`, one row per feature)
 -----------------------------------------------------
 ``purity_<rank>`` for species … kingdom (:mod:`vitsae.taxonomy`), ``deepest_rank`` (finest rank with
-purity ``>= clade_purity``), ``n_species``, ``localization`` (as above), and a label:
+purity ``>= clade_purity``), ``n_species``, ``localization`` (as above), ``concentration`` (share of pairs
+of top images of one species) against random image sets as for ImageNet (``concentration_null_mean``,
+``concentration_p``), ``n_major`` and ``major_share`` (species holding at least
+``abstract_min_class_share`` of the top images, and their total share), ``major_clades`` (how many
+clades of ``abstract_rank`` those species come from), and a label:
 
 1. ``unclear``         fewer than ``min_top_images`` firing top images;
 2. ``single-species``  ``purity_species >= clade_purity``;
@@ -56,7 +66,11 @@ purity ``>= clade_purity``), ``n_species``, ``localization`` (as above), and a l
    trait_min_species`` and ``localization <= trait_max_localization``: several species, one clade,
    a small part of the image;
 4. ``clade``           one clade (as for trait) but not localized;
-5. ``unclear``         otherwise.
+5. ``cross-clade``     concentrated on a few species (``concentration_p <= alpha``) whose major species
+   (covering at least ``abstract_min_coverage``) come from at least ``abstract_min_clades`` clades of
+   ``abstract_rank``: something shared by unrelated species (a convergent pattern), the iNat analogue of
+   ImageNet's ``abstract``;
+6. ``unclear``         otherwise.
 """
 
 from __future__ import annotations
@@ -74,15 +88,16 @@ from vitsae import taxonomy
 from vitsae.wordnet import BRANCH_DEPTH, Hierarchy
 
 IMAGENET_LABELS = ("single-class", "taxonomic", "abstract", "unclear")
-INAT_LABELS = ("single-species", "trait", "clade", "unclear")
+INAT_LABELS = ("single-species", "trait", "clade", "cross-clade", "unclear")
 IMAGENET_COLUMNS = (
     "feature", "n_top", "n_classes", "top_class", "top_class_share", "classes", "lca", "lca_name", "lca_depth",
-    "n_branches", "coherence", "coherence_null_mean", "coherence_z", "coherence_p", "concentration",
+    "n_branches", "n_major", "major_share", "major_branches", "coherence", "coherence_null_mean", "coherence_z", "coherence_p", "concentration",
     "concentration_null_mean", "concentration_p", "diversity", "diversity_null_mean", "diversity_ratio",
     "diversity_z", "localization", "animal", "label", "trait",
 )  # fmt: skip
 INAT_COLUMNS = (
     "feature", "n_top", *(f"purity_{r}" for r in taxonomy.RANKS), "deepest_rank", "n_species", "localization",
+    "concentration", "concentration_null_mean", "concentration_p", "n_major", "major_share", "major_clades",
     "label", "trait",
 )  # fmt: skip
 
@@ -96,6 +111,8 @@ class ImageNetRules:
     taxonomic_min_depth: int = 7
     alpha: float = 0.01
     abstract_min_branches: int = 2
+    abstract_min_class_share: float = 0.15
+    abstract_min_coverage: float = 0.75
     min_diversity_ratio: float = 0.75
     branch_depth: int = BRANCH_DEPTH
     null_samples: int = 1000
@@ -112,10 +129,18 @@ class INatRules:
     trait_max_rank: str = "order"
     trait_min_species: int = 2
     trait_max_localization: float = 0.25
+    alpha: float = 0.01
+    null_samples: int = 1000
+    seed: int = 0
+    abstract_rank: str = "order"
+    abstract_min_class_share: float = 0.15
+    abstract_min_coverage: float = 0.75
+    abstract_min_clades: int = 2
 
     def __post_init__(self) -> None:
-        if self.trait_max_rank not in taxonomy.RANKS:
-            raise ValueError(f"trait_max_rank {self.trait_max_rank!r} is not one of {taxonomy.RANKS}")
+        for name in ("trait_max_rank", "abstract_rank"):
+            if getattr(self, name) not in taxonomy.RANKS:
+                raise ValueError(f"{name} {getattr(self, name)!r} is not one of {taxonomy.RANKS}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -190,7 +215,7 @@ def _mean_pairwise_dist(desc_MND: np.ndarray) -> np.ndarray:
 class NullModel:
     """Random sets of images from the split, one seeded batch per set size (see the module docstring)."""
 
-    def __init__(self, class_N: np.ndarray, sim_CC: np.ndarray, desc_ND: np.ndarray | None, samples: int,
+    def __init__(self, class_N: np.ndarray, sim_CC: np.ndarray | None, desc_ND: np.ndarray | None, samples: int,
                  seed: int) -> None:  # fmt: skip
         self.class_N, self.sim_CC, self.desc_ND = class_N, sim_CC, desc_ND
         self.samples, self.seed = samples, seed
@@ -214,6 +239,13 @@ class NullModel:
         return _mean_pairwise_dist(self.desc_ND[self.sets(n)])
 
 
+def _major(classes: np.ndarray, counts: np.ndarray, min_share: float) -> tuple[np.ndarray, float]:
+    """The classes holding at least ``min_share`` of the images, and their total share."""
+    share = counts / counts.sum()
+    keep = share >= min_share - 1e-12
+    return classes[keep], float(share[keep].sum())
+
+
 def _core_classes(classes: np.ndarray, counts: np.ndarray, coverage: float) -> list[str]:
     """Most frequent classes (ties by name) until they hold ``coverage`` of the images."""
     order = np.lexsort((classes, -counts))
@@ -230,6 +262,33 @@ def _top_images(top_image_FK: np.ndarray, n_top: int | None) -> np.ndarray:
 # Tables
 
 
+@dataclass(frozen=True)
+class ImageNetContext:
+    """What every ImageNet table of one split shares: class codes, the WordNet similarity of its classes
+    and the null model (whose random sets are cached per set size). Build it once per split
+    (:func:`imagenet_context`) and pass it to every :func:`imagenet_table` call: same results, no rebuild."""
+
+    labels_N: np.ndarray
+    class_N: np.ndarray
+    sim_CC: np.ndarray
+    descriptors_ND: np.ndarray
+    null: NullModel
+    animals: frozenset
+    rules: ImageNetRules
+
+
+def imagenet_context(labels_N: np.ndarray, hierarchy: Hierarchy, descriptors_ND: np.ndarray,
+                     rules: ImageNetRules = ImageNetRules()) -> ImageNetContext:  # fmt: skip
+    labels_N = np.asarray(labels_N).astype(str)
+    if descriptors_ND.shape[0] != labels_N.shape[0]:
+        raise ValueError(f"{descriptors_ND.shape[0]} descriptors for {labels_N.shape[0]} images of the split")
+    split_classes, class_N = np.unique(labels_N, return_inverse=True)
+    sim_CC = hierarchy.similarity_matrix(list(split_classes))
+    null = NullModel(class_N, sim_CC, descriptors_ND, rules.null_samples, rules.seed)
+    return ImageNetContext(labels_N, class_N, sim_CC, descriptors_ND, null, frozenset(hierarchy.animal_classes()),
+                           rules)  # fmt: skip
+
+
 def imagenet_table(
     top_image_FK: np.ndarray,
     top_map_FKT: np.ndarray,
@@ -237,17 +296,18 @@ def imagenet_table(
     hierarchy: Hierarchy,
     descriptors_ND: np.ndarray,
     rules: ImageNetRules = ImageNetRules(),
+    context: ImageNetContext | None = None,
 ) -> pd.DataFrame:
     """One row per feature (module docstring). ``labels_N``: wnid per split image; ``descriptors_ND``:
-    per split image, the visual descriptor used for diversity (e.g. :func:`thumbnail_descriptors`)."""
-    labels_N = np.asarray(labels_N).astype(str)
-    if descriptors_ND.shape[0] != labels_N.shape[0]:
-        raise ValueError(f"{descriptors_ND.shape[0]} descriptors for {labels_N.shape[0]} images of the split")
-    split_classes, class_N = np.unique(labels_N, return_inverse=True)
-    sim_CC = hierarchy.similarity_matrix(list(split_classes))
-    null = NullModel(class_N, sim_CC, descriptors_ND, rules.null_samples, rules.seed)
+    per split image, the visual descriptor used for diversity (e.g. :func:`thumbnail_descriptors`).
+    ``context``: :func:`imagenet_context` of the same split and rules, built here when not given."""
+    if context is None:
+        context = imagenet_context(labels_N, hierarchy, descriptors_ND, rules)
+    elif context.rules != rules or len(context.labels_N) != len(labels_N):
+        raise ValueError("the context was built for other rules or another split")
+    labels_N, class_N, sim_CC = context.labels_N, context.class_N, context.sim_CC
+    descriptors_ND, null, animals = context.descriptors_ND, context.null, context.animals
     top_FK = _top_images(top_image_FK, rules.n_top)
-    animals = set(hierarchy.animal_classes())
     rows = []
     for f in range(top_FK.shape[0]):
         slots = np.nonzero(top_FK[f] >= 0)[0]
@@ -268,6 +328,7 @@ def imagenet_table(
         diversity = float(_mean_pairwise_dist(descriptors_ND[images][None])[0])
         null_div = null.diversity(n)
         loc = localization(top_map_FKT[f, slots])
+        major, major_share = _major(classes, counts, rules.abstract_min_class_share)
         row.update(
             n_classes=len(classes),
             top_class=str(classes[order[0]]),
@@ -277,6 +338,9 @@ def imagenet_table(
             lca_name=hierarchy.name(lca),
             lca_depth=lca_depth,
             n_branches=hierarchy.n_branches(core, rules.branch_depth),
+            n_major=len(major),
+            major_share=major_share,
+            major_branches=hierarchy.n_branches([str(c) for c in major], rules.branch_depth) if len(major) else 0,
             coherence=coherence,
             coherence_null_mean=float(null_coh.mean()),
             coherence_z=_z(coherence, null_coh),
@@ -315,11 +379,31 @@ def _imagenet_label(row: dict, rules: ImageNetRules) -> str:
         return "taxonomic"
     if (
         structured
-        and row["n_branches"] >= rules.abstract_min_branches
+        and row["major_share"] >= rules.abstract_min_coverage
+        and row["major_branches"] >= rules.abstract_min_branches
         and row["diversity_ratio"] >= rules.min_diversity_ratio
     ):
         return "abstract"
     return "unclear"
+
+
+@dataclass(frozen=True)
+class INatContext:
+    """What every iNat table of one split shares: each image's clade code at every rank, and the null
+    model of species concentration (:func:`inat_context`; pass it to every :func:`inat_table` call)."""
+
+    code_RN: np.ndarray
+    null: NullModel
+    rules: INatRules
+
+
+def inat_context(taxa_N: pd.DataFrame, rules: INatRules = INatRules()) -> INatContext:
+    taxa_N = taxa_N.reset_index(drop=True)
+    # clade of every split image at every rank as an integer code, once: per feature the purities are
+    # then bincounts (the same values as taxonomy.purities on the feature's rows, thousands of times faster)
+    code_RN = np.stack([np.unique(taxonomy.clade_keys(taxa_N, r), return_inverse=True)[1].reshape(-1)
+                        for r in taxonomy.RANKS]) if len(taxa_N) else np.zeros((len(taxonomy.RANKS), 0), np.int64)  # fmt: skip
+    return INatContext(code_RN, NullModel(code_RN[0], None, None, rules.null_samples, rules.seed), rules)
 
 
 def inat_table(
@@ -327,21 +411,24 @@ def inat_table(
     top_map_FKT: np.ndarray,
     taxa_N: pd.DataFrame,
     rules: INatRules = INatRules(),
+    context: INatContext | None = None,
 ) -> pd.DataFrame:
-    """One row per feature (module docstring). ``taxa_N``: per split image, the manifest's rank columns."""
-    taxa_N = taxa_N.reset_index(drop=True)
+    """One row per feature (module docstring). ``taxa_N``: per split image, the manifest's rank columns.
+    ``context``: :func:`inat_context` of the same split and rules, built here when not given."""
+    if context is None:
+        context = inat_context(taxa_N, rules)
+    elif context.rules != rules or context.code_RN.shape[1] != len(taxa_N):
+        raise ValueError("the context was built for other rules or another split")
+    code_RN, null = context.code_RN, context.null
     top_FK = _top_images(top_image_FK, rules.n_top)
     max_rank = taxonomy.RANKS.index(rules.trait_max_rank)
-    # clade of every split image at every rank as an integer code, once: per feature the purities are
-    # then bincounts (the same values as taxonomy.purities on the feature's rows, thousands of times faster)
-    code_RN = np.stack([np.unique(taxonomy.clade_keys(taxa_N, r), return_inverse=True)[1].reshape(-1)
-                        for r in taxonomy.RANKS]) if len(taxa_N) else np.zeros((len(taxonomy.RANKS), 0), np.int64)  # fmt: skip
+    abstract_rank = taxonomy.RANKS.index(rules.abstract_rank)
     rows = []
     for f in range(top_FK.shape[0]):
         slots = np.nonzero(top_FK[f] >= 0)[0]
         images = top_FK[f, slots]
         row: dict = {"feature": f, "n_top": len(images)}
-        if len(images) < max(1, rules.min_top_images):
+        if len(images) < max(2, rules.min_top_images):
             rows.append({**row, "label": "unclear", "trait": False})
             continue
         counts = [np.bincount(code_RN[i, images]) for i in range(len(taxonomy.RANKS))]
@@ -349,8 +436,16 @@ def inat_table(
         deepest = next((r for r in taxonomy.RANKS if purity[r] >= rules.clade_purity), None)
         loc = localization(top_map_FKT[f, slots])
         n_species = int(np.count_nonzero(counts[0]))
+        concentration = float(_same_class_share(code_RN[0, images][None])[0])
+        null_conc = null.concentration(len(images))
+        species, species_counts = np.unique(code_RN[0, images], return_counts=True)
+        major, major_share = _major(species, species_counts, rules.abstract_min_class_share)
+        major_images = images[np.isin(code_RN[0, images], major)]
+        major_clades = len(np.unique(code_RN[abstract_rank, major_images]))
         row.update({f"purity_{r}": p for r, p in purity.items()})
-        row.update(deepest_rank=deepest, n_species=n_species, localization=loc)
+        row.update(deepest_rank=deepest, n_species=n_species, localization=loc, concentration=concentration,
+                   concentration_null_mean=float(null_conc.mean()), concentration_p=_p_value(concentration, null_conc),
+                   n_major=len(major), major_share=major_share, major_clades=major_clades)  # fmt: skip
         one_clade = deepest is not None and taxonomy.RANKS.index(deepest) <= max_rank
         if purity["species"] >= rules.clade_purity:
             label = "single-species"
@@ -358,6 +453,12 @@ def inat_table(
             label = "trait"
         elif one_clade:
             label = "clade"
+        elif (
+            row["concentration_p"] <= rules.alpha
+            and major_share >= rules.abstract_min_coverage
+            and major_clades >= rules.abstract_min_clades
+        ):
+            label = "cross-clade"
         else:
             label = "unclear"
         rows.append({**row, "label": label, "trait": label == "trait"})
