@@ -196,6 +196,23 @@ def test_null_top_images_keep_padding_and_are_seeded_uniform_draws():
     assert (null_FK != findings.null_top_images(top_FK, 50, seed=2)).any()
     with pytest.raises(ValueError, match="only 3 images"):
         findings.null_top_images(top_FK, 3)
+    # from a pool: only its images; a pool smaller than a feature's top images fills the first slots
+    pooled = findings.null_top_images(top_FK, 50, seed=1, pool=np.array([3, 9, 11, 40, 41]))
+    assert set(np.unique(pooled[1:, :4])) <= {3, 9, 11, 40, 41} and (pooled[:, 4:] == -1).all()
+    small = findings.null_top_images(top_FK, 50, seed=1, pool=np.array([5, 6]))
+    assert (np.sort(small[1:, :2], axis=1) == [5, 6]).all() and (small[:, 2:] == -1).all()
+
+
+def test_animal_null_keeps_the_observed_denominator():
+    null = pd.DataFrame({"feature": range(5), "n_top": [4, 4, 4, 0, 4], "label": ["unclear"] * 5,
+                         "animal": [False] * 5, "trait": [False] * 5})  # fmt: skip
+    observed_animal = np.array([True, False, True, False, True])
+    animal_null = pd.DataFrame({"feature": range(3), "trait": [True, False, True]})
+    out = findings.with_animal_null(null, observed_animal, animal_null)
+    assert list(out["animal"]) == list(observed_animal) and list(out["trait"]) == [True, False, False, False, True]
+    assert list(out["label"]) == ["unclear"] * 5  # finding 1's null is untouched
+    with pytest.raises(ValueError, match="2 animal-null rows for 3 animal features"):
+        findings.with_animal_null(null, observed_animal, animal_null.iloc[:2])
 
 
 def test_inat_animal_share_of_top_images():

@@ -97,18 +97,46 @@ def rules_from_config(kind: str, settings: dict, seed: int) -> concepts.ImageNet
     return cls(**values)
 
 
-def _labelled(kind: str, top_image_FK: np.ndarray, map_FKT: np.ndarray, rows_N: np.ndarray, manifest: pd.DataFrame,
-              hierarchy, descriptors_ND: np.ndarray | None, rules) -> pd.DataFrame:  # fmt: skip
-    """The concept table of one set of top images (observed or null)."""
-    if kind == "imagenet":
-        labels_N = manifest["label"].to_numpy()[rows_N]
-        return concepts.imagenet_table(top_image_FK, map_FKT, labels_N, hierarchy, descriptors_ND, rules)
-    taxa_N = manifest.iloc[rows_N][list(RANKS)].reset_index(drop=True)
-    table = concepts.inat_table(top_image_FK, map_FKT, taxa_N, rules)
-    # finding 2 counts traits among animal features: the iNat table's animal column (findings.inat_animal)
-    table["animal"] = findings.inat_animal(top_image_FK, taxa_N["kingdom"].to_numpy(), rules.n_top,
-                                           rules.clade_purity)  # fmt: skip
-    return table
+@dataclasses.dataclass
+class _Split:
+    """One split's labelling inputs, built once per job: the table's context (WordNet similarity, null
+    model, clade codes) serves the observed, null and animal-null tables of every SAE."""
+
+    kind: str
+    rows_N: np.ndarray
+    labels_N: np.ndarray
+    taxa_N: pd.DataFrame | None
+    hierarchy: object
+    descriptors_ND: np.ndarray | None
+    rules: object
+    context: object
+
+    @classmethod
+    def build(cls, kind, rows_N, manifest, hierarchy, descriptors_ND, rules) -> _Split:
+        labels_N = manifest["label"].to_numpy()[rows_N].astype(str)
+        if kind == "imagenet":
+            context = concepts.imagenet_context(labels_N, hierarchy, descriptors_ND, rules)
+            return cls(kind, rows_N, labels_N, None, hierarchy, descriptors_ND, rules, context)
+        taxa_N = manifest.iloc[rows_N][list(RANKS)].reset_index(drop=True)
+        return cls(kind, rows_N, labels_N, taxa_N, hierarchy, None, rules, concepts.inat_context(taxa_N, rules))
+
+    def table(self, top_image_FK: np.ndarray, map_FKT: np.ndarray) -> pd.DataFrame:
+        """The concept table of one set of top images (observed or null)."""
+        if self.kind == "imagenet":
+            return concepts.imagenet_table(top_image_FK, map_FKT, self.labels_N, self.hierarchy, self.descriptors_ND,
+                                           self.rules, context=self.context)  # fmt: skip
+        table = concepts.inat_table(top_image_FK, map_FKT, self.taxa_N, self.rules, context=self.context)
+        # finding 2 counts traits among animal features: the iNat table's animal column (findings.inat_animal)
+        table["animal"] = findings.inat_animal(top_image_FK, self.taxa_N["kingdom"].to_numpy(), self.rules.n_top,
+                                               self.rules.clade_purity)  # fmt: skip
+        return table
+
+    def animal_pool(self) -> np.ndarray:
+        """Split positions of the images of animal classes: ImageNet classes below animal.n.01, iNat
+        kingdom Animalia (finding 2's null draws from these)."""
+        if self.kind == "imagenet":
+            return np.nonzero(np.isin(self.labels_N, self.hierarchy.animal_classes()))[0]
+        return np.nonzero(self.taxa_N["kingdom"].to_numpy().astype(str) == "Animalia")[0]
 
 
 def sweep_concept_tables(
@@ -126,7 +154,9 @@ def sweep_concept_tables(
     """Two CSVs for the SAEs of one sweep: the concept table of every SAE (``sae_id`` column first, then
     ``meta`` columns such as dataset, model, layer, sweep) from its statistics directory, and the null
     table: the same labelling, with the same rules, of random image sets of the same sizes
-    (:func:`vitsae.findings.null_top_images`, seeded by ``seed`` and the SAE's position)."""
+    (:func:`vitsae.findings.null_top_images`, seeded by ``seed`` and the SAE's position), whose
+    ``animal`` and ``trait`` columns come from random *animal* images for the observed animal features
+    (:func:`vitsae.findings.with_animal_null`)."""
     kind = TABLE_KIND.get(dataset_format)
     if kind is None:
         raise ValueError(f"no concept table for dataset format {dataset_format!r}; known: {sorted(TABLE_KIND)}")
@@ -134,6 +164,7 @@ def sweep_concept_tables(
     hierarchy = wordnet.load_hierarchy() if kind == "imagenet" else None
     thumbs = dict(np.load(thumbnails_path)) if kind == "imagenet" else None  # once for every SAE
     observed, null = [], []
+    split: _Split | None = None
     for i, (stats_dir, sae_id) in enumerate(zip(stats_dirs, sae_ids)):
         stats = featstats.load_feature_stats(stats_dir)
         rows_N = stats.images["row"].to_numpy(np.int64)
@@ -145,9 +176,15 @@ def sweep_concept_tables(
                     "rerun the thumbnails rule"
                 )
             descriptors_ND = thumbs["descriptors"]
+        if split is None or not np.array_equal(split.rows_N, rows_N):
+            split = _Split.build(kind, rows_N, manifest, hierarchy, descriptors_ND, rules)
         null_FK = findings.null_top_images(stats.top_image_FK, len(rows_N), seed=seed + i)
-        for frames, top_FK in ((observed, stats.top_image_FK), (null, null_FK)):
-            table = _labelled(kind, top_FK, stats.top_map_FKT, rows_N, manifest, hierarchy, descriptors_ND, rules)
+        tables = [split.table(top_FK, stats.top_map_FKT) for top_FK in (stats.top_image_FK, null_FK)]
+        animal_F = tables[0]["animal"].fillna(False).astype(bool).to_numpy()
+        animal_FK = findings.null_top_images(stats.top_image_FK[animal_F], len(rows_N), seed=(seed + i, 2),
+                                             pool=split.animal_pool())  # fmt: skip
+        tables[1] = findings.with_animal_null(tables[1], animal_F, split.table(animal_FK, stats.top_map_FKT[animal_F]))
+        for frames, table in zip((observed, null), tables):
             features = stats.features[["feature", "frequency", "mean_active", "max_activation"]]
             table = table.merge(features, on="feature", how="left")
             table.insert(0, "sae_id", sae_id)
@@ -226,7 +263,7 @@ def write_sweep_cards(stats_dirs: list[str], sae_ids: list[str], table_csv: str,
 
 
 #: The label a planted demo concept should get, by its level (vitsae.demo.PLANTED).
-EXPECTED_LABEL = {"class": ("single-class",), "subtree": ("taxonomic",), "abstract": ("abstract",),
+EXPECTED_LABEL = {"class": ("single-class",), "subtree": ("taxonomic",), "abstract": ("abstract", "cross-clade"),
                   "species": ("single-species",), "genus": ("trait",), "order": ("trait", "clade")}
 
 

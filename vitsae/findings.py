@@ -30,6 +30,13 @@ Definitions
   features that get a label when their top images are a random sample: the rate at which the rules
   alone (coherence and concentration tests at ``alpha``, branch count, diversity, purity) produce the
   label by chance. It is reported beside each share with its own bootstrap CI.
+  Finding 2's statistic is a share *among animal features*, and random split images are rarely all
+  animals (ImageNet: 398 of 1000 classes), so its null is drawn apart (:func:`with_animal_null`): the
+  same features as the observed denominator (the observed ``animal``), each with random images of
+  animal classes (ImageNet: below animal.n.01; iNat: kingdom Animalia). Its null share answers "how
+  often would random animal images of the same number look like a trait (one clade, several classes,
+  the feature's own localization)?". Where every animal class of a dataset sits in one small clade
+  (the demo's ImageNet: 6 carnivores) that null is high, and says so.
 * **Headline SAE** of a (dataset, model): the one the label-share panel draws. By default the deepest
   layer present and, among its SAEs, the one with the median L0 (the lower of the two middle ones,
   ties by sae_id); pass ``headline`` to choose.
@@ -145,20 +152,42 @@ def from_files(
     )  # fmt: skip
 
 
-def null_top_images(top_image_FK: np.ndarray, n_images: int, seed: int = 0) -> np.ndarray:
+def null_top_images(top_image_FK: np.ndarray, n_images: int, seed: int | Sequence[int] = 0,
+                    pool: np.ndarray | None = None) -> np.ndarray:  # fmt: skip
     """The null model's top images: each feature's firing slots (``>= 0``) refilled, in place, with as
     many distinct images drawn uniformly from ``range(n_images)`` (``default_rng(seed)``, features in
-    order); padding (-1) stays. Run the concept labelling on the result with the feature's own maps."""
+    order), or from the split positions ``pool`` when given (a feature with more top images than the
+    pool holds gets the whole pool, its last slots left empty); padding (-1) stays. Run the concept
+    labelling on the result with the feature's own maps."""
     top_image_FK = np.asarray(top_image_FK)
     out_FK = np.full_like(top_image_FK, -1)
     rng = np.random.default_rng(seed)
     firing_FK = top_image_FK >= 0
     n_F = firing_FK.sum(axis=1)
-    if n_F.max(initial=0) > n_images:
+    if pool is None and n_F.max(initial=0) > n_images:
         raise ValueError(f"a feature has {n_F.max()} top images but the split has only {n_images} images")
+    source = np.arange(n_images) if pool is None else np.asarray(pool, dtype=np.int64)
     for f in np.nonzero(n_F)[0]:
-        out_FK[f, firing_FK[f]] = rng.choice(n_images, size=int(n_F[f]), replace=False)
+        m = min(int(n_F[f]), len(source))
+        out_FK[f, np.nonzero(firing_FK[f])[0][:m]] = source[rng.choice(len(source), size=m, replace=False)]
     return out_FK
+
+
+def with_animal_null(null_table: pd.DataFrame, observed_animal_F: np.ndarray,
+                     animal_null_table: pd.DataFrame) -> pd.DataFrame:  # fmt: skip
+    """Finding 2's null columns: ``animal`` becomes the *observed* feature's (the statistic's denominator
+    is the same features in both tables) and ``trait`` the labelling of random *animal* images
+    (``animal_null_table``, one row per observed animal feature, in feature order). The rest of the null
+    table (labels for finding 1) keeps its draw from the whole split."""
+    observed_animal_F = np.asarray(observed_animal_F, dtype=bool)
+    if len(animal_null_table) != observed_animal_F.sum():
+        raise ValueError(f"{len(animal_null_table)} animal-null rows for {observed_animal_F.sum()} animal features")
+    out = null_table.copy()
+    out["animal"] = observed_animal_F
+    trait_F = np.zeros(len(out), dtype=bool)
+    trait_F[observed_animal_F] = animal_null_table["trait"].fillna(False).astype(bool).to_numpy()
+    out["trait"] = trait_F
+    return out
 
 
 def inat_animal(
