@@ -248,3 +248,16 @@ def test_a_shared_context_gives_the_same_tables(planted, hierarchy, classes):
         concepts.inat_table(stats.top_image_FK, stats.top_map_FKT, taxa_N, inat_rules, context=inat_context),
         concepts.inat_table(stats.top_image_FK, stats.top_map_FKT, taxa_N, inat_rules),
     )
+
+
+def test_one_dominant_species_is_single_species_as_on_imagenet(classes):
+    """12 of 16 top images from species s0, 4 from s1 of the same genus: single-species at the default
+    share (0.7, ImageNet's single_class_share), a genus-level trait when single-species needs 0.9."""
+    taxa_N = _taxa(classes).iloc[np.repeat(np.arange(len(classes)), PER_CLASS)]
+    top_FK = np.concatenate([np.arange(12), PER_CLASS + np.arange(4)])[None]
+    maps_FKT = np.zeros((1, 16, 9))
+    maps_FKT[:, :, 0] = 1.0  # one patch of nine: localized
+    table = concepts.inat_table(top_FK, maps_FKT, taxa_N)
+    assert table.loc[0, "purity_species"] == 0.75 and table.loc[0, "label"] == "single-species"
+    strict = concepts.inat_table(top_FK, maps_FKT, taxa_N, concepts.INatRules(single_species_share=0.9))
+    assert strict.loc[0, "label"] == "trait" and strict.loc[0, "deepest_rank"] == "genus"

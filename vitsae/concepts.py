@@ -61,7 +61,8 @@ of top images of one species) against random image sets as for ImageNet (``conce
 clades of ``abstract_rank`` those species come from), and a label:
 
 1. ``unclear``         fewer than ``min_top_images`` firing top images;
-2. ``single-species``  ``purity_species >= clade_purity``;
+2. ``single-species``  ``purity_species >= single_species_share`` (one species dominates: the same rule
+   and default as ImageNet's ``single-class``, checked before the clade labels);
 3. ``trait``           ``deepest_rank`` at most as coarse as ``trait_max_rank``, ``n_species >=
    trait_min_species`` and ``localization <= trait_max_localization``: several species, one clade,
    a small part of the image;
@@ -125,6 +126,7 @@ class ImageNetRules:
 class INatRules:
     n_top: int | None = None
     min_top_images: int = 5
+    single_species_share: float = 0.7
     clade_purity: float = 0.9
     trait_max_rank: str = "order"
     trait_min_species: int = 2
@@ -447,7 +449,7 @@ def inat_table(
                    concentration_null_mean=float(null_conc.mean()), concentration_p=_p_value(concentration, null_conc),
                    n_major=len(major), major_share=major_share, major_clades=major_clades)  # fmt: skip
         one_clade = deepest is not None and taxonomy.RANKS.index(deepest) <= max_rank
-        if purity["species"] >= rules.clade_purity:
+        if purity["species"] >= rules.single_species_share:
             label = "single-species"
         elif one_clade and n_species >= rules.trait_min_species and loc <= rules.trait_max_localization:
             label = "trait"

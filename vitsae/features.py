@@ -270,8 +270,10 @@ EXPECTED_LABEL = {"class": ("single-class",), "subtree": ("taxonomic",), "abstra
 def planted_recovery(workdir: str | os.PathLike, planted: list[dict], min_share: float = 0.9) -> pd.DataFrame:
     """Which planted concepts (``vitsae.demo.PLANTED``) some feature found with the right label: a feature
     labelled as the concept's level expects (:data:`EXPECTED_LABEL`) whose top images come from the
-    concept's member classes (at least ``min_share`` of them) and, for a concept of several classes,
-    from at least two of them. One row per concept: the number of such features and the models."""
+    concept's member classes: for a concept of one class, that class is the most frequent among them (the
+    label already says it holds at least ``single_class_share`` / ``single_species_share``); for a
+    concept of several classes, at least ``min_share`` of them and from at least two of the classes.
+    One row per concept: the number of such features and the models."""
     workdir = Path(workdir)
     rows = []
     for concept in planted:
@@ -289,10 +291,15 @@ def planted_recovery(workdir: str | os.PathLike, planted: list[dict], min_share:
                 for f in sae_rows["feature"].to_numpy():
                     top = stats.top_row_FK[f]
                     top_labels = labels_N[top[top >= 0]]
-                    inside = np.isin(top_labels, list(members))
-                    if len(top_labels) and inside.mean() >= min_share and (
-                        len(members) == 1 or len(set(top_labels[inside])) >= 2
-                    ):
+                    if not len(top_labels):
+                        continue
+                    if len(members) == 1:
+                        values, counts = np.unique(top_labels, return_counts=True)
+                        found = counts.max() > counts.sum() / 2 and values[counts.argmax()] in members
+                    else:
+                        inside = np.isin(top_labels, list(members))
+                        found = inside.mean() >= min_share and len(set(top_labels[inside])) >= 2
+                    if found:
                         hits.append((model, str(sae_id), int(f)))
         rows.append({"dataset": dataset, "concept": concept["concept"], "level": concept["level"],
                      "label": "/".join(EXPECTED_LABEL[concept["level"]]), "n_features": len(hits),
