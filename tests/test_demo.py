@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 from collections import Counter
 from pathlib import Path
@@ -266,6 +267,46 @@ def test_each_colour_belongs_to_one_concept() -> None:
         assert set(np.unique(grid)) <= {0, 85, 170, 255}
 
 
+def _in_hull(point: np.ndarray, others: np.ndarray) -> bool:
+    """Whether ``point`` is a convex combination of the rows of ``others`` (a linear program)."""
+    from scipy.optimize import linprog
+
+    a_eq = np.vstack([others.T, np.ones(len(others))])
+    res = linprog(np.zeros(len(others)), A_eq=a_eq, b_eq=np.append(point, 1.0), bounds=(0, None), method="highs")
+    return bool(res.success)
+
+
+def test_every_object_colour_is_an_extreme_point_of_its_datasets_colours() -> None:
+    """A random-weight ViT is near-linear in pixels, so a ReLU feature (a half-space) can single out a flat
+    colour only if it is not a mix of the dataset's other colours (objects and texture tones)."""
+    for dataset in ("imagenet-demo", "inat-demo"):
+        colours = np.asarray([col for c in demo.CONCEPTS if c.dataset == dataset for col in c.colours], float)
+        objects = [col for c in demo.CONCEPTS if c.dataset == dataset and c.kind != "texture" for col in c.colours]
+        for colour in objects:
+            others = colours[(colours != colour).any(axis=1)]
+            assert not _in_hull(np.asarray(colour, float), others), (dataset, colour)
+    # the check can fail: the old palette's steel blue lies inside the hull of blue, black, white ...
+    cube = np.asarray([(0, 0, 0), (0, 0, 255), (0, 255, 0), (255, 255, 255), (255, 0, 0)], float)
+    assert _in_hull(np.array([0.0, 85.0, 170.0]), cube)
+
+
+def test_inat_colours_that_are_close_belong_to_unrelated_concepts() -> None:
+    """Colours one grid step apart belong to a butterfly concept and a beetle concept (or are the motif's
+    own two), and a species shape is at least three steps from every other concept of its genus."""
+    taxa = {s["image_dir_name"]: s for s in demo.INAT_DEMO_SPECIES}
+    drawn = [(c, col) for c in demo.CONCEPTS if c.dataset == "inat-demo" and c.kind != "texture" for col in c.colours]
+
+    def ranks(concept, rank):
+        return {taxa[m][rank] for m in concept.members}
+
+    for (a, col_a), (b, col_b) in itertools.combinations(drawn, 2):
+        steps = int(np.abs(np.subtract(col_a, col_b)).sum()) // 85
+        if steps == 1 and a is not b:
+            assert not ranks(a, "order") & ranks(b, "order"), (a.concept, b.concept)
+        if a.kind == "class_shape" or b.kind == "class_shape":
+            assert steps >= 3 or not ranks(a, "genus") & ranks(b, "genus"), (a.concept, b.concept)
+
+
 def test_planted_table_markdown_lists_every_concept() -> None:
     table = demo.planted_table_markdown()
     lines = table.strip().splitlines()
@@ -333,9 +374,9 @@ def test_detectors_can_fail() -> None:
     rng = np.random.default_rng(0)
     dogs = [c for c in demo.concepts_for("imagenet-demo", "n02085620")]
     img_HWC = demo.render_image(dogs, SIZE, rng).astype(np.int16)
-    red = (255, 0, 0)
-    assert blob_pixels(img_HWC, red) >= MIN_BLOB
-    assert blob_pixels(np.full_like(img_HWC, 128), red) == 0
+    shape_colour = next(c for c in dogs if c.kind == "class_shape").colours[0]  # the Chihuahua's circle
+    assert blob_pixels(img_HWC, shape_colour) >= MIN_BLOB
+    assert blob_pixels(np.full_like(img_HWC, 128), shape_colour) == 0
     for img, expected in ((img_HWC, "hstripes"), (img_HWC.transpose(1, 0, 2), "vstripes")):
         scores = texture_scores(img)
         assert max(scores, key=scores.get) == expected

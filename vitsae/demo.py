@@ -20,7 +20,12 @@ The concepts, listed in :data:`PLANTED` (one row per concept), are:
 
 ``members`` are the labels a manifest gives these images: wnids for ImageNet, species directory names
 (``00012_Animalia_..._Vanessa_atalanta``) for iNat. Every drawn colour is a point of the grid
-{0, 85, 170, 255}^3 used by one concept only, so a concept is found in an image by its colour(s) within
+{0, 85, 170, 255}^3 used by one concept only, and every object colour is an *extreme point* of its
+dataset's colours (objects and texture tones): on an edge of the RGB cube, not a corner, never inside the
+convex hull of the others. A random-weight ViT is close to linear in the pixels (DINOv2's LayerScale
+starts at 1e-5), and a ReLU feature (one half-space) can pick out a flat colour only if no mix of the
+other colours equals it: with interior colours the demo of 2026-11 recovered 3 of 16 iNat species shapes,
+with palettes of extreme colours (checked by ``tests/test_demo.py``) 13-15 of 16. A concept is found in an image by its colour(s) within
 a tolerance of ~40 per channel (object jitter is at most 8, noise sigma 4, JPEG 4:4:4 at quality 90);
 the textures have period 8 px and are told apart by their Fourier peaks. Positions (one object per
 quadrant, random quadrants and offsets), scale (+-15%), colours and noise vary per image; everything is
@@ -204,6 +209,23 @@ _COLOUR_NAMES: dict[RGB, str] = {
     (255, 170, 170): "light pink",
     (170, 255, 170): "pale green",
     (255, 170, 85): "tan",
+    (0, 255, 85): "spring green",
+    (85, 255, 170): "mint",
+    (0, 0, 85): "midnight",
+    (255, 0, 170): "rose red",
+    (85, 255, 255): "aqua",
+    (85, 85, 255): "periwinkle",
+    (0, 255, 170): "sea green",
+    (170, 85, 170): "mauve",
+    (255, 85, 255): "orchid",
+    (255, 85, 85): "salmon",
+    (85, 170, 170): "cadet",
+    (85, 255, 0): "chartreuse",
+    (255, 85, 0): "vermilion",
+    (170, 255, 255): "pale cyan",
+    (255, 170, 255): "light magenta",
+    (255, 0, 85): "scarlet",
+    (255, 255, 85): "light yellow",
 }
 
 _TEXTURE_WORDS = {
@@ -243,26 +265,26 @@ def _imagenet_concepts() -> list[Concept]:
         for st in IMAGENET_DEMO_SUBTREES
     }
     concepts = [
-        _texture(ds, "subtree", by_subtree["dogs"], "hstripes", (170, 170, 85), (255, 255, 170)),
+        _texture(ds, "subtree", by_subtree["dogs"], "hstripes", (170, 170, 85), (170, 255, 170)),
         _texture(ds, "subtree", by_subtree["cats"], "vstripes", (85, 85, 170), (170, 170, 255)),
         _texture(ds, "subtree", by_subtree["cars"], "diagonal", (85, 85, 85), (170, 170, 170)),
         _texture(ds, "subtree", by_subtree["instruments"], "checker", (170, 85, 85), (255, 170, 170)),
         # golden retriever, cab, trombone: a dog, a car and an instrument
-        _motif(ds, ["n02099601", "n02930766", "n04487394"], (255, 255, 255), (0, 255, 255)),
+        _motif(ds, ["n02099601", "n02930766", "n04487394"], (85, 255, 0), (0, 170, 255)),
     ]
     shapes: dict[str, tuple[str, RGB]] = {
-        "n02085620": ("circle", (255, 0, 0)),
+        "n02085620": ("circle", (170, 0, 0)),
         "n02099601": ("square", (255, 170, 0)),
-        "n02106662": ("triangle", (85, 0, 0)),
-        "n02123045": ("diamond", (0, 170, 0)),
-        "n02123597": ("plus", (0, 85, 0)),
+        "n02106662": ("triangle", (0, 85, 0)),
+        "n02123045": ("diamond", (0, 255, 85)),
+        "n02123597": ("plus", (85, 0, 255)),
         "n02129165": ("star", (170, 255, 0)),
-        "n02930766": ("ring", (255, 255, 0)),
-        "n03100240": ("pentagon", (0, 85, 170)),
-        "n04285008": ("hexagon", (0, 0, 255)),
-        "n02676566": ("wide_ellipse", (170, 0, 255)),
-        "n03452741": ("tall_bar", (0, 0, 0)),
-        "n04487394": ("trapezoid", (255, 0, 255)),
+        "n02930766": ("ring", (255, 255, 85)),
+        "n03100240": ("pentagon", (0, 85, 255)),
+        "n04285008": ("hexagon", (0, 0, 170)),
+        "n02676566": ("wide_ellipse", (255, 85, 255)),
+        "n03452741": ("tall_bar", (255, 0, 170)),
+        "n04487394": ("trapezoid", (170, 255, 255)),
     }
     for wnid, (shape, colour) in shapes.items():
         concepts.append(_object(ds, "class_shape", "class", [wnid], shape, colour, _CLASS_SIZE))
@@ -279,13 +301,19 @@ def _inat_concepts() -> list[Concept]:
         _texture(ds, "order", members("order", "Lepidoptera"), "diagonal", (85, 170, 85), (170, 255, 170)),
         _texture(ds, "order", members("order", "Coleoptera"), "checker", (170, 85, 0), (255, 170, 85)),
     ]
+    # iNat needs 24 object colours: the 24 points inside the RGB cube's edges (not the corners), the most
+    # that are all extreme points (module docstring). The two points of an edge are one grid step apart
+    # and easier to confuse: the motif takes both points of one edge (always drawn together), and every
+    # other pair is split between a butterfly and a beetle concept (parts with parts, shapes with shapes).
+    # Species shapes keep three steps from every other concept of their genus and, where the palette allows,
+    # from their order's texture tones (a search over the 16! assignments; tests/test_demo.py checks it).
     parts: dict[str, tuple[str, RGB]] = {
-        "Vanessa": ("wide_bar", (255, 0, 0)),
-        "Danaus": ("down_triangle", (255, 170, 0)),
-        "Papilio": ("chevron", (255, 255, 0)),
-        "Coccinella": ("circle", (0, 0, 0)),
-        "Hippodamia": ("square", (255, 255, 255)),
-        "Cotinis": ("diamond", (0, 255, 0)),
+        "Vanessa": ("wide_bar", (255, 85, 0)),
+        "Danaus": ("down_triangle", (255, 255, 85)),
+        "Papilio": ("chevron", (170, 255, 0)),
+        "Coccinella": ("circle", (255, 170, 0)),
+        "Hippodamia": ("square", (255, 255, 170)),
+        "Cotinis": ("diamond", (85, 255, 0)),
     }
     for genus, (shape, colour) in parts.items():
         concepts.append(_object(ds, "part", "genus", members("genus", genus), shape, colour, _PART_SIZE))
@@ -293,27 +321,27 @@ def _inat_concepts() -> list[Concept]:
         _motif(
             ds,
             [_INAT_DIR["Vanessa cardui"], _INAT_DIR["Hippodamia convergens"]],
-            (255, 0, 255),
-            (0, 255, 255),
+            (85, 255, 255),
+            (170, 255, 255),
         )
     )
     species: dict[str, tuple[str, RGB]] = {
-        "Vanessa atalanta": ("triangle", (0, 0, 170)),
-        "Vanessa cardui": ("plus", (0, 0, 255)),
-        "Vanessa virginiensis": ("star", (0, 85, 0)),
-        "Danaus plexippus": ("hexagon", (0, 85, 170)),
-        "Danaus gilippus": ("pentagon", (0, 85, 255)),
-        "Danaus eresimus": ("ring", (0, 170, 170)),
+        "Vanessa atalanta": ("triangle", (0, 255, 85)),
+        "Vanessa cardui": ("plus", (0, 0, 85)),
+        "Vanessa virginiensis": ("star", (85, 0, 255)),
+        "Danaus plexippus": ("hexagon", (170, 0, 0)),
+        "Danaus gilippus": ("pentagon", (0, 85, 0)),
+        "Danaus eresimus": ("ring", (255, 170, 255)),
         "Papilio glaucus": ("wide_ellipse", (0, 170, 255)),
-        "Papilio polyxenes": ("tall_bar", (85, 0, 0)),
-        "Coccinella septempunctata": ("trapezoid", (85, 0, 170)),
-        "Coccinella transversoguttata": ("cross", (85, 0, 255)),
-        "Coccinella novemnotata": ("tall_ellipse", (85, 85, 0)),
-        "Hippodamia convergens": ("octagon", (170, 0, 0)),
-        "Hippodamia variegata": ("arrow", (170, 0, 85)),
-        "Hippodamia parenthesis": ("tee", (170, 0, 170)),
-        "Cotinis nitida": ("ell", (170, 0, 255)),
-        "Cotinis mutabilis": ("half_disc", (255, 85, 170)),
+        "Papilio polyxenes": ("tall_bar", (255, 0, 85)),
+        "Coccinella septempunctata": ("trapezoid", (170, 0, 255)),
+        "Coccinella transversoguttata": ("cross", (0, 0, 170)),
+        "Coccinella novemnotata": ("tall_ellipse", (85, 0, 0)),
+        "Hippodamia convergens": ("octagon", (0, 85, 255)),
+        "Hippodamia variegata": ("arrow", (255, 0, 170)),
+        "Hippodamia parenthesis": ("tee", (0, 170, 0)),
+        "Cotinis nitida": ("ell", (255, 85, 255)),
+        "Cotinis mutabilis": ("half_disc", (0, 255, 170)),
     }
     for name, (shape, colour) in species.items():
         concepts.append(_object(ds, "class_shape", "species", [_INAT_DIR[name]], shape, colour, _CLASS_SIZE))

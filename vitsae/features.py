@@ -267,13 +267,15 @@ EXPECTED_LABEL = {"class": ("single-class",), "subtree": ("taxonomic",), "abstra
                   "species": ("single-species",), "genus": ("trait",), "order": ("trait", "clade")}
 
 
-def planted_recovery(workdir: str | os.PathLike, planted: list[dict], min_share: float = 0.9) -> pd.DataFrame:
+def planted_recovery(workdir: str | os.PathLike, planted: list[dict], min_share: float = 0.9,
+                     abstract_share: float = 0.75) -> pd.DataFrame:  # fmt: skip
     """Which planted concepts (``vitsae.demo.PLANTED``) some feature found with the right label: a feature
     labelled as the concept's level expects (:data:`EXPECTED_LABEL`) whose top images come from the
     concept's member classes: for a concept of one class, that class is the most frequent among them (the
     label already says it holds at least ``single_class_share`` / ``single_species_share``); for a
-    concept of several classes, at least ``min_share`` of them and from at least two of the classes.
-    One row per concept: the number of such features and the models."""
+    concept of several classes, at least ``min_share`` of them (``abstract_share`` for an abstract one,
+    the share its label asks of its major classes, ``abstract_min_coverage``) and from at least two of
+    the classes. One row per concept: the number of such features and the models."""
     workdir = Path(workdir)
     rows = []
     for concept in planted:
@@ -298,7 +300,8 @@ def planted_recovery(workdir: str | os.PathLike, planted: list[dict], min_share:
                         found = counts.max() > counts.sum() / 2 and values[counts.argmax()] in members
                     else:
                         inside = np.isin(top_labels, list(members))
-                        found = inside.mean() >= min_share and len(set(top_labels[inside])) >= 2
+                        share = abstract_share if concept["level"] == "abstract" else min_share
+                        found = inside.mean() >= share and len(set(top_labels[inside])) >= 2
                     if found:
                         hits.append((model, str(sae_id), int(f)))
         rows.append({"dataset": dataset, "concept": concept["concept"], "level": concept["level"],
