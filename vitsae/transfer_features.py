@@ -9,7 +9,7 @@ For two SAEs of one model and layer, A (``F`` features) and B (``G``), on their 
 * **one-to-one matching**: the assignment of A's features to distinct features of B that maximises the
   summed cosine (Hungarian method, ``scipy.optimize.linear_sum_assignment``, ``min(F, G)`` pairs).
   Cost: a dense float64 ``F × G`` matrix (12k × 12k: 1.2 GB) and roughly cubic time (measured here:
-  1k × 1k 0.12 s, 3k × 3k 0.9 s on one core, so tens of seconds to a few minutes at 12k; well-separated
+  1k × 1k 0.12 s, 3k × 3k 0.9 s on one core; ``bench/feature_match.py``: 12k × 12k 20.6 s; well-separated
   matches, as between trained SAEs, are the easy case). Pairs larger than ``max_match`` features on
   either side are matched on the ``max_match`` features of A (and of B) with the highest best cosine,
   an approximation the table flags (``matched_subset``).
