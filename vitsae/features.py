@@ -110,15 +110,18 @@ class _Split:
     descriptors_ND: np.ndarray | None
     rules: object
     context: object
+    animal_pool: np.ndarray  # split positions of animal images (finding 2's null draws from these)
 
     @classmethod
     def build(cls, kind, rows_N, manifest, hierarchy, descriptors_ND, rules) -> _Split:
         labels_N = manifest["label"].to_numpy()[rows_N].astype(str)
-        if kind == "imagenet":
+        if kind == "imagenet":  # ImageNet classes below animal.n.01
             context = concepts.imagenet_context(labels_N, hierarchy, descriptors_ND, rules)
-            return cls(kind, rows_N, labels_N, None, hierarchy, descriptors_ND, rules, context)
+            pool = np.nonzero(np.isin(labels_N, list(context.animals)))[0]
+            return cls(kind, rows_N, labels_N, None, hierarchy, descriptors_ND, rules, context, pool)
         taxa_N = manifest.iloc[rows_N][list(RANKS)].reset_index(drop=True)
-        return cls(kind, rows_N, labels_N, taxa_N, hierarchy, None, rules, concepts.inat_context(taxa_N, rules))
+        pool = np.nonzero(taxa_N["kingdom"].to_numpy().astype(str) == "Animalia")[0]  # iNat kingdom Animalia
+        return cls(kind, rows_N, labels_N, taxa_N, hierarchy, None, rules, concepts.inat_context(taxa_N, rules), pool)
 
     def table(self, top_image_FK: np.ndarray, map_FKT: np.ndarray) -> pd.DataFrame:
         """The concept table of one set of top images (observed or null)."""
@@ -130,13 +133,6 @@ class _Split:
         table["animal"] = findings.inat_animal(top_image_FK, self.taxa_N["kingdom"].to_numpy(), self.rules.n_top,
                                                self.rules.clade_purity)  # fmt: skip
         return table
-
-    def animal_pool(self) -> np.ndarray:
-        """Split positions of the images of animal classes: ImageNet classes below animal.n.01, iNat
-        kingdom Animalia (finding 2's null draws from these)."""
-        if self.kind == "imagenet":
-            return np.nonzero(np.isin(self.labels_N, self.hierarchy.animal_classes()))[0]
-        return np.nonzero(self.taxa_N["kingdom"].to_numpy().astype(str) == "Animalia")[0]
 
 
 def sweep_concept_tables(
@@ -182,7 +178,7 @@ def sweep_concept_tables(
         tables = [split.table(top_FK, stats.top_map_FKT) for top_FK in (stats.top_image_FK, null_FK)]
         animal_F = tables[0]["animal"].fillna(False).astype(bool).to_numpy()
         animal_FK = findings.null_top_images(stats.top_image_FK[animal_F], len(rows_N), seed=(seed + i, 2),
-                                             pool=split.animal_pool())  # fmt: skip
+                                             pool=split.animal_pool)  # fmt: skip
         tables[1] = findings.with_animal_null(tables[1], animal_F, split.table(animal_FK, stats.top_map_FKT[animal_F]))
         for frames, table in zip((observed, null), tables):
             features = stats.features[["feature", "frequency", "mean_active", "max_activation"]]
@@ -277,21 +273,32 @@ def planted_recovery(workdir: str | os.PathLike, planted: list[dict], min_share:
     the share its label asks of its major classes, ``abstract_min_coverage``) and from at least two of
     the classes. One row per concept: the number of such features and the models."""
     workdir = Path(workdir)
+    # every file is read once for all concepts: labels per dataset, concept tables, each SAE's top images
+    labels_by_dataset: dict[str, np.ndarray] = {}
+    tables: dict[Path, pd.DataFrame] = {}
+    top_rows: dict[Path, np.ndarray] = {}
     rows = []
     for concept in planted:
         dataset, members = concept["dataset"], set(concept["members"])
-        labels_N = read_manifest(workdir / f"results/manifests/{dataset}.parquet")["label"].to_numpy()
+        if dataset not in labels_by_dataset:
+            manifest = read_manifest(workdir / f"results/manifests/{dataset}.parquet")
+            labels_by_dataset[dataset] = manifest["label"].to_numpy()
+        labels_N = labels_by_dataset[dataset]
         hits: list[tuple[str, str, int]] = []
         for table_path in sorted((workdir / "results/tables/concepts" / dataset).glob("*/layer*/*.csv")):
             if table_path.name.endswith(".null.csv"):
                 continue
             model, layer, sweep = table_path.parts[-3], table_path.parts[-2], table_path.stem
-            table = pd.read_csv(table_path)
+            if table_path not in tables:
+                tables[table_path] = pd.read_csv(table_path)
+            table = tables[table_path]
             table = table[table["label"].isin(EXPECTED_LABEL[concept["level"]])]
             for sae_id, sae_rows in table.groupby("sae_id"):
-                stats = featstats.load_feature_stats(workdir / f"results/features/{dataset}/{model}/{layer}/{sweep}/{sae_id}")
+                stats_dir = workdir / f"results/features/{dataset}/{model}/{layer}/{sweep}/{sae_id}"
+                if stats_dir not in top_rows:
+                    top_rows[stats_dir] = featstats.load_feature_stats(stats_dir).top_row_FK
                 for f in sae_rows["feature"].to_numpy():
-                    top = stats.top_row_FK[f]
+                    top = top_rows[stats_dir][f]
                     top_labels = labels_N[top[top >= 0]]
                     if not len(top_labels):
                         continue
