@@ -1,6 +1,6 @@
 """SAE sweep training on a lent GPU: 8 stacked 16x SAEs at d=768, from memory and from a store on local disk.
 
-    python bench/gpu/sae_train_gpu.py                  # on the GPU machine (about 3 minutes)
+    python bench/gpu/sae_train_gpu.py [--tf32]         # on the GPU machine (about 3 minutes)
     python bench/gpu/sae_train_gpu.py --device cpu --d 64 --steps 4 --store-mb 20   # a smoke run here
 
 Prints a short table and one JSON line:
@@ -92,9 +92,12 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=60, help="timed steps (two more are warm-up)")
     ap.add_argument("--store-mb", type=float, default=6000, help="size of the store trained from")
     ap.add_argument("--no-compile", action="store_true")
+    ap.add_argument("--tf32", action="store_true", help="float32 matmuls on TF32 tensor cores (default: full fp32)")
     ap.add_argument("--dir", type=Path, help="where the store goes (default: a temporary directory)")
     args = ap.parse_args()
     device = torch.device(args.device)
+    if args.tf32:
+        torch.set_float32_matmul_precision("high")
     d, B, S = args.d, args.batch, args.n_saes
     compile_ = not args.no_compile and device.type == "cuda"
     specs = [SAESpec("relu_l1", args.expansion, l1_coeff=c, lr=4e-4, seed=s)
@@ -107,7 +110,7 @@ def main() -> None:
     batches = [(torch.randn(B, d, generator=gen) + offset).to(device) for _ in range(n_batches)]
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     print(f"device {name}; {S} x relu_l1 d={d} x{args.expansion} (d_sae {d * args.expansion}); batch {B}; "
-          f"{args.steps} timed steps; compile {compile_}")
+          f"{args.steps} timed steps; compile {compile_}; tf32 {args.tf32}")
 
     t_single = timed_memory_run(specs[:1], batches, settings, d, device)
     single = args.steps * B / t_single
@@ -152,7 +155,7 @@ def main() -> None:
     for label, rate, note in rows:
         print(f"{label:<40} {rate:>15.2f}  {note}")
     print(json.dumps({
-        "device": name, "compile": compile_,
+        "device": name, "compile": compile_, "tf32": args.tf32,
         "single_compiled_sae_tokens_per_s": round(single),
         "stacked_memory_sae_tokens_per_s": round(stacked_mem),
         "stacked_store_sae_tokens_per_s": round(stacked_store),
