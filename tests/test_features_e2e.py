@@ -67,15 +67,9 @@ def test_planted_concepts_found_with_the_right_label(demo):
     found = planted_recovery(demo, PLANTED)
     print(found.to_string())  # the note quotes this table
     hit = found["n_features"] > 0
-    imagenet, inat = found["dataset"] == "imagenet-demo", found["dataset"] == "inat-demo"
-    # ImageNet: every concept; the subtree textures and the cross-subtree motif by both models
-    assert hit[imagenet].all(), found[imagenet & ~hit]
-    for r in found[imagenet & found["level"].isin(["subtree", "abstract"])].itertuples():
+    # every planted concept, by at least one feature of at least one model (measured 2026-11-26: 42 of 42)
+    assert hit.all(), found[~hit]
+    # the ImageNet subtree textures and cross-subtree motif, and the iNat order textures, by both models
+    both = found["level"].isin(["subtree", "order"]) | ((found["dataset"] == "imagenet-demo") & (found["level"] == "abstract"))
+    for r in found[both].itertuples():
         assert r.models == "clip-b16;dinov2-s14", r
-    # iNat: both order textures, the cross-order motif (cross-clade); of the small objects on random-weight
-    # models (measured 2026-11-26: 5 of 6 genus parts, 14 of 16 species shapes) at most one more may go
-    for level in ("order", "abstract"):
-        assert hit[inat & (found["level"] == level)].all(), found[inat & (found["level"] == level)]
-    assert hit[inat & (found["level"] == "genus")].sum() >= 5
-    assert hit[inat & (found["level"] == "species")].sum() >= 13
-    assert hit.sum() >= len(found) - 4

@@ -9,14 +9,15 @@ Two generators write small JPEG datasets that every later stage reads exactly as
   species in 6 genera, 4 families and 2 orders (every order has 2 families, so an order-level concept
   is not also a family-level one).
 
-Each image is a background texture with up to three flat-coloured objects on it (numpy + PIL, cheap).
+Each image is a background texture with two to four flat-coloured objects on it (numpy + PIL, cheap).
 The concepts, listed in :data:`PLANTED` (one row per concept), are:
 
 - ``texture``: the background pattern, shared by a WordNet subtree (ImageNet, level ``subtree``) or an
   order (iNat, level ``order``);
 - ``part``: a shape of one colour shared by all species of a genus (iNat, level ``genus``);
 - ``motif``: a two-colour bullseye shared by classes from different subtrees / orders (level ``abstract``);
-- ``class_shape``: a shape of one colour unique to a class (level ``class``) or species (level ``species``).
+- ``class_shape``: a shape of one colour unique to a class (level ``class``) or species (level ``species``),
+  drawn twice in each of its images (:data:`SHAPE_COPIES`).
 
 ``members`` are the labels a manifest gives these images: wnids for ImageNet, species directory names
 (``00012_Animalia_..._Vanessa_atalanta``) for iNat. Every drawn colour is a point of the grid
@@ -25,7 +26,14 @@ dataset's colours (objects and texture tones): on an edge of the RGB cube, not a
 convex hull of the others. A random-weight ViT is close to linear in the pixels (DINOv2's LayerScale
 starts at 1e-5), and a ReLU feature (one half-space) can pick out a flat colour only if no mix of the
 other colours equals it: with interior colours the demo of 2026-11 recovered 3 of 16 iNat species shapes,
-with palettes of extreme colours (checked by ``tests/test_demo.py``) 13-15 of 16. A concept is found in an image by its colour(s) within
+with palettes of extreme colours (checked by ``tests/test_demo.py``) 13-15 of 16.
+
+The demo's SAEs see 100k tokens, so a species shape on ~0.25% of them gets few gradient steps, and the
+feature of a nearby colour absorbs it: with one copy per image, the rose red arrow of *H. variegata* fired
+the violet feature of *C. septempunctata* in all four DINOv2 SAEs. So every shape is solid (on average it
+fills at least 85% of its best 14 px patch and 75% of its best 16 px one; ``tests/test_demo.py``) and a
+class's shape is drawn twice: on the demo 16 of 16 iNat species shapes and 6 of 6 genus parts were found,
+against 14 and 5 with thin shapes and one copy, 13 and 6 with solid shapes and one copy. A concept is found in an image by its colour(s) within
 a tolerance of ~40 per channel (object jitter is at most 8, noise sigma 4, JPEG 4:4:4 at quality 90);
 the textures have period 8 px and are told apart by their Fourier peaks. Positions (one object per
 quadrant, random quadrants and offsets), scale (+-15%), colours and noise vary per image; everything is
@@ -57,6 +65,7 @@ TEXTURE_PERIOD = 8  # pixels; stripes and checks are TEXTURE_PERIOD // 2 wide
 OBJECT_JITTER = 8  # max per-channel colour shift of one drawn object
 NOISE_SIGMA = 4.0
 MIN_IMAGE_SIZE = 48
+SHAPE_COPIES = 2  # copies of the class / species shape in each image of its class
 
 # ---------------------------------------------------------------------------------------------------
 # Classes and taxa
@@ -255,7 +264,7 @@ def _motif(dataset: str, members: list[str], outer: RGB, inner: RGB) -> Concept:
 
 
 _CLASS_SIZE = 0.3
-_PART_SIZE = 0.22
+_PART_SIZE = 0.28
 
 
 def _imagenet_concepts() -> list[Concept]:
@@ -390,60 +399,60 @@ def _regular(n: int, start_deg: float = -90.0, radius: float = 1.0) -> Polygon:
 
 def _star() -> Polygon:
     angles = np.deg2rad(-90.0 + 36.0 * np.arange(10))
-    radii = np.where(np.arange(10) % 2 == 0, 1.0, 0.45)
+    radii = np.where(np.arange(10) % 2 == 0, 1.0, 0.62)
     return [(float(r * np.cos(a)), float(r * np.sin(a))) for r, a in zip(radii, angles, strict=True)]
 
 
 # Shapes in unit coordinates [-1, 1]^2 (y down): polygons, or ("ellipse", rx, ry[, inner fraction]).
 _SHAPES: dict[str, Polygon | tuple] = {
     "circle": ("ellipse", 1.0, 1.0),
-    "ring": ("ellipse", 1.0, 1.0, 0.45),
-    "wide_ellipse": ("ellipse", 1.0, 0.6),
-    "tall_ellipse": ("ellipse", 0.6, 1.0),
+    "ring": ("ellipse", 1.0, 1.0, 0.25),
+    "wide_ellipse": ("ellipse", 1.0, 0.75),
+    "tall_ellipse": ("ellipse", 0.75, 1.0),
     "half_disc": ("half_disc",),
     "square": [(-0.9, -0.9), (0.9, -0.9), (0.9, 0.9), (-0.9, 0.9)],
     "triangle": [(0.0, -1.0), (1.0, 1.0), (-1.0, 1.0)],
     "down_triangle": [(-1.0, -1.0), (1.0, -1.0), (0.0, 1.0)],
     "diamond": [(0.0, -1.0), (1.0, 0.0), (0.0, 1.0), (-1.0, 0.0)],
     "plus": [
-        (-0.33, -1),
-        (0.33, -1),
-        (0.33, -0.33),
-        (1, -0.33),
-        (1, 0.33),
-        (0.33, 0.33),
-        (0.33, 1),
-        (-0.33, 1),
-        (-0.33, 0.33),
-        (-1, 0.33),
-        (-1, -0.33),
-        (-0.33, -0.33),
+        (-0.45, -1),
+        (0.45, -1),
+        (0.45, -0.45),
+        (1, -0.45),
+        (1, 0.45),
+        (0.45, 0.45),
+        (0.45, 1),
+        (-0.45, 1),
+        (-0.45, 0.45),
+        (-1, 0.45),
+        (-1, -0.45),
+        (-0.45, -0.45),
     ],
     "cross": [
-        (-1, -0.6),
-        (-0.6, -1),
-        (0, -0.4),
-        (0.6, -1),
-        (1, -0.6),
-        (0.4, 0),
-        (1, 0.6),
-        (0.6, 1),
-        (0, 0.4),
-        (-0.6, 1),
-        (-1, 0.6),
-        (-0.4, 0),
+        (-1, -0.45),
+        (-0.45, -1),
+        (0, -0.55),
+        (0.45, -1),
+        (1, -0.45),
+        (0.55, 0),
+        (1, 0.45),
+        (0.45, 1),
+        (0, 0.55),
+        (-0.45, 1),
+        (-1, 0.45),
+        (-0.55, 0),
     ],
     "star": _star(),
     "pentagon": _regular(5),
     "hexagon": _regular(6, 0.0),
     "octagon": _regular(8, 22.5),
     "trapezoid": [(-0.5, -0.8), (0.5, -0.8), (1.0, 0.8), (-1.0, 0.8)],
-    "tall_bar": [(-0.4, -1.0), (0.4, -1.0), (0.4, 1.0), (-0.4, 1.0)],
-    "wide_bar": [(-1.0, -0.45), (1.0, -0.45), (1.0, 0.45), (-1.0, 0.45)],
-    "chevron": [(-1, -0.2), (0, -1), (1, -0.2), (1, 0.5), (0, -0.3), (-1, 0.5)],
-    "arrow": [(-1, -0.3), (0.1, -0.3), (0.1, -0.9), (1, 0), (0.1, 0.9), (0.1, 0.3), (-1, 0.3)],
-    "tee": [(-1, -1), (1, -1), (1, -0.4), (0.3, -0.4), (0.3, 1), (-0.3, 1), (-0.3, -0.4), (-1, -0.4)],
-    "ell": [(-0.9, -1), (-0.25, -1), (-0.25, 0.4), (0.9, 0.4), (0.9, 1), (-0.9, 1)],
+    "tall_bar": [(-0.55, -1.0), (0.55, -1.0), (0.55, 1.0), (-0.55, 1.0)],
+    "wide_bar": [(-1.0, -0.55), (1.0, -0.55), (1.0, 0.55), (-1.0, 0.55)],
+    "chevron": [(-1, -0.3), (0, -1), (1, -0.3), (1, 1), (0, 0.3), (-1, 1)],
+    "arrow": [(-1, -0.5), (0, -0.5), (0, -1), (1, 0), (0, 1), (0, 0.5), (-1, 0.5)],
+    "tee": [(-1, -1), (1, -1), (1, -0.2), (0.45, -0.2), (0.45, 1), (-0.45, 1), (-0.45, -0.2), (-1, -0.2)],
+    "ell": [(-0.9, -1), (0.1, -1), (0.1, 0.1), (0.9, 0.1), (0.9, 1), (-0.9, 1)],
 }
 
 
@@ -463,9 +472,8 @@ def shape_mask(shape: str, side: int) -> np.ndarray:
         draw.ellipse(box(spec[1], spec[2]), fill=255)
         if len(spec) == 4:
             draw.ellipse(box(spec[1] * spec[3], spec[2] * spec[3]), fill=0)
-    elif spec[0] == "half_disc":
-        top = half / 2.0  # the upper half of a disc, centred vertically in the box
-        draw.pieslice([0, top, side - 1, top + side - 1], 180, 360, fill=255)
+    elif spec[0] == "half_disc":  # the upper half of an ellipse twice as tall as the box: a dome filling it
+        draw.pieslice([0, 0, side - 1, 2 * (side - 1)], 180, 360, fill=255)
     else:  # pragma: no cover - table above is fixed
         raise ValueError(shape)
     mask_SS = np.asarray(canvas) > 0
@@ -500,6 +508,8 @@ def render_image(concepts: list[Concept], image_size: int, rng: np.random.Genera
         raise ValueError(f"image_size {image_size} is too small; use at least {MIN_IMAGE_SIZE}")
     textures = [c for c in concepts if c.kind == "texture"]
     objects = [c for c in concepts if c.kind != "texture"]
+    # a class's own shape is drawn twice (two quadrants): see SHAPE_COPIES
+    objects += [c for c in objects if c.kind == "class_shape"] * (SHAPE_COPIES - 1)
     if len(textures) != 1 or len(objects) > 4:
         raise ValueError(f"an image needs one texture and at most 4 objects, got {concepts}")
     texture = textures[0]
