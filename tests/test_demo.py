@@ -336,8 +336,8 @@ def _max_patch_coverage(shape: str, size: float, patch: int, rng: np.random.Gene
 def test_every_object_fills_most_of_a_patch() -> None:
     """An SAE feature reads one patch token: an object that never fills most of a patch is seen only mixed
     with its background. Every drawn shape, at its size in the 112 px demo, fills on average at least 85% of
-    its best DINOv2 patch (14 px) and 75% of its best CLIP patch (16 px). The thin shapes drawn before
-    (the 0.22-size chevron: 48% and 41%) missed their concepts in every demo run."""
+    its best DINOv2 patch (14 px) and 75% of its best CLIP patch (16 px). The thin chevron drawn before (0.22
+    of the side: 48% and 41%) was missed by every SAE on the demo with last session's palette."""
     rng = np.random.default_rng(0)
     objects = {(c.pattern if c.kind != "motif" else "circle", c.size) for c in demo.CONCEPTS if c.kind != "texture"}
     for shape, size in sorted(objects):

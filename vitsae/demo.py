@@ -29,15 +29,18 @@ other colours equals it: with interior colours the demo of 2026-11 recovered 3 o
 with palettes of extreme colours (checked by ``tests/test_demo.py``) 13-15 of 16.
 
 The demo's SAEs see 100k tokens, so a species shape on ~0.25% of them gets few gradient steps, and the
-feature of a nearby colour absorbs it: with one copy per image, the rose red arrow of *H. variegata* fired
-the violet feature of *C. septempunctata* in all four DINOv2 SAEs. So every shape is solid (on average it
-fills at least 85% of its best 14 px patch and 75% of its best 16 px one; ``tests/test_demo.py``) and a
-class's shape is drawn twice: on the demo 16 of 16 iNat species shapes and 6 of 6 genus parts were found,
-against 14 and 5 with thin shapes and one copy, 13 and 6 with solid shapes and one copy. A concept is found in an image by its colour(s) within
-a tolerance of ~40 per channel (object jitter is at most 8, noise sigma 4, JPEG 4:4:4 at quality 90);
-the textures have period 8 px and are told apart by their Fourier peaks. Positions (one object per
-quadrant, random quadrants and offsets), scale (+-15%), colours and noise vary per image; everything is
-drawn from ``numpy.random.default_rng([seed, ...])``, so one seed gives byte-identical files.
+feature of a nearby colour absorbs it: with one copy per image, the patches of the rose red arrow of *H.
+variegata* most excited a feature of *C. septempunctata*'s violet shape in all four DINOv2 SAEs. So every
+shape is solid (on average it fills at least 85% of its best 14 px patch and 75% of its best 16 px one;
+``tests/test_demo.py``) and a class's shape is drawn twice: on the demo 16 of 16 iNat species shapes and 6
+of 6 genus parts were found, against 14 and 5 with thin shapes and one copy, 13 and 6 with solid shapes
+and one copy.
+
+A concept is found in an image by its colour(s) within a tolerance of ~40 per channel (object jitter is at
+most 8, noise sigma 4, JPEG 4:4:4 at quality 90); the textures have period 8 px and are told apart by
+their Fourier peaks. Positions (one object per quadrant, random quadrants and offsets), scale (+-15%),
+colours and noise vary per image; everything is drawn from ``numpy.random.default_rng([seed, ...])``, so
+one seed gives byte-identical files.
 
 Both generators build the tree beside ``root`` and move it into place with ``os.replace``. An existing
 ``root`` is replaced only if it is empty or was made by this module (it holds ``.vitsae-demo.json``).
