@@ -1,9 +1,7 @@
-# vitsae: sparse autoencoders on DINOv2 and CLIP activations, from images to the paper's figures.
-# The stages, one rule file each, in data-flow order (see README.md):
-#   datasets → manifests → activation stores → SAEs → evaluation → transfer figure → provenance
-#   SAEs → feature statistics → concept tables (WordNet, iNat taxonomy) → findings 1 and 2, cards;
-#   decoder directions → feature-level transfer
-#   (lineage page per figure, RO-Crate of the run)
+# vitsae: sparse autoencoders on DINOv2 and CLIP activations, from images to the paper's evidence.
+# One rule file per stage, in data-flow order (README.md, "Stages"):
+#   datasets → manifests → activation stores → SAEs and their evaluations → feature statistics →
+#   concept tables → findings, cards, feature-level transfer → figures → provenance
 from snakemake.utils import min_version
 
 min_version("9.20")
@@ -37,19 +35,17 @@ wildcard_constraints:
 rule all:
     default_target: True
     input:
-        "results/figures/transfer.pdf",
-        "results/tables/transfer.csv",
-        expand("results/figures/{figure}.pdf", figure=FIGURES),
-        expand("results/tables/pareto-{sweep}.csv", sweep=SWEEPS),
-        expand("results/provenance/{figure}.html", figure=FIGURES),
-        "results/provenance/ro-crate",
-        concept_tables(),
-        card_dirs(),
+        [FIGURE.format(figure=f) for f in FIGURES],
+        layout.final_tables(RUN),
+        [LINEAGE_HTML.format(figure=f) for f in FIGURES],
+        CRATE,
+        layout.concept_tables(RUN),
+        layout.card_dirs(RUN),
 
 
 include: "workflow/rules/datasets.smk"
 include: "workflow/rules/activations.smk"
 include: "workflow/rules/sae.smk"
-include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/features.smk"
 include: "workflow/rules/figures.smk"
+include: "workflow/rules/provenance.smk"

@@ -23,8 +23,24 @@ from collections import defaultdict
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-STAGES = ["demo_dataset", "manifest", "extract", "train_sae", "evaluate", "transfer", "training_curves", "pareto",
-          "thumbnails", "feature_stats", "concepts", "cards", "findings", "transfer_features", "lineage", "ro_crate"]
+STAGES = [
+    "demo_dataset",
+    "manifest",
+    "extract",
+    "train_sae",
+    "evaluate",
+    "transfer",
+    "training_curves",
+    "pareto",
+    "thumbnails",
+    "feature_stats",
+    "concepts",
+    "cards",
+    "findings",
+    "transfer_features",
+    "lineage",
+    "ro_crate",
+]
 PROVENANCE_RULES = ["lineage", "ro_crate"]
 RECORD_LINE = re.compile(r"provenance: wrote (\d+) records in ([0-9.]+) s")
 
@@ -35,8 +51,20 @@ def main() -> None:
     ap.add_argument("--keep", type=Path, help="run in this directory instead of a temporary one")
     args = ap.parse_args()
     workdir = args.keep or Path(tempfile.mkdtemp(prefix="vitsae-demo-"))
-    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
-           "--configfile", str(REPO / "config/config.yaml"), "--cores", args.cores, "--quiet"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--snakefile",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--configfile",
+        str(REPO / "config/config.yaml"),
+        "--cores",
+        args.cores,
+        "--quiet",
+    ]
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True)
     wall = time.perf_counter() - t0
@@ -62,14 +90,26 @@ def main() -> None:
             record_s += float(m.group(2))
             n_logs += 1
     rules_s = sum(seconds[s] for s in PROVENANCE_RULES)
-    print(f"provenance records: {n_records} written by {n_logs} jobs in {record_s:.2f} s, "
-          f"{record_s / wall:.2%} of the wall time")
-    print(f"provenance rules (lineage page, RO-Crate): {rules_s:.2f} job-s, {rules_s / wall:.2%} of the wall time")
-    print(json.dumps({"wall_s": round(wall, 1), "job_s": round(total, 1),
-                      "share": {s: round(seconds[s] / total, 3) for s in STAGES},
-                      "records": n_records, "record_s": round(record_s, 3),
-                      "records_vs_wall": round(record_s / wall, 5),
-                      "provenance_rules_vs_wall": round(rules_s / wall, 5)}))
+    print(
+        f"provenance records: {n_records} written by {n_logs} jobs in {record_s:.2f} s, "
+        f"{record_s / wall:.2%} of the wall time"
+    )
+    print(
+        f"provenance rules (lineage page, RO-Crate): {rules_s:.2f} job-s, {rules_s / wall:.2%} of the wall time"
+    )
+    print(
+        json.dumps(
+            {
+                "wall_s": round(wall, 1),
+                "job_s": round(total, 1),
+                "share": {s: round(seconds[s] / total, 3) for s in STAGES},
+                "records": n_records,
+                "record_s": round(record_s, 3),
+                "records_vs_wall": round(record_s / wall, 5),
+                "provenance_rules_vs_wall": round(rules_s / wall, 5),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
     python bench/extract.py [--n 128] [--rounds 4] [--arch vit_small_patch14_dinov2.lvd142m] [--image-size 224] [--layer 10]
 
-* ``extract_vs_forward``: images/s of the real extraction (vitsae.activations.extract: JPEG bytes read and
+* ``extract_vs_forward``: images/s of the real extraction (vitsae.data.activations.extract: JPEG bytes read and
   decoded in a DataLoader worker with PIL and the model's transform, the model run up to ``--layer``, fp16
   tokens written to a Zarr store by the writer thread, validated and published) against forward-only
   images/s of the same model to the same layer on already-decoded tensors in memory (the limit: what the
@@ -29,9 +29,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from vitsae.activations import extract
-from vitsae.manifest import build_manifest, write_manifest
-from vitsae.models import ModelSpec, VisionModel, load_model
+from vitsae.data.activations import extract
+from vitsae.data.manifest import build_manifest, write_manifest
+from vitsae.data.models import VisionModel, load_model
+from vitsae.data.settings import ModelSpec
 
 
 def synthetic_jpegs(root: Path, n: int, size: tuple[int, int] = (500, 375), classes: int = 4) -> list[Path]:
@@ -60,7 +61,7 @@ def forward_only(vm: VisionModel, layer: int, paths: list[Path], batch: int) -> 
     def measure() -> float:
         t0 = time.perf_counter()
         for s in range(0, len(paths), batch):
-            vm.block_output(x_NCHW[s:s + batch], layer).to(torch.float16)
+            vm.block_output(x_NCHW[s : s + batch], layer).to(torch.float16)
         return len(paths) / (time.perf_counter() - t0)
 
     return measure
@@ -78,32 +79,64 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    spec = ModelSpec("bench", "dinov2" if "dinov2" in args.arch else "clip", args.arch, False, args.image_size)
+    spec = ModelSpec(
+        "bench", "dinov2" if "dinov2" in args.arch else "clip", args.arch, False, args.image_size
+    )
     tmp = Path(tempfile.mkdtemp(prefix="vitsae-bench-extract-"))
     try:
         t0 = time.perf_counter()
         paths = synthetic_jpegs(tmp / "data", args.n)
-        write_manifest(build_manifest("bench", "imagefolder", tmp / "data", {"train": "train"}), tmp / "m.parquet")
+        write_manifest(
+            build_manifest("bench", "imagefolder", tmp / "data", {"train": "train"}), tmp / "m.parquet"
+        )
         print(f"{args.n} JPEGs 500x375 + manifest in {time.perf_counter() - t0:.1f} s")
-        vm = load_model(spec)  # built once: model construction is neither decoding, nor the model, nor writing
+        vm = load_model(
+            spec
+        )  # built once: model construction is neither decoding, nor the model, nor writing
         forward = forward_only(vm, args.layer, paths, args.batch)
         fwd, ext, ratios = [], [], []
         for r in range(args.rounds):
             fwd.append(forward())
             t0 = time.perf_counter()
-            out = extract(tmp / "m.parquet", tmp / "data", "bench", spec, args.layer, tmp / "store.zarr", ["train"],
-                          batch_size=args.batch, num_workers=args.workers, device="cpu", model=vm)
+            out = extract(
+                tmp / "m.parquet",
+                tmp / "data",
+                "bench",
+                spec,
+                args.layer,
+                tmp / "store.zarr",
+                ["train"],
+                batch_size=args.batch,
+                num_workers=args.workers,
+                device="cpu",
+                model=vm,
+            )
             ext.append(args.n / (time.perf_counter() - t0))
             ratios.append(ext[-1] / fwd[-1])
-            print(f"round {r}: forward only {fwd[-1]:.2f} img/s, extraction (decode + model + store write, whole "
-                  f"call) {ext[-1]:.2f} img/s: {ratios[-1]:.3f}", flush=True)
+            print(
+                f"round {r}: forward only {fwd[-1]:.2f} img/s, extraction (decode + model + store write, whole "
+                f"call) {ext[-1]:.2f} img/s: {ratios[-1]:.3f}",
+                flush=True,
+            )
         store_mb = sum(f.stat().st_size for f in out.rglob("*") if f.is_file()) / 1e6
-        print(json.dumps({
-            "extract_vs_forward": round(statistics.median(ratios), 3), "rounds": [round(x, 3) for x in ratios],
-            "extract_img_s": round(statistics.median(ext), 2), "forward_img_s": round(statistics.median(fwd), 2),
-            "images": args.n, "arch": args.arch, "image_size": args.image_size, "layer": args.layer,
-            "batch": args.batch, "workers": args.workers, "threads": args.threads, "store_MB": round(store_mb, 1),
-        }))
+        print(
+            json.dumps(
+                {
+                    "extract_vs_forward": round(statistics.median(ratios), 3),
+                    "rounds": [round(x, 3) for x in ratios],
+                    "extract_img_s": round(statistics.median(ext), 2),
+                    "forward_img_s": round(statistics.median(fwd), 2),
+                    "images": args.n,
+                    "arch": args.arch,
+                    "image_size": args.image_size,
+                    "layer": args.layer,
+                    "batch": args.batch,
+                    "workers": args.workers,
+                    "threads": args.threads,
+                    "store_MB": round(store_mb, 1),
+                }
+            )
+        )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -1,4 +1,4 @@
-"""Time of the feature-level transfer's one-to-one matching (vitsae.transfer_features.one_to_one, the
+"""Time of the feature-level transfer's one-to-one matching (vitsae.analysis.decoders.one_to_one, the
 Hungarian method on the dense cosine matrix) at the paper's size; ends with one JSON line.
 
     python bench/feature_match.py [--sizes 3072 6144 12288] [--d 768]
@@ -10,7 +10,7 @@ Two cases per size F (F x F decoder directions in d dimensions):
 * ``related``: B is A permuted, half of its rows perturbed by noise of norm ~0.5 and the rest replaced by
   random directions: as between two trained SAEs that share part of their dictionary.
 
-Also prints the time of the best-cosine pass (vitsae.transfer_features.best_cosines) for comparison. The
+Also prints the time of the best-cosine pass (vitsae.analysis.decoders.best_cosines) for comparison. The
 paper's SAEs have 12,288 features (ViT-B, d = 768, 16x).
 """
 
@@ -22,7 +22,7 @@ import time
 
 import numpy as np
 
-from vitsae.transfer_features import best_cosines, one_to_one
+from vitsae.analysis.decoders import best_cosines, one_to_one
 
 
 def unit(x: np.ndarray) -> np.ndarray:
@@ -52,8 +52,10 @@ def main() -> None:
             t_match = time.perf_counter() - t0
             out[f"{name}_{n}"] = {"match_s": round(t_match, 2), "best_cosine_s": round(t_best, 2),
                                   "mean_matched_cos": round(float(cos.mean()), 3)}  # fmt: skip
-            print(f"{name:8s} F={n:6d}  matching {t_match:8.2f} s   best cosine {t_best:6.2f} s   "
-                  f"mean matched cos {cos.mean():.3f}")
+            print(
+                f"{name:8s} F={n:6d}  matching {t_match:8.2f} s   best cosine {t_best:6.2f} s   "
+                f"mean matched cos {cos.mean():.3f}"
+            )
     print(json.dumps(out))
 
 

@@ -5,8 +5,8 @@ JSON line.
 
 Both passes stream the same split of the same store once, with the same SAE, from the page cache:
 
-* evaluation (:func:`vitsae.evaluate.evaluate`): encode, decode, error sums, firing counts;
-* feature statistics (:func:`vitsae.featstats.compute_feature_stats`): encode, firing frequency, mean
+* evaluation (:func:`vitsae.sae.evaluate.evaluate`): encode, decode, error sums, firing counts;
+* feature statistics (:func:`vitsae.analysis.stats.compute_feature_stats`): encode, firing frequency, mean
   activation, exact top-k images per feature with their patch maps, the image x feature max matrix
   (sparse, on disk) and the feature x class table.
 
@@ -30,10 +30,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vitsae.evaluate import evaluate
-from vitsae.featstats import compute_feature_stats
-from vitsae.store import write_arrays
-from vitsae.sweep import SparseAutoencoder
+from vitsae.analysis.stats import compute_feature_stats
+from vitsae.data.store import write_arrays
+from vitsae.sae.checkpoint import SparseAutoencoder
+from vitsae.sae.evaluate import evaluate
 
 
 def make_store(path: Path, n_images: int, grid: int, d: int, seed: int = 0) -> Path:
@@ -86,7 +86,9 @@ def main() -> None:
             t_stats.append(time.perf_counter() - t0)
         e, s = statistics.median(t_eval), statistics.median(t_stats)
         print(f"evaluation  {e:7.2f} s  {n_tokens / e:10.0f} tokens/s   runs {[round(t, 2) for t in t_eval]}")
-        print(f"statistics  {s:7.2f} s  {n_tokens / s:10.0f} tokens/s   runs {[round(t, 2) for t in t_stats]}")
+        print(
+            f"statistics  {s:7.2f} s  {n_tokens / s:10.0f} tokens/s   runs {[round(t, 2) for t in t_stats]}"
+        )
         print(json.dumps({
             "stats_vs_eval": round(e / s, 3), "eval_tokens_s": round(n_tokens / e), "stats_tokens_s": round(n_tokens / s),
             "l0": round(metrics["l0"], 1), "images": args.images, "tokens": n_tokens, "d": args.d,

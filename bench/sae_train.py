@@ -2,11 +2,11 @@
 
     python bench/sae_train.py [--d 768] [--expansion 4] [--steps 20] [--keep DIR]
 
-* ``step_vs_reference``: tokens/s of the sweep trainer (vitsae.sweep.train_sweep, one relu_l1 SAE, batches
+* ``step_vs_reference``: tokens/s of the sweep trainer (vitsae.sae.train.train_sweep, one relu_l1 SAE, batches
   from memory) against a minimal plain-PyTorch step of the same SAE written here (encode, decode, loss,
   backward, parallel-gradient removal, torch.optim.Adam, decoder renormalisation): the limit on this
   machine. Goal ≥ 0.9. Median of ``--repeats`` interleaved runs of each.
-* ``loader_vs_raw``: tokens/s of vitsae.loader.TokenStream (shuffled float32 batches of the whole split)
+* ``loader_vs_raw``: tokens/s of vitsae.data.loader.TokenStream (shuffled float32 batches of the whole split)
   against a plain sequential read of the same store's chunks (zarr, token-sliced fp16), both from disk:
   the store's pages are evicted from the page cache (posix_fadvise DONTNEED) before each read, as the
   paper's stores (~500 GB) never fit in RAM. Goal ≥ 0.8. ``loader_vs_raw_cached`` is the same with the
@@ -32,15 +32,22 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vitsae.loader import TokenStream
-from vitsae.store import open_store, split_array, write_arrays
-from vitsae.sweep import SAESpec, TrainSettings, train_sweep, train_sweep_from_store
+from vitsae.data.loader import TokenStream
+from vitsae.data.store import open_store, split_array, write_arrays
+from vitsae.sae.settings import SAESpec, TrainSettings
+from vitsae.sae.train import train_sweep, train_sweep_from_store
 
 
 def make_store(path: Path, n_images: int, n_tokens: int, d: int, chunk_images: int) -> Path:
     rng = np.random.default_rng(0)
-    acts = (rng.standard_normal((n_images, n_tokens, d), dtype=np.float32) + rng.standard_normal(d) * 0.5)
-    layout = {"n_tokens": n_tokens, "n_prefix": 1, "n_registers": 0, "cls_index": 0, "grid": [1, n_tokens - 1]}
+    acts = rng.standard_normal((n_images, n_tokens, d), dtype=np.float32) + rng.standard_normal(d) * 0.5
+    layout = {
+        "n_tokens": n_tokens,
+        "n_prefix": 1,
+        "n_registers": 0,
+        "cls_index": 0,
+        "grid": [1, n_tokens - 1],
+    }
     attrs = {"token_layout": layout, "dataset": "bench", "layer": 0, "model": {"name": "synthetic"}}
     return write_arrays(path, attrs, {"train": acts.astype(np.float16)}, chunk_images=chunk_images)
 
@@ -111,9 +118,11 @@ def main() -> None:
     n_images = math.ceil((args.steps + 1) * B * 1.05 / (n_tokens - 1))
     store = make_store(work / "bench.zarr", n_images, n_tokens, d, chunk_images=32)
     split_tokens = n_images * (n_tokens - 1)
-    print(f"store: {n_images} images x {n_tokens - 1} patches x d={d} fp16 "
-          f"({split_tokens * d * 2 / 1e6:.0f} MB); SAE d_sae={f}; batch {B}; {args.steps} steps; "
-          f"torch threads {torch.get_num_threads()}")
+    print(
+        f"store: {n_images} images x {n_tokens - 1} patches x d={d} fp16 "
+        f"({split_tokens * d * 2 / 1e6:.0f} MB); SAE d_sae={f}; batch {B}; {args.steps} steps; "
+        f"torch threads {torch.get_num_threads()}"
+    )
 
     # 1. The trainer's step against the plain step, same batches from memory.
     n_train = (args.steps + 1) * B
@@ -167,7 +176,7 @@ def main() -> None:
     def raw_read() -> float:
         t0, n = time.perf_counter(), 0
         for start in range(0, arr.shape[0], arr.chunks[0]):
-            n += arr[start:start + arr.chunks[0], 1:].shape[0] * (n_tokens - 1)
+            n += arr[start : start + arr.chunks[0], 1:].shape[0] * (n_tokens - 1)
         assert n == big_tokens
         return time.perf_counter() - t0
 
@@ -186,15 +195,22 @@ def main() -> None:
             reads[f"{name}_warm"].append(fn())
     med = {k: statistics.median(v) for k, v in reads.items()}
     tps = {k: big_tokens / v for k, v in med.items()}
-    print(f"read ({n_big} images, {big_tokens * d * 2 / 1e6:.0f} MB, median of {args.repeats}): "
-          f"cold: loader {tps['loader_cold']:,.0f} tokens/s, sequential chunk read {tps['raw_cold']:,.0f}; "
-          f"warm: loader {tps['loader_warm']:,.0f}, sequential chunk read {tps['raw_warm']:,.0f}")
+    print(
+        f"read ({n_big} images, {big_tokens * d * 2 / 1e6:.0f} MB, median of {args.repeats}): "
+        f"cold: loader {tps['loader_cold']:,.0f} tokens/s, sequential chunk read {tps['raw_cold']:,.0f}; "
+        f"warm: loader {tps['loader_warm']:,.0f}, sequential chunk read {tps['raw_warm']:,.0f}"
+    )
 
     # 3. Eight SAEs in one pass against the same eight one after another.
-    specs = [SAESpec(architecture="relu_l1", expansion=args.expansion, l1_coeff=l1, lr=lr, seed=seed)
-             for l1 in (3.0, 6.0) for lr in (4e-3, 2e-3) for seed in (0, 1)]
-    few = TrainSettings(batch_size=B, train_tokens=args.steps * B // 2, log_every=10**6,
-                        checkpoint_every=10**6)
+    specs = [
+        SAESpec(architecture="relu_l1", expansion=args.expansion, l1_coeff=l1, lr=lr, seed=seed)
+        for l1 in (3.0, 6.0)
+        for lr in (4e-3, 2e-3)
+        for seed in (0, 1)
+    ]
+    few = TrainSettings(
+        batch_size=B, train_tokens=args.steps * B // 2, log_every=10**6, checkpoint_every=10**6
+    )
     t0 = time.perf_counter()
     train_sweep_from_store(store, "train", specs, few, [work / "stacked" / str(i) for i in range(8)], {})
     t_stacked = time.perf_counter() - t0
@@ -203,22 +219,30 @@ def main() -> None:
         train_sweep_from_store(store, "train", [spec], few, [work / "seq" / str(i)], {})
     t_seq = time.perf_counter() - t0
     sae_tokens = 8 * few.train_tokens
-    print(f"8 SAEs: stacked {t_stacked:.1f} s ({sae_tokens / t_stacked:,.0f} SAE-tokens/s), "
-          f"one after another {t_seq:.1f} s ({sae_tokens / t_seq:,.0f} SAE-tokens/s)")
+    print(
+        f"8 SAEs: stacked {t_stacked:.1f} s ({sae_tokens / t_stacked:,.0f} SAE-tokens/s), "
+        f"one after another {t_seq:.1f} s ({sae_tokens / t_seq:,.0f} SAE-tokens/s)"
+    )
     if args.keep is None:
         shutil.rmtree(work)
-    print(json.dumps({
-        "step_vs_reference": round(trainer_tps / ref_tps, 3),
-        "loader_vs_raw": round(tps["loader_cold"] / tps["raw_cold"], 3),
-        "loader_vs_raw_cached": round(tps["loader_warm"] / tps["raw_warm"], 3),
-        "stacked_vs_sequential": round(t_seq / t_stacked, 3),
-        "trainer_tokens_per_s": round(trainer_tps), "reference_tokens_per_s": round(ref_tps),
-        "loader_tokens_per_s": round(tps["loader_cold"]), "raw_read_tokens_per_s": round(tps["raw_cold"]),
-        "loader_tokens_per_s_cached": round(tps["loader_warm"]),
-        "raw_read_tokens_per_s_cached": round(tps["raw_warm"]),
-        "stacked_sae_tokens_per_s": round(sae_tokens / t_stacked),
-        "sequential_sae_tokens_per_s": round(sae_tokens / t_seq),
-    }))
+    print(
+        json.dumps(
+            {
+                "step_vs_reference": round(trainer_tps / ref_tps, 3),
+                "loader_vs_raw": round(tps["loader_cold"] / tps["raw_cold"], 3),
+                "loader_vs_raw_cached": round(tps["loader_warm"] / tps["raw_warm"], 3),
+                "stacked_vs_sequential": round(t_seq / t_stacked, 3),
+                "trainer_tokens_per_s": round(trainer_tps),
+                "reference_tokens_per_s": round(ref_tps),
+                "loader_tokens_per_s": round(tps["loader_cold"]),
+                "raw_read_tokens_per_s": round(tps["raw_cold"]),
+                "loader_tokens_per_s_cached": round(tps["loader_warm"]),
+                "raw_read_tokens_per_s_cached": round(tps["raw_warm"]),
+                "stacked_sae_tokens_per_s": round(sae_tokens / t_stacked),
+                "sequential_sae_tokens_per_s": round(sae_tokens / t_seq),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -4,21 +4,50 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO_CONFIG = REPO / "config" / "config.yaml"
+#: What a copy of the source tree holds: enough to parse the workflow and run its scripts.
+TREE = ("Snakefile", "workflow", "vitsae", "config", "envs", "data", "pyproject.toml")
 
 
-def snakemake(workdir: Path, *args: str, check: bool = True, snakefile: Path = REPO / "Snakefile",
-              cores: str | None = "2", timeout: float | None = None) -> subprocess.CompletedProcess:
+def copy_tree(dest: Path) -> Path:
+    """A copy of the source tree at ``dest``, for tests that edit source: the checkout is never edited.
+    Snakemake run with ``--snakefile dest/Snakefile`` imports the package from the copy (the Snakefile
+    puts its own directory first on ``sys.path``), so the copy's code digests are the ones compared."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in TREE:
+        src = REPO / name
+        if src.is_dir():
+            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(src, dest / name)
+    return dest
+
+
+def snakemake(
+    workdir: Path,
+    *args: str,
+    check: bool = True,
+    snakefile: Path = REPO / "Snakefile",
+    cores: str | None = "2",
+    timeout: float | None = None,
+) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(snakefile), "--directory", str(workdir)]
     cmd += ["--cores", cores] if cores else []
     cmd += list(args)
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=timeout,
-                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    proc = subprocess.run(
+        cmd,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=timeout,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed:\n{proc.stdout[-6000:]}\n{proc.stderr[-6000:]}")
     return proc
@@ -29,7 +58,7 @@ def job_counts(output: str) -> dict[str, int]:
     counts: dict[str, int] = {}
     lines = output.splitlines()
     start = next(i for i, line in enumerate(lines) if line.strip() == "Job stats:")
-    for line in lines[start + 3:]:
+    for line in lines[start + 3 :]:
         m = re.match(r"^(\w+)\s+(\d+)$", line.strip())
         if not m or m.group(1) == "total":
             break

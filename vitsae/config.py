@@ -1,19 +1,38 @@
-"""The run configuration: validated against workflow/schemas/config.schema.yaml, defaults filled in.
+"""The run configuration, checked once and typed once.
 
-Validation happens once, when Snakemake parses the workflow, so a typo fails before any job
-(let alone any GPU hour) runs. Errors name the offending key and, for typos, the nearest
-allowed key.
+:func:`validate` checks a config against ``workflow/schemas/config.schema.yaml`` and fills in its
+defaults; :func:`check_models` asks timm and open_clip whether each model exists and has the configured
+layers; :func:`build` turns the result into a frozen :class:`Run` of the stages' own settings
+(:mod:`vitsae.data.settings`, :mod:`vitsae.sae.settings`, :mod:`vitsae.analysis.settings`). All of it
+happens when Snakemake parses the workflow, so a typo, an unknown architecture or a missing layer fails
+before any job (let alone any GPU hour) runs, naming the key. Nothing downstream checks the config again.
 """
 
 from __future__ import annotations
 
 import copy
 import difflib
+import hashlib
+import importlib.metadata
+import json
 import os
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import jsonschema
 import yaml
+
+from vitsae.analysis.settings import RULES, TABLE_KIND, ImageNetRules, INatRules
+from vitsae.data.settings import (
+    DatasetSpec,
+    DemoSpec,
+    ExtractionSettings,
+    ModelConfig,
+    ModelSpec,
+    TokenChoice,
+)
+from vitsae.layout import DEMO_DATASET
+from vitsae.sae.settings import Sweep, select
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "workflow" / "schemas" / "config.schema.yaml"
 
@@ -79,7 +98,9 @@ def _describe(error: jsonschema.ValidationError, schema: dict, source: str) -> s
         return f"{source}: {where}: name {error.instance!r} must be lower-case letters, digits and '-'"
     if error.validator == "anyOf" and error.context:  # one value or a list: say what each form wants
         reasons = "; ".join(dict.fromkeys(e.message for e in error.context))
-        return f"{source}: config key '{where}': {error.instance!r} is neither of the allowed forms ({reasons})"
+        return (
+            f"{source}: config key '{where}': {error.instance!r} is neither of the allowed forms ({reasons})"
+        )
     return f"{source}: config key '{where}': {error.message}"
 
 
@@ -106,7 +127,9 @@ def _coerce(value, schema: dict):
         return value
     if isinstance(value, dict):
         props, extra = schema.get("properties", {}), schema.get("additionalProperties")
-        return {k: _coerce(v, props.get(k, extra if isinstance(extra, dict) else {})) for k, v in value.items()}
+        return {
+            k: _coerce(v, props.get(k, extra if isinstance(extra, dict) else {})) for k, v in value.items()
+        }
     if isinstance(value, list) and isinstance(schema.get("items"), dict):
         return [_coerce(v, schema["items"]) for v in value]
     return value
@@ -126,7 +149,7 @@ def validate(config: dict, source: str = "config") -> dict:
 def _check_consistency(config: dict, source: str) -> None:
     for name, ds in config["datasets"].items():
         if "generate" in ds:
-            expected = f"results/datasets/{name}"
+            expected = DEMO_DATASET.format(dataset=name)
             if os.path.normpath(ds["root"]) != expected:
                 raise ConfigError(
                     f"{source}: datasets.{name}.root is {ds['root']!r}, but a generated demo dataset lives at "
@@ -141,13 +164,17 @@ def _check_consistency(config: dict, source: str) -> None:
                 )
     unknown = sorted(set(config["extraction"]["parts_by_dataset"]) - set(config["datasets"]))
     if unknown:
-        raise ConfigError(f"{source}: extraction.parts_by_dataset names {unknown}, which are not datasets; "
-                          f"the datasets are {sorted(config['datasets'])}")
+        raise ConfigError(
+            f"{source}: extraction.parts_by_dataset names {unknown}, which are not datasets; "
+            f"the datasets are {sorted(config['datasets'])}"
+        )
     needed = {config["evaluation"]["split"]} | {s["train_split"] for s in config["sweeps"].values()}
     missing = needed - set(config["extraction"]["splits"])
     if missing:
-        raise ConfigError(f"{source}: splits {sorted(missing)} are used for training or evaluation but are not in "
-                          f"extraction.splits {config['extraction']['splits']}")
+        raise ConfigError(
+            f"{source}: splits {sorted(missing)} are used for training or evaluation but are not in "
+            f"extraction.splits {config['extraction']['splits']}"
+        )
 
 
 def check_dataset_roots(config: dict) -> None:
@@ -166,3 +193,256 @@ def check_dataset_roots(config: dict) -> None:
                     f"dataset '{name}': {root.resolve() / sub} (split '{split}') does not exist; "
                     f"fix datasets.{name}.splits.{split} or datasets.{name}.root"
                 )
+
+
+# ---------------------------------------------------------------------------------------------
+# Models: names and depths, from the libraries themselves
+
+
+def _versions() -> dict[str, str | None]:
+    out = {}
+    for dist in ("timm", "open_clip_torch", "torch"):
+        try:
+            out[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            out[dist] = None
+    return out
+
+
+def model_depths(models: dict[str, dict], cache: str | os.PathLike | None = None) -> dict[str, dict]:
+    """Per model name: ``{"n_blocks": ...}`` or ``{"error": ...}`` (unknown architecture), from the model
+    built on the meta device (:func:`vitsae.data.models.model_shape`). With ``cache`` (a JSON file), the
+    answers are kept there under a key of (family, arch, image size) and the library versions, so that
+    only the first parse of a config imports torch, timm and open_clip."""
+    versions = _versions()
+
+    def key(m: dict) -> str:
+        blob = json.dumps([m["family"], m["arch"], int(m["image_size"]), versions], sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+    known: dict = {}
+    path = Path(cache) if cache is not None else None
+    if path is not None and path.is_file():
+        try:
+            known = json.loads(path.read_text())
+        except ValueError:
+            known = {}
+    out, new = {}, False
+    for name, m in models.items():
+        k = key(m)
+        if k not in known:
+            from vitsae.data.models import UnknownModelError, model_shape
+
+            try:
+                known[k] = {"n_blocks": model_shape(m["family"], m["arch"], int(m["image_size"])).n_blocks}
+            except UnknownModelError as e:
+                known[k] = {"error": str(e), "close": _close_names(m["family"], m["arch"])}
+            new = True
+        out[name] = known[k]
+    if path is not None and new:
+        from vitsae.atomic import atomic_write
+
+        text = json.dumps(known, indent=1, sort_keys=True)
+        atomic_write(path, lambda p: p.write_text(text))
+    return out
+
+
+def _close_names(family: str, arch: str) -> list[str]:
+    if family == "dinov2":
+        import timm
+
+        names = timm.list_models("*dinov2*", pretrained=True) + timm.list_models("*dinov2*")
+    else:
+        import open_clip
+
+        names = open_clip.list_models()
+    return difflib.get_close_matches(arch, sorted(set(names)), n=3, cutoff=0.6)
+
+
+def check_models(config: dict, source: str = "config", cache: str | os.PathLike | None = None) -> None:
+    """Every model's architecture exists in its library (timm for dinov2, open_clip for clip), a dinov2
+    model is a DINOv2, and every configured layer is one of its blocks; else :class:`ConfigError` naming
+    the key. See :func:`model_depths` for ``cache``."""
+    problems = []
+    for name, m in sorted(config["models"].items()):
+        if m["family"] == "dinov2" and "dinov2" not in m["arch"]:
+            problems.append(f"{source}: models.{name}.arch: family dinov2 needs a timm DINOv2 architecture "
+                            f"(e.g. vit_base_patch14_dinov2.lvd142m), got {m['arch']!r}")  # fmt: skip
+    if problems:
+        raise ConfigError("\n".join(problems))
+    depths = model_depths(config["models"], cache)
+    for name, m in sorted(config["models"].items()):
+        found = depths[name]
+        if "error" in found:
+            close = (
+                f"; did you mean {' or '.join(repr(c) for c in found['close'])}?"
+                if found.get("close")
+                else ""
+            )
+            problems.append(f"{source}: models.{name}.arch: {found['error']}{close}")
+            continue
+        bad = [layer for layer in m["layers"] if not 0 <= int(layer) < found["n_blocks"]]
+        if bad:
+            problems.append(f"{source}: models.{name}.layers: {bad} not among the blocks of {m['arch']}, "
+                            f"0..{found['n_blocks'] - 1}")  # fmt: skip
+    if problems:
+        raise ConfigError("\n".join(problems))
+
+
+# ---------------------------------------------------------------------------------------------
+# The typed run
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    split: str = "val"
+    dense_threshold: float = 0.1
+
+
+@dataclass(frozen=True)
+class Features:
+    """The SAEs that get statistics and concept tables, ``(sweep, sae_id)`` in config order, and how."""
+
+    saes: tuple[tuple[str, str], ...]
+    split: str = "train"
+    top_k: int = 16
+    batch_tokens: int = 4096
+
+
+@dataclass(frozen=True)
+class Concepts:
+    thumbnail_size: int
+    imagenet: ImageNetRules
+    inat: INatRules
+
+    def rules(self, dataset_format: str) -> ImageNetRules | INatRules:
+        """The label rules of the table a dataset of this format gets."""
+        return getattr(self, TABLE_KIND[dataset_format])
+
+
+@dataclass(frozen=True)
+class Cards:
+    per_label: int = 4
+    n_images: int = 8
+
+
+@dataclass(frozen=True)
+class Run:
+    """A validated config as the stages' typed settings. ``config`` is the validated dict itself (with
+    every default), which provenance records and the RO-Crate hold."""
+
+    run_name: str
+    demo: bool
+    seed: int
+    device: str
+    datasets: dict[str, DatasetSpec]
+    models: dict[str, ModelConfig]
+    extraction: ExtractionSettings
+    sweeps: dict[str, Sweep]
+    evaluation: Evaluation
+    transfer_saes: tuple[tuple[str, str], ...]
+    features: Features
+    concepts: Concepts
+    n_boot: int
+    cards: Cards
+    config: dict
+
+    def tokens(self, model: str) -> TokenChoice:
+        """The tokens kept in ``model``'s stores: its own choice, else ``extraction.tokens``."""
+        return self.models[model].tokens or self.extraction.tokens
+
+    @property
+    def note(self) -> str:
+        """What every figure says about where its numbers come from."""
+        return "demo: synthetic data, random weights" if self.demo else f"run: {self.run_name}"
+
+    def digest(self) -> str:
+        """sha256 (16 hex) of the validated config, for outputs that hold all of it."""
+        return hashlib.sha256(json.dumps(self.config, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _tokens(value: str | dict, seed: int) -> TokenChoice:
+    """A config token choice; a subset's seed defaults to the run's seed."""
+    if isinstance(value, dict):
+        return TokenChoice("subset", int(value["subset"]), int(value.get("seed", seed)))
+    return TokenChoice(str(value))
+
+
+def _plain(d: dict) -> dict:
+    """Floats stay floats and ints ints (``3`` and ``3.0`` must not differ as params)."""
+    return {k: (float(v) if isinstance(v, float) else v) for k, v in d.items()}
+
+
+def build(config: dict) -> Run:
+    """The :class:`Run` of a validated config (:func:`validate`). Selectors that pick no SAE raise
+    :class:`ConfigError` naming the key."""
+    seed = int(config["seed"])
+    datasets = {
+        name: DatasetSpec(
+            name,
+            ds["format"],
+            ds["root"],
+            dict(ds["splits"]),
+            ds["max_per_class"],
+            ds["on_corrupt"],
+            DemoSpec(**ds["generate"]) if "generate" in ds else None,
+        )
+        for name, ds in sorted(config["datasets"].items())
+    }
+    models = {
+        name: ModelConfig(
+            ModelSpec(
+                name, m["family"], m["arch"], m["pretrained"], int(m["image_size"]), int(m["init_seed"])
+            ),
+            tuple(int(x) for x in m["layers"]),
+            int(m["batch_size"]),
+            _tokens(m["tokens"], seed) if "tokens" in m else None,
+        )
+        for name, m in sorted(config["models"].items())
+    }
+    ex = config["extraction"]
+    extraction = ExtractionSettings(tuple(ex["splits"]), int(ex["num_workers"]), int(ex["parts"]),
+                                    dict(ex["parts_by_dataset"]), _tokens(ex["tokens"], seed), ex["decode"],
+                                    ex["precision"])  # fmt: skip
+    sweeps = {name: Sweep.from_config(name, sw) for name, sw in sorted(config["sweeps"].items())}
+    try:
+        transfer = tuple(select(config["sweeps"], config["transfer"]["saes"], "transfer.saes"))
+        features = tuple(select(config["sweeps"], config["features"]["saes"], "features.saes"))
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    ev, fe, co, ca = config["evaluation"], config["features"], config["concepts"], config["cards"]
+    rules = {
+        kind: cls(**_plain({**co[kind], "seed": co[kind].get("seed", seed)})) for kind, cls in RULES.items()
+    }
+    return Run(
+        run_name=config["run_name"], demo=bool(config["demo"]), seed=seed, device=config["device"],
+        datasets=datasets, models=models, extraction=extraction, sweeps=sweeps,
+        evaluation=Evaluation(ev["split"], float(ev["dense_threshold"])), transfer_saes=transfer,
+        features=Features(features, fe["split"], int(fe["top_k"]), int(fe["batch_tokens"])),
+        concepts=Concepts(int(co["thumbnail_size"]), rules["imagenet"], rules["inat"]),
+        n_boot=int(config["findings"]["n_boot"]), cards=Cards(int(ca["per_label"]), int(ca["n_images"])),
+        config=config,
+    )  # fmt: skip
+
+
+def load(config: dict, source: str = "config", models_cache: str | os.PathLike | None = None,
+         models: bool = True) -> Run:  # fmt: skip
+    """:func:`validate`, :func:`check_dataset_roots`, :func:`check_models` (unless ``models`` is False)
+    and :func:`build`, in that order: the one way a config enters the workflow."""
+    validated = validate(config, source)
+    check_dataset_roots(validated)
+    if models:
+        check_models(validated, source, models_cache)
+    return build(validated)
+
+
+def as_params(obj: object) -> object:
+    """A typed setting as plain values for a rule's params (what Snakemake compares between runs, and
+    what the provenance record holds): dataclasses as dicts, tuples as lists."""
+    if hasattr(obj, "__dataclass_fields__"):
+        return as_params(asdict(obj))
+    if isinstance(obj, dict):
+        return {k: as_params(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [as_params(v) for v in obj]
+    return float(obj) if isinstance(obj, float) else obj

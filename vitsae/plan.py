@@ -32,7 +32,10 @@ from pathlib import Path
 
 import yaml
 
+from vitsae import layout
 from vitsae.config import ConfigError, validate
+from vitsae.data.models import ModelShape, model_shape
+from vitsae.sae.settings import sweep_specs
 
 #: Full-model forward, img/s on one H100/H200-class GPU (bf16, batch 256), by (arch, image size).
 #: shared/FACTS.md "GPU anchors" (H200, torch 2.11, random weights).
@@ -59,15 +62,6 @@ KNOWN_SIZES = {
 }
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 GB = 1e9
-
-
-@dataclass(frozen=True)
-class ModelShape:
-    n_tokens: int  # all tokens the model gives per image (CLS, registers, patches)
-    n_prefix: int
-    n_patches: int
-    d_model: int
-    n_blocks: int
 
 
 @dataclass(frozen=True)
@@ -100,27 +94,6 @@ class StorePlan:
         return self.gpu_hours / self.parts
 
 
-def model_shape(family: str, arch: str, image_size: int) -> ModelShape:
-    """Token count, width and depth of a model, built on the meta device (no weights, no download)."""
-    import torch
-
-    with torch.device("meta"):
-        if family == "dinov2":
-            import timm
-
-            m = timm.create_model(arch, pretrained=False, img_size=image_size, num_classes=0)
-            h, w = m.patch_embed.grid_size
-            return ModelShape(m.num_prefix_tokens + h * w, m.num_prefix_tokens, h * w, m.embed_dim, len(m.blocks))
-        import logging
-
-        import open_clip
-
-        logging.getLogger().setLevel(logging.ERROR)  # "no pretrained weights loaded": we want none
-        v = open_clip.create_model(arch, pretrained=None, force_image_size=image_size, device="meta").visual
-        h, w = v.grid_size
-        return ModelShape(1 + h * w, 1, h * w, v.transformer.width, len(v.transformer.resblocks))
-
-
 def kept_tokens(tokens: str | dict, shape: ModelShape) -> int:
     if isinstance(tokens, dict):
         return int(tokens["subset"])
@@ -137,7 +110,7 @@ def forward_img_s(arch: str, image_size: int, shape: ModelShape) -> tuple[float,
 
 def count_images(name: str, ds: dict, splits: list[str], workdir: Path) -> tuple[dict[str, int], str]:
     """Images per split of dataset ``name`` and where the numbers come from."""
-    manifest = workdir / "results" / "manifests" / f"{name}.parquet"
+    manifest = workdir / layout.MANIFEST.format(dataset=name)
     if manifest.is_file():
         import pandas as pd
 
@@ -156,8 +129,11 @@ def count_images(name: str, ds: dict, splits: list[str], workdir: Path) -> tuple
                 for c in classes:
                     if c.is_dir() and not c.name.startswith("."):
                         with os.scandir(c.path) as files:
-                            k = sum(1 for f in files if not f.name.startswith(".")
-                                    and f.name.lower().endswith(IMAGE_SUFFIXES))
+                            k = sum(
+                                1
+                                for f in files
+                                if not f.name.startswith(".") and f.name.lower().endswith(IMAGE_SUFFIXES)
+                            )
                         n += min(k, cap) if cap else k
             counts[s] = n
         return counts, f"listing of {root}"
@@ -165,14 +141,14 @@ def count_images(name: str, ds: dict, splits: list[str], workdir: Path) -> tuple
     dirs = {s: ds["splits"][s] for s in splits}
     if all(d in known for d in dirs.values()):
         return {s: known[d] for s, d in dirs.items()}, f"published size of {ds['format']} ({root} not found)"
-    raise ConfigError(f"dataset '{name}': no manifest, no {root} with splits {sorted(dirs.values())}, and no "
-                      f"published size for format {ds['format']!r}; set datasets.{name}.root")
+    raise ConfigError(
+        f"dataset '{name}': no manifest, no {root} with splits {sorted(dirs.values())}, and no "
+        f"published size for format {ds['format']!r}; set datasets.{name}.root"
+    )
 
 
 def sae_bytes(config: dict, d_model: int) -> tuple[int, int]:
     """(number of SAEs, bytes of their fp32 weights) per (train dataset, model, layer) store."""
-    from vitsae.grid import sweep_specs
-
     n, size = 0, 0
     for sweep in config["sweeps"].values():
         for spec in sweep_specs(sweep):
@@ -184,8 +160,6 @@ def sae_bytes(config: dict, d_model: int) -> tuple[int, int]:
 
 def sae_hours(config: dict, d_model: int, patches_per_image: int) -> float:
     """Estimated GPU hours of every sweep's training job on one store (the slower of compute and disk)."""
-    from vitsae.grid import sweep_specs
-
     hours = 0.0
     for sweep in config["sweeps"].values():
         n_sae = len(sweep_specs(sweep))
@@ -201,7 +175,9 @@ def make_plan(config: dict, workdir: Path = Path(".")) -> dict:
     ex = config["extraction"]
     splits = list(ex["splits"])
     decode = "tensor" if ex["decode"] in ("auto", "tensor") else "pil"  # auto on a GPU job: tensor
-    counts = {name: count_images(name, ds, splits, workdir) for name, ds in sorted(config["datasets"].items())}
+    counts = {
+        name: count_images(name, ds, splits, workdir) for name, ds in sorted(config["datasets"].items())
+    }
     stores: list[StorePlan] = []
     n_sae = sae_size = 0
     sae_h = 0.0
@@ -218,8 +194,20 @@ def make_plan(config: dict, workdir: Path = Path(".")) -> dict:
             bound = min(walls, key=walls.get)
             for dname in sorted(config["datasets"]):
                 parts = int(ex["parts_by_dataset"].get(dname, ex["parts"]))
-                stores.append(StorePlan(dname, mname, int(layer), counts[dname][0], tokens, shape.d_model, parts,
-                                        walls[bound], bound, scaled))
+                stores.append(
+                    StorePlan(
+                        dname,
+                        mname,
+                        int(layer),
+                        counts[dname][0],
+                        tokens,
+                        shape.d_model,
+                        parts,
+                        walls[bound],
+                        bound,
+                        scaled,
+                    )
+                )
                 k, size = sae_bytes(config, shape.d_model)
                 n_sae, sae_size = n_sae + k, sae_size + size
                 sae_h += sae_hours(config, shape.d_model, shape.n_patches)
@@ -233,37 +221,60 @@ def format_plan(plan: dict, source: str) -> str:
         per = ", ".join(f"{s} {n:,}" for s, n in images.items())
         lines.append(f"  {name}: {per}  (from {where})")
     lines += ["", "Activation stores (fp16):"]
-    header = (f"  {'store':<36} {'images × tokens × d':>27} {'GB':>8} {'parts':>5} {'img/s/job':>9} "
-              f"{'bound':<14} {'wall h':>6} {'GPU h':>6}")
+    header = (
+        f"  {'store':<36} {'images × tokens × d':>27} {'GB':>8} {'parts':>5} {'img/s/job':>9} "
+        f"{'bound':<14} {'wall h':>6} {'GPU h':>6}"
+    )
     lines.append(header)
     for s in plan["stores"]:
         name = f"{s.dataset}/{s.model}/layer{s.layer}"
         shape = f"{s.n_images:,} × {s.tokens} × {s.d_model}"
         mark = "*" if s.scaled else ""
-        lines.append(f"  {name:<36} {shape:>27} {s.bytes / GB:>8.1f} {s.parts:>5} {s.img_s:>9,.0f} "
-                     f"{s.bound + mark:<14} {s.wall_hours:>6.2f} {s.gpu_hours:>6.2f}")
+        lines.append(
+            f"  {name:<36} {shape:>27} {s.bytes / GB:>8.1f} {s.parts:>5} {s.img_s:>9,.0f} "
+            f"{s.bound + mark:<14} {s.wall_hours:>6.2f} {s.gpu_hours:>6.2f}"
+        )
     stores = plan["stores"]
     total = sum(s.bytes for s in stores)
     n_sae, sae_size, sae_h = plan["sae"]
     gpu_h = sum(s.gpu_hours for s in stores)
     lines += [
         "",
-        (f"Disk: stores {total / GB:,.1f} GB + SAE weights {sae_size / GB:,.1f} GB ({n_sae} SAEs, fp32) "
-         f"= {(total + sae_size) / GB:,.1f} GB (training-state checkpoints add ~2x the SAE weights while training)."),
-        (f"GPU hours: extraction {gpu_h:.2f} (longest store wall {max(s.wall_hours for s in stores):.2f} h) "
-         f"+ SAE training ~{sae_h:.2f} = {gpu_h + sae_h:.2f}."),
-        (f"Walls per job: model forward to the layer (H100/H200 bf16), decode {plan['decode']} "
-         f"{DECODE_IMG_S[plan['decode']]:,.0f} img/s, disk write {DISK_WRITE_GB_S} GB/s; img/s/job is the slowest."
-         + (" * scaled from ViT-B/14 by FLOPs (not in the throughput table)." if any(s.scaled for s in stores) else "")),
+        (
+            f"Disk: stores {total / GB:,.1f} GB + SAE weights {sae_size / GB:,.1f} GB ({n_sae} SAEs, fp32) "
+            f"= {(total + sae_size) / GB:,.1f} GB (training-state checkpoints add ~2x the SAE weights while training)."
+        ),
+        (
+            f"GPU hours: extraction {gpu_h:.2f} (longest store wall {max(s.wall_hours for s in stores):.2f} h) "
+            f"+ SAE training ~{sae_h:.2f} = {gpu_h + sae_h:.2f}."
+        ),
+        (
+            f"Walls per job: model forward to the layer (H100/H200 bf16), decode {plan['decode']} "
+            f"{DECODE_IMG_S[plan['decode']]:,.0f} img/s, disk write {DISK_WRITE_GB_S} GB/s; img/s/job is the slowest."
+            + (
+                " * scaled from ViT-B/14 by FLOPs (not in the throughput table)."
+                if any(s.scaled for s in stores)
+                else ""
+            )
+        ),
     ]
     return "\n".join(lines)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--configfile", type=Path, default=Path("config/config.yaml"),
-                        help="the run's config (default: the demo's config/config.yaml)")
-    parser.add_argument("--directory", "-d", type=Path, default=Path("."),
-                        help="the workflow's working directory (where results/manifests/ is), default: here")
+    parser.add_argument(
+        "--configfile",
+        type=Path,
+        default=Path("config/config.yaml"),
+        help="the run's config (default: the demo's config/config.yaml)",
+    )
+    parser.add_argument(
+        "--directory",
+        "-d",
+        type=Path,
+        default=Path("."),
+        help="the workflow's working directory (where results/manifests/ is), default: here",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -285,4 +296,3 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-

@@ -1,4 +1,5 @@
-"""What every rule's script does first: send logging to the rule's log file, size the thread pool, pick a device."""
+"""What every rule's script does first and last: send logging to the rule's log file, size the thread
+pool, pick a device; after the work, write a provenance record beside every output."""
 
 from __future__ import annotations
 
@@ -12,8 +13,12 @@ def setup(log_path: str | None, threads: int = 1) -> None:
     if log_path:
         Path(log_path).parent.mkdir(parents=True, exist_ok=True)
         handlers.append(logging.FileHandler(log_path, mode="w"))
-    logging.basicConfig(level=logging.INFO, handlers=handlers, force=True,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.basicConfig(
+        level=logging.INFO,
+        handlers=handlers,
+        force=True,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
     import torch
 
     torch.set_num_threads(max(1, int(threads)))
@@ -31,8 +36,10 @@ def device(setting: str = "auto") -> str:
         return "cpu"
     available = torch.cuda.is_available()
     if setting == "cuda" and not available:
-        raise RuntimeError("config says device: cuda, but this job sees no CUDA device; "
-                           "ask the scheduler for a GPU (resources gpu: 1) or set device: auto")
+        raise RuntimeError(
+            "config says device: cuda, but this job sees no CUDA device; "
+            "ask the scheduler for a GPU (resources gpu: 1) or set device: auto"
+        )
     return "cuda" if available else "cpu"
 
 
@@ -45,25 +52,26 @@ def log_exceptions(fn):
         raise
 
 
-def run(snakemake, work, kind: str, record: bool = True) -> None:
+def run(snakemake, work, record: bool = True) -> None:
     """A rule's script body: logging to the rule's log, ``work()``, then a provenance record beside
-    every output (vitsae.provenance), naming the modules ``kind`` runs (vitsae.code.RULE_MODULES)."""
+    every output (:func:`vitsae.provenance.records.write_record`), naming the modules the rule's script
+    runs (its ``code`` param, :func:`vitsae.provenance.source.script_code`)."""
     import time
 
-    from vitsae import provenance
-    from vitsae.code import RULE_MODULES
+    from vitsae.provenance.records import write_record
 
     setup(snakemake.log[0], snakemake.threads)
     started = time.time()
     log_exceptions(work)
     if record:
         t0 = time.perf_counter()
-        written = log_exceptions(lambda: provenance.write_record(
+        params = dict(snakemake.params.items())
+        written = log_exceptions(lambda: write_record(
             rule=snakemake.rule, wildcards=dict(snakemake.wildcards.items()), inputs=list(snakemake.input),
-            outputs=list(snakemake.output), params=dict(snakemake.params.items()), config=dict(snakemake.config),
-            modules=list(RULE_MODULES[kind]), seed=snakemake.config.get("seed"), started=started,
-            ended=time.time(),
-        ))
+            outputs=list(snakemake.output), params=params, config=dict(snakemake.config),
+            modules=list(params["code"]), seed=snakemake.config.get("seed"), started=started, ended=time.time(),
+        ))  # fmt: skip
         # bench/demo.py sums these lines to give the records' share of the demo's wall time.
         logging.getLogger("vitsae.provenance").info(
-            "provenance: wrote %d records in %.4f s", len(written), time.perf_counter() - t0)
+            "provenance: wrote %d records in %.4f s", len(written), time.perf_counter() - t0
+        )

@@ -8,7 +8,7 @@ Prints a short table and one JSON line:
 
 * forward only: the model to ``--layer`` on already-decoded tensors on the device (bf16 autocast on CUDA);
 * disk write: the measured sequential write rate of ``--out`` (fsync'd), as images/s of this store's size;
-* extraction: vitsae.activations.extract (workers read JPEG bytes, nvJPEG decodes on the GPU, torch-op
+* extraction: vitsae.data.activations.extract (workers read JPEG bytes, nvJPEG decodes on the GPU, torch-op
   preprocessing, bf16, pinned non-blocking copies, writer thread, validate + publish), as images/s of the
   whole call, and against the lower of the two walls above (goal >= 0.8);
 * the same extraction with PIL decoding in the workers (``decode: pil``), for comparison;
@@ -33,9 +33,10 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from vitsae.activations import decode_images, extract, tensor_transform
-from vitsae.manifest import build_manifest, write_manifest
-from vitsae.models import ModelSpec, load_model
+from vitsae.data.activations import decode_images, extract, tensor_transform
+from vitsae.data.manifest import build_manifest, write_manifest
+from vitsae.data.models import load_model
+from vitsae.data.settings import ModelSpec
 
 
 def _one_jpeg(args: tuple[Path, int]) -> None:
@@ -124,28 +125,44 @@ def main() -> None:
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         sys.exit("no CUDA device here; run with --device cpu --n 64 for the CPU fallback")
     torch.backends.cuda.matmul.allow_tf32 = True
-    spec = ModelSpec("bench", "dinov2" if "dinov2" in args.arch else "clip", args.arch, False, args.image_size)
+    spec = ModelSpec(
+        "bench", "dinov2" if "dinov2" in args.arch else "clip", args.arch, False, args.image_size
+    )
     shutil.rmtree(args.out, ignore_errors=True)
     args.out.mkdir(parents=True)
     t0 = time.perf_counter()
     paths = synthetic_jpegs(args.out / "data", args.n)
-    write_manifest(build_manifest("bench", "imagefolder", args.out / "data", {"train": "train"}),
-                   args.out / "m.parquet")
+    write_manifest(
+        build_manifest("bench", "imagefolder", args.out / "data", {"train": "train"}), args.out / "m.parquet"
+    )
     print(f"{args.n} JPEGs 500x375 + manifest in {time.perf_counter() - t0:.1f} s", flush=True)
 
     vm = load_model(spec)
     bytes_per_image = vm.token_layout["n_tokens"] * vm.d_model * 2
     disk = disk_write_gb_s(args.out, args.disk_gb)
     disk_img_s = disk * 1e9 / bytes_per_image
-    fwd = forward_only(spec, args.layer, paths, args.batch, args.device, reps=max(2, min(20, args.n // args.batch)))
+    fwd = forward_only(
+        spec, args.layer, paths, args.batch, args.device, reps=max(2, min(20, args.n // args.batch))
+    )
     rows = [("forward only (decoded tensors)", fwd), (f"disk write {disk:.2f} GB/s", disk_img_s)]
 
     results = {}
     for decode in ("auto",) if args.skip_pil else ("auto", "pil"):
         out = args.out / f"store-{decode}.zarr"
         t0 = time.perf_counter()
-        extract(args.out / "m.parquet", args.out / "data", "bench", spec, args.layer, out, ["train"],
-                batch_size=args.batch, num_workers=args.workers, device=args.device, decode=decode)
+        extract(
+            args.out / "m.parquet",
+            args.out / "data",
+            "bench",
+            spec,
+            args.layer,
+            out,
+            ["train"],
+            batch_size=args.batch,
+            num_workers=args.workers,
+            device=args.device,
+            decode=decode,
+        )
         results[decode] = args.n / (time.perf_counter() - t0)
         label = "tensor (nvJPEG)" if decode == "auto" and args.device.startswith("cuda") else decode
         rows.append((f"extraction, decode {label}", results[decode]))
@@ -159,17 +176,32 @@ def main() -> None:
     print(f"{'extraction / min(forward, disk)':<34} {ext / wall:>10.3f}")
     print(f"{'extraction / forward':<34} {ext / fwd:>10.3f}")
     level = 1 / 255 / min(vm.preprocessing["std"])
-    print(f"max |GPU-decoded - CPU-decoded input| over {len(paths[: args.compare])} images: {worst:.4f} "
-          f"({worst / level:.2f} 8-bit levels; mean {mean:.5f})")
-    print(json.dumps({
-        "extract_vs_lower_wall": round(ext / wall, 3), "extract_vs_forward": round(ext / fwd, 3),
-        "extract_img_s": round(ext, 1), "extract_pil_img_s": round(results.get("pil", float("nan")), 1),
-        "forward_img_s": round(fwd, 1), "disk_write_GB_s": round(disk, 3), "disk_img_s": round(disk_img_s, 1),
-        "max_input_diff": round(worst, 5), "max_input_diff_levels": round(worst / level, 2),
-        "device": torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu",
-        "images": args.n, "arch": args.arch, "image_size": args.image_size, "layer": args.layer,
-        "batch": args.batch, "workers": args.workers,
-    }))
+    print(
+        f"max |GPU-decoded - CPU-decoded input| over {len(paths[: args.compare])} images: {worst:.4f} "
+        f"({worst / level:.2f} 8-bit levels; mean {mean:.5f})"
+    )
+    print(
+        json.dumps(
+            {
+                "extract_vs_lower_wall": round(ext / wall, 3),
+                "extract_vs_forward": round(ext / fwd, 3),
+                "extract_img_s": round(ext, 1),
+                "extract_pil_img_s": round(results.get("pil", float("nan")), 1),
+                "forward_img_s": round(fwd, 1),
+                "disk_write_GB_s": round(disk, 3),
+                "disk_img_s": round(disk_img_s, 1),
+                "max_input_diff": round(worst, 5),
+                "max_input_diff_levels": round(worst / level, 2),
+                "device": torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu",
+                "images": args.n,
+                "arch": args.arch,
+                "image_size": args.image_size,
+                "layer": args.layer,
+                "batch": args.batch,
+                "workers": args.workers,
+            }
+        )
+    )
     shutil.rmtree(args.out, ignore_errors=True)
 
 

@@ -6,15 +6,13 @@
 
 rule extract_part:
     input:
-        manifest="results/manifests/{dataset}.parquet",
+        manifest=MANIFEST,
     output:
-        directory(
-            "results/activations/{dataset}/{model}/layer{layer}.parts/part{part}-of{nparts}.zarr"
-        ),
+        directory(STORE_PART),
     log:
-        "results/logs/extract_part/{dataset}/{model}/layer{layer}/part{part}-of{nparts}.log",
+        log("extract_part", "{dataset}/{model}/layer{layer}/part{part}-of{nparts}"),
     benchmark:
-        "results/benchmarks/extract_part/{dataset}/{model}/layer{layer}/part{part}-of{nparts}.tsv"
+        benchmark("extract_part", "{dataset}/{model}/layer{layer}/part{part}-of{nparts}")
     wildcard_constraints:
         part=r"\d+",
         nparts=r"\d+",
@@ -28,10 +26,12 @@ rule extract_part:
         runtime=scaled(600),
     params:
         root=dataset_root,
-        model=extraction_model_settings,
+        model=model_spec,
+        batch_size=model_batch,
         extraction=extraction_settings,
-        splits=config["extraction"]["splits"],
-        code=rule_digest("extract"),
+        splits=list(RUN.extraction.splits),
+        num_workers=RUN.extraction.num_workers,
+        code=code("extract"),
     script:
         "../scripts/extract.py"
 
@@ -40,11 +40,11 @@ rule extract:
     input:
         unpack(extract_inputs),
     output:
-        directory("results/activations/{dataset}/{model}/layer{layer}.zarr"),
+        directory(STORE),
     log:
-        "results/logs/extract/{dataset}/{model}/layer{layer}.log",
+        log("extract", "{dataset}/{model}/layer{layer}"),
     benchmark:
-        "results/benchmarks/extract/{dataset}/{model}/layer{layer}.tsv"
+        benchmark("extract", "{dataset}/{model}/layer{layer}")
     conda:
         "../../envs/vitsae.yaml"
     threads: 2
@@ -55,10 +55,12 @@ rule extract:
         runtime=scaled(600),
     params:
         root=dataset_root,
-        model=extraction_model_settings,
+        model=model_spec,
+        batch_size=model_batch,
         extraction=extraction_settings,
-        splits=config["extraction"]["splits"],
+        splits=list(RUN.extraction.splits),
+        num_workers=RUN.extraction.num_workers,
         parts=store_parts,
-        code=rule_digest("extract"),
+        code=code("extract"),
     script:
         "../scripts/extract.py"

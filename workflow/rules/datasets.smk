@@ -2,6 +2,7 @@
 # Every file of a demo dataset is a declared output, so editing one image reruns its manifest
 # and everything downstream of that dataset (and nothing of the other datasets).
 
+
 for _name in GENERATED:
 
     rule:
@@ -10,15 +11,15 @@ for _name in GENERATED:
         output:
             demo_outputs(_name),
         log:
-            f"results/logs/demo_dataset/{_name}.log",
+            log("demo_dataset", _name),
         benchmark:
-            f"results/benchmarks/demo_dataset/{_name}.tsv"
+            benchmark("demo_dataset", _name)
         localrule: True
         conda:
             "../../envs/vitsae.yaml"
         params:
-            generate=config["datasets"][_name]["generate"],
-            code=rule_digest("demo_dataset"),
+            generate=as_params(RUN.datasets[_name].generate),
+            code=code("demo_dataset"),
         script:
             "../scripts/demo_dataset.py"
 
@@ -27,11 +28,11 @@ rule manifest:
     input:
         dataset_files,
     output:
-        "results/manifests/{dataset}.parquet",
+        MANIFEST,
     log:
-        "results/logs/manifest/{dataset}.log",
+        log("manifest", "{dataset}"),
     benchmark:
-        "results/benchmarks/manifest/{dataset}.tsv"
+        benchmark("manifest", "{dataset}")
     conda:
         "../../envs/vitsae.yaml"
     threads: 2
@@ -40,7 +41,7 @@ rule manifest:
         runtime=scaled(60),
     params:
         dataset=manifest_settings,
-        seed=config["seed"],
-        code=rule_digest("manifest"),
+        seed=RUN.seed,
+        code=code("manifest"),
     script:
         "../scripts/manifest.py"

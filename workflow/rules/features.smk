@@ -1,21 +1,21 @@
 # SAE features → statistics (one pass over the store per SAE) → concept tables in WordNet (ImageNet)
-# and in the iNat taxonomy. Which SAEs: the selector features.saes (default every SAE). One job per
-# (dataset, model, layer, sweep) handles all selected SAEs of the sweep; per-feature work is
-# vectorised inside it, never one job per feature.
+# and in the iNat taxonomy → findings 1 and 2, feature cards, feature-level transfer. Which SAEs: the
+# selector features.saes (default every SAE). One job per (dataset, model, layer, sweep) handles all
+# selected SAEs of the sweep; per-feature work is vectorised inside it, never one job per feature.
 
 
 # Per dataset and split: a 4x4 RGB thumbnail of every image, a visual descriptor from neither model
 # (the concept tables' visual-diversity statistic and its null model).
 rule thumbnails:
     input:
-        manifest="results/manifests/{dataset}.parquet",
+        manifest=MANIFEST,
         images=dataset_files,
     output:
-        "results/thumbnails/{dataset}/{split}.npz",
+        THUMBNAILS,
     log:
-        "results/logs/thumbnails/{dataset}/{split}.log",
+        log("thumbnails", "{dataset}/{split}"),
     benchmark:
-        "results/benchmarks/thumbnails/{dataset}/{split}.tsv"
+        benchmark("thumbnails", "{dataset}/{split}")
     conda:
         "../../envs/vitsae.yaml"
     threads: 1
@@ -24,28 +24,28 @@ rule thumbnails:
         runtime=scaled(240),
     params:
         root=dataset_root,
-        size=config["concepts"]["thumbnail_size"],
-        code=rule_digest("thumbnails"),
+        size=RUN.concepts.thumbnail_size,
+        code=code("thumbnails"),
     script:
         "../scripts/thumbnails.py"
 
 
-for _sweep, _ids in FEATURE_SAES.items():
+for _sweep in FEATURE_SAES:
 
     rule:
         name:
             f"feature_stats_{_sweep.replace('-', '_')}"
         input:
-            sae=feature_inputs(_sweep, _ids, "sae.safetensors"),
-            cfg=feature_inputs(_sweep, _ids, "cfg.json"),
-            store="results/activations/{dataset}/{model}/layer{layer}.zarr",
-            manifest="results/manifests/{dataset}.parquet",
+            sae=feature_sae_files(_sweep, "sae.safetensors"),
+            cfg=feature_sae_files(_sweep, "cfg.json"),
+            store=STORE,
+            manifest=MANIFEST,
         output:
-            [directory(d) for d in feature_dirs_pattern(_sweep, _ids)],
+            [directory(d) for d in feature_dirs(_sweep)],
         log:
-            f"results/logs/feature_stats/{{dataset}}/{{model}}/layer{{layer}}/{_sweep}.log",
+            log("feature_stats", f"{{dataset}}/{{model}}/layer{{layer}}/{_sweep}"),
         benchmark:
-            f"results/benchmarks/feature_stats/{{dataset}}/{{model}}/layer{{layer}}/{_sweep}.tsv"
+            benchmark("feature_stats", f"{{dataset}}/{{model}}/layer{{layer}}/{_sweep}")
         conda:
             "../../envs/vitsae.yaml"
         threads: 2
@@ -55,10 +55,10 @@ for _sweep, _ids in FEATURE_SAES.items():
             mem_mb=scaled(32000),
             runtime=scaled(240),
         params:
-            split=config["features"]["split"],
-            top_k=config["features"]["top_k"],
-            batch_tokens=config["features"]["batch_tokens"],
-            code=rule_digest("feature_stats"),
+            split=RUN.features.split,
+            top_k=RUN.features.top_k,
+            batch_tokens=RUN.features.batch_tokens,
+            code=code("feature_stats"),
         script:
             "../scripts/feature_stats.py"
 
@@ -66,18 +66,18 @@ for _sweep, _ids in FEATURE_SAES.items():
         name:
             f"concepts_{_sweep.replace('-', '_')}"
         input:
-            unpack(concept_inputs(_sweep, _ids)),
+            unpack(concept_inputs(_sweep)),
         output:
             table=report(
-                f"results/tables/concepts/{{dataset}}/{{model}}/layer{{layer}}/{_sweep}.csv",
+                fill(CONCEPTS, sweep=_sweep),
                 caption="../report/concepts.rst",
                 category="Concepts",
             ),
-            null=f"results/tables/concepts/{{dataset}}/{{model}}/layer{{layer}}/{_sweep}.null.csv",
+            null=fill(CONCEPTS_NULL, sweep=_sweep),
         log:
-            f"results/logs/concepts/{{dataset}}/{{model}}/layer{{layer}}/{_sweep}.log",
+            log("concepts", f"{{dataset}}/{{model}}/layer{{layer}}/{_sweep}"),
         benchmark:
-            f"results/benchmarks/concepts/{{dataset}}/{{model}}/layer{{layer}}/{_sweep}.tsv"
+            benchmark("concepts", f"{{dataset}}/{{model}}/layer{{layer}}/{_sweep}")
         conda:
             "../../envs/vitsae.yaml"
         threads: 1
@@ -85,10 +85,10 @@ for _sweep, _ids in FEATURE_SAES.items():
             mem_mb=scaled(16000),
             runtime=scaled(120),
         params:
-            sweep=_sweep,
-            format=lambda w: config["datasets"][w.dataset]["format"],
+            format=dataset_format,
             rules=concept_rules,
-            code=rule_digest("concepts"),
+            seed=RUN.seed,
+            code=code("concepts"),
         script:
             "../scripts/concepts.py"
 
@@ -97,19 +97,17 @@ for _sweep, _ids in FEATURE_SAES.items():
         name:
             f"cards_{_sweep.replace('-', '_')}"
         input:
-            stats=feature_dirs_pattern(_sweep, _ids),
-            table=f"results/tables/concepts/{{dataset}}/{{model}}/layer{{layer}}/{_sweep}.csv",
-            manifest="results/manifests/{dataset}.parquet",
-            store="results/activations/{dataset}/{model}/layer{layer}.zarr",
+            stats=feature_dirs(_sweep),
+            table=fill(CONCEPTS, sweep=_sweep),
+            manifest=MANIFEST,
+            store=STORE,
             images=dataset_files,
         output:
-            directory(
-                f"results/figures/features/{{dataset}}/{{model}}/layer{{layer}}/{_sweep}"
-            ),
+            directory(fill(CARDS, sweep=_sweep)),
         log:
-            f"results/logs/cards/{{dataset}}/{{model}}/layer{{layer}}/{_sweep}.log",
+            log("cards", f"{{dataset}}/{{model}}/layer{{layer}}/{_sweep}"),
         benchmark:
-            f"results/benchmarks/cards/{{dataset}}/{{model}}/layer{{layer}}/{_sweep}.tsv"
+            benchmark("cards", f"{{dataset}}/{{model}}/layer{{layer}}/{_sweep}")
         conda:
             "../../envs/vitsae.yaml"
         threads: 1
@@ -118,10 +116,9 @@ for _sweep, _ids in FEATURE_SAES.items():
             runtime=scaled(60),
         params:
             root=dataset_root,
-            sweep=_sweep,
-            per_label=config["cards"]["per_label"],
-            n_images=config["cards"]["n_images"],
-            code=rule_digest("cards"),
+            per_label=RUN.cards.per_label,
+            n_images=RUN.cards.n_images,
+            code=code("cards"),
         script:
             "../scripts/cards.py"
 
@@ -130,45 +127,47 @@ for _sweep, _ids in FEATURE_SAES.items():
 # robustness over every SAE and layer, and the headline statistic against L0 and FVU.
 rule findings:
     input:
-        tables=concept_tables(),
-        nulls=concept_tables(null=True),
-        evals=feature_eval_jsons(),
-        cfgs=[f"{d}/cfg.json" for d in feature_sae_dirs()],
+        tables=layout.concept_tables(RUN),
+        nulls=layout.concept_tables(RUN, null=True),
+        evals=[EVAL.format(**k, eval_dataset=k["dataset"]) for k in FEATURE_KEYS],
+        cfgs=[f"{SAE_DIR.format(**k)}/cfg.json" for k in FEATURE_KEYS],
     output:
         abstraction_pdf=report(
-            "results/figures/semantic_abstraction.pdf",
+            FIGURE.format(figure="semantic_abstraction"),
             caption="../report/findings.rst",
             category="Finding 1: abstraction",
         ),
         abstraction_csv=report(
-            "results/tables/semantic_abstraction.csv",
+            TABLE.format(table="semantic_abstraction"),
             caption="../report/findings.rst",
             category="Finding 1: abstraction",
         ),
-        abstraction_shares="results/tables/semantic_abstraction_shares.csv",
+        abstraction_shares=TABLE.format(table="semantic_abstraction_shares"),
         traits_pdf=report(
-            "results/figures/traits.pdf",
+            FIGURE.format(figure="traits"),
             caption="../report/findings.rst",
             category="Finding 2: traits",
         ),
         traits_csv=report(
-            "results/tables/traits.csv",
+            TABLE.format(table="traits"),
             caption="../report/findings.rst",
             category="Finding 2: traits",
         ),
-        traits_shares="results/tables/traits_shares.csv",
+        traits_shares=TABLE.format(table="traits_shares"),
     log:
-        "results/logs/findings.log",
+        log("findings", "all"),
     benchmark:
-        "results/benchmarks/findings.tsv"
+        benchmark("findings", "all")
     localrule: True
     conda:
         "../../envs/vitsae.yaml"
     params:
-        formats=[config["datasets"][d]["format"] for d, _m, _l, _s in concept_keys()],
-        n_boot=config["findings"]["n_boot"],
-        note=figure_note(),
-        code=rule_digest("findings"),
+        formats=[RUN.datasets[d].format for d, _m, _l, _s in layout.concept_keys(RUN)],
+        titles={k: FIGURES[k] for k in ("semantic_abstraction", "traits")},
+        n_boot=RUN.n_boot,
+        note=RUN.note,
+        seed=RUN.seed,
+        code=code("findings"),
     script:
         "../scripts/findings.py"
 
@@ -176,26 +175,24 @@ rule findings:
 # Finding 3 at the feature level: decoder directions matched across datasets, against seeds and chance.
 rule transfer_features:
     input:
-        sae=[f"{d}/sae.safetensors" for d in feature_sae_dirs()],
-        stats=[
-            d.replace("results/sae/", "results/features/", 1)
-            for d in feature_sae_dirs()
-        ],
+        sae=[f"{SAE_DIR.format(**k)}/sae.safetensors" for k in FEATURE_KEYS],
+        cfg=[f"{SAE_DIR.format(**k)}/cfg.json" for k in FEATURE_KEYS],
+        stats=[FEATURES.format(**k) for k in FEATURE_KEYS],
     output:
         pdf=report(
-            "results/figures/transfer_features.pdf",
+            FIGURE.format(figure="transfer_features"),
             caption="../report/transfer_features.rst",
             category="Finding 3: transfer",
         ),
         csv=report(
-            "results/tables/transfer_features.csv",
+            TABLE.format(table="transfer_features"),
             caption="../report/transfer_features.rst",
             category="Finding 3: transfer",
         ),
     log:
-        "results/logs/transfer_features.log",
+        log("transfer_features", "all"),
     benchmark:
-        "results/benchmarks/transfer_features.tsv"
+        benchmark("transfer_features", "all")
     conda:
         "../../envs/vitsae.yaml"
     threads: 1
@@ -203,7 +200,9 @@ rule transfer_features:
         mem_mb=scaled(16000),
         runtime=scaled(120),
     params:
-        note=figure_note(),
-        code=rule_digest("transfer_features"),
+        title=FIGURES["transfer_features"],
+        note=RUN.note,
+        seed=RUN.seed,
+        code=code("transfer_features"),
     script:
         "../scripts/transfer_features.py"

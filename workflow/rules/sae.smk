@@ -1,9 +1,10 @@
 # Activation store (training split) → every SAE of a sweep, trained in one pass over the data
-# (vitsae.sweep): one job per (dataset, model, layer, sweep), one directory per SAE holding
+# (vitsae.sae.train): one job per (dataset, model, layer, sweep), one directory per SAE holding
 # sae.safetensors + cfg.json + train_log.csv. A sweep's grid is fixed by the config, so each sweep
 # gets its own rule (train_sae_<sweep>) whose outputs name every SAE of the grid.
 # Training state for exact resume lives under results/.state/, outside the declared outputs, so a
 # killed or preempted job's rerun continues where the last checkpoint left off.
+
 
 for _sweep in SWEEPS:
 
@@ -11,15 +12,15 @@ for _sweep in SWEEPS:
         name:
             f"train_sae_{_sweep.replace('-', '_')}"
         input:
-            store="results/activations/{dataset}/{model}/layer{layer}.zarr",
+            store=STORE,
         output:
-            sae=sweep_files(_sweep, "sae.safetensors"),
-            cfg=sweep_files(_sweep, "cfg.json"),
-            log_csv=sweep_files(_sweep, "train_log.csv"),
+            sae=sweep_outputs(_sweep, "sae.safetensors"),
+            cfg=sweep_outputs(_sweep, "cfg.json"),
+            log_csv=sweep_outputs(_sweep, "train_log.csv"),
         log:
-            f"results/logs/train_sae/{{dataset}}/{{model}}/layer{{layer}}/{_sweep}.log",
+            log("train_sae", f"{{dataset}}/{{model}}/layer{{layer}}/{_sweep}"),
         benchmark:
-            f"results/benchmarks/train_sae/{{dataset}}/{{model}}/layer{{layer}}/{_sweep}.tsv"
+            benchmark("train_sae", f"{{dataset}}/{{model}}/layer{{layer}}/{_sweep}")
         conda:
             "../../envs/vitsae.yaml"
         threads: 2
@@ -31,7 +32,35 @@ for _sweep in SWEEPS:
         params:
             sweep=_sweep,
             settings=sweep_params(_sweep),
-            state_dir=lambda w, s=_sweep: f"results/.state/sae/{w.dataset}/{w.model}/layer{w.layer}/{s}",
-            code=rule_digest("train_sae"),
+            state_dir=lambda w, s=_sweep: TRAIN_STATE.format(**w, sweep=s),
+            code=code("train_sae"),
         script:
             "../scripts/train_sae.py"
+
+
+# SAE × store (evaluation split) → reconstruction metrics, for its own dataset and every other one.
+rule evaluate:
+    input:
+        sae=f"{SAE_DIR}/sae.safetensors",
+        cfg=f"{SAE_DIR}/cfg.json",
+        store=fill(STORE, dataset="{eval_dataset}"),
+    output:
+        EVAL,
+    log:
+        log("evaluate", "{dataset}/{model}/layer{layer}/{sweep}/{sae_id}/{eval_dataset}"),
+    benchmark:
+        benchmark("evaluate", "{dataset}/{model}/layer{layer}/{sweep}/{sae_id}/{eval_dataset}")
+    conda:
+        "../../envs/vitsae.yaml"
+    threads: 1
+    resources:
+        gpu=1,
+        cpus_per_gpu=1,
+        mem_mb=scaled(8000),
+        runtime=scaled(120),
+    params:
+        split=RUN.evaluation.split,
+        dense_threshold=RUN.evaluation.dense_threshold,
+        code=code("evaluate"),
+    script:
+        "../scripts/evaluate.py"

@@ -6,11 +6,12 @@ manifest's record digests every image it read."""
 import os
 from pathlib import Path
 
-from vitsae import demo, runtime
+from vitsae import runtime
+from vitsae.data import demo
 
 gen = snakemake.params.generate
 make = {"imagenet-demo": demo.make_imagenet_demo, "inat-demo": demo.make_inat_demo}[gen["kind"]]
 runtime.run(snakemake, lambda: make(
     Path(os.path.commonpath(snakemake.output)), seed=gen["seed"], train_per_class=gen["train_per_class"],
     val_per_class=gen["val_per_class"], image_size=gen["image_size"],
-), "demo_dataset", record=False)
+), record=False)  # fmt: skip

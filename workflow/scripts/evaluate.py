@@ -1,17 +1,19 @@
-"""Rule evaluate: reconstruction metrics of one SAE on one store's evaluation split."""
+"""Rule evaluate: reconstruction metrics of one SAE on one store's evaluation split; the SAE's identity
+from its cfg.json, the evaluated dataset from the store."""
 
-from vitsae import evaluate, runtime, sweep
-
-w = snakemake.wildcards
+from vitsae import runtime
+from vitsae.data.store import open_store
+from vitsae.sae import evaluate
+from vitsae.sae.checkpoint import load
 
 
 def work():
-    model = sweep.load(snakemake.input.sae).to(runtime.device(snakemake.config["device"]))
-    result = evaluate.evaluate(model, snakemake.input.store, snakemake.params.split,
-                               dense_threshold=snakemake.params.dense_threshold)
-    result.update({"model": w.model, "layer": int(w.layer), "sweep": w.sweep, "sae_id": w.sae_id,
-                   "train_dataset": w.dataset, "eval_dataset": w.eval_dataset, "eval_split": snakemake.params.split})
+    sae = load(snakemake.input.sae).to(runtime.device(snakemake.config["device"]))
+    result = evaluate.evaluate(sae, snakemake.input.store, snakemake.params.split,
+                               dense_threshold=snakemake.params.dense_threshold)  # fmt: skip
+    result.update({**evaluate.identity(sae), "eval_dataset": open_store(snakemake.input.store).attrs["dataset"],
+                   "eval_split": snakemake.params.split})  # fmt: skip
     evaluate.write_json(result, snakemake.output[0])
 
 
-runtime.run(snakemake, work, "evaluate")
+runtime.run(snakemake, work)

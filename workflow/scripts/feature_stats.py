@@ -2,10 +2,11 @@
 
 from pathlib import Path
 
-from vitsae import features, runtime
+from vitsae import runtime
+from vitsae.analysis.stats import sweep_feature_stats
 
-runtime.run(snakemake, lambda: features.sweep_feature_stats(
+runtime.run(snakemake, lambda: sweep_feature_stats(
     [Path(p).parent for p in snakemake.input.sae], snakemake.input.store, snakemake.params.split,
     snakemake.input.manifest, list(snakemake.output), k=snakemake.params.top_k,
     batch_tokens=snakemake.params.batch_tokens,
-), "feature_stats")
+))  # fmt: skip

@@ -1,7 +1,8 @@
 """Rule lineage: a figure's upstream graph as a self-contained HTML page and as JSON."""
 
-from vitsae import provenance, runtime
+from vitsae import runtime
+from vitsae.provenance.page import write_lineage
 
-runtime.run(snakemake, lambda: provenance.write_lineage(
+runtime.run(snakemake, lambda: write_lineage(
     snakemake.input[0], snakemake.output.html, snakemake.output.json, title=snakemake.params.title,
-), "lineage")
+))  # fmt: skip

@@ -2,7 +2,8 @@
 
 from pathlib import Path
 
-from vitsae import manifest, runtime
+from vitsae import runtime
+from vitsae.data import manifest
 
 ds = snakemake.params.dataset
 
@@ -11,8 +12,8 @@ def work():
     df = manifest.build_manifest(
         snakemake.wildcards.dataset, ds["format"], Path(ds["root"]), ds["splits"],
         max_per_class=ds["max_per_class"], seed=snakemake.params.seed, on_corrupt=ds["on_corrupt"],
-    )
+    )  # fmt: skip
     manifest.write_manifest(df, snakemake.output[0])
 
 
-runtime.run(snakemake, work, "manifest")
+runtime.run(snakemake, work)

@@ -1,8 +1,9 @@
 """Rule thumbnails: a model-free visual descriptor (4x4 RGB thumbnail) of every image of one split."""
 
-from vitsae import features, runtime
+from vitsae import runtime
+from vitsae.analysis.thumbnails import thumbnails
 
-runtime.run(snakemake, lambda: features.thumbnails(
+runtime.run(snakemake, lambda: thumbnails(
     snakemake.input.manifest, snakemake.params.root, snakemake.wildcards.split, snakemake.output[0],
     size=snakemake.params.size,
-), "thumbnails")
+))  # fmt: skip

@@ -1,8 +1,10 @@
 """Rule transfer_features: decoder directions matched across datasets, against seed ceiling and random floor."""
 
-from vitsae import features, runtime
+from vitsae import runtime
+from vitsae.analysis import decoders
 
-runtime.run(snakemake, lambda: features.write_transfer_features(
+p = snakemake.params
+runtime.run(snakemake, lambda: decoders.write_all(
     list(snakemake.input.sae), list(snakemake.input.stats), snakemake.output.pdf, snakemake.output.csv,
-    snakemake.params.note, snakemake.config["seed"],
-), "transfer_features")
+    p.title, p.note, p.seed,
+))  # fmt: skip

@@ -1,0 +1,268 @@
+"""Provenance on the real demo DAG: the lineage page, verification failing where it must, the RO-Crate,
+and Snakemake's report and the lineage page rendered in headless Chromium."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+from workflow_helpers import DEMO_CONFIG, REPO, copy_tree, snakemake
+
+from vitsae.layout import FIGURES
+from vitsae.provenance.records import RECORD_SUFFIX, read_record
+
+pytestmark = pytest.mark.e2e
+
+FIGURE = "results/figures/transfer.pdf"
+VITSAE = Path(sys.executable).parent / "vitsae"  # the console script pip installs beside this python
+
+
+def verify(demo: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(VITSAE), "verify", FIGURE], cwd=demo, capture_output=True, text=True, check=False
+    )
+
+
+def recorded_artifacts(demo: Path) -> set[str]:
+    """Every artifact with a record under results/, as its workdir-relative path."""
+    crate = demo / "results/provenance/ro-crate"  # holds copies of the records, not artifacts
+    return {
+        str(p.relative_to(demo))[: -len(RECORD_SUFFIX)]
+        for p in (demo / "results").rglob(f"*{RECORD_SUFFIX}")
+        if crate not in p.parents
+    }
+
+
+def test_lineage_page_of_the_figure(demo):
+    lin = json.loads((demo / "results/provenance/transfer.json").read_text())
+    cfg = yaml.safe_load(DEMO_CONFIG.read_text())
+    assert lin["root"] == FIGURE and lin["title"] == FIGURES["transfer"]
+    records = {p for p, n in lin["nodes"].items() if not n.get("leaf") and not n.get("missing")}
+    # down to every manifest, store, SAE (weights and cfg) and evaluation, and every model's weights
+    results = demo / "results"
+    upstream = {
+        str(p.relative_to(demo))
+        for p in [
+            *results.glob("manifests/*.parquet"),
+            *results.glob("activations/*/*/layer*.zarr"),
+            *results.glob("sae/**/sae.safetensors"),
+            *results.glob("sae/**/cfg.json"),
+            *results.glob("eval/**/*.json"),
+            results / "figures/transfer.pdf",
+        ]
+        if not p.name.endswith(RECORD_SUFFIX)
+    }
+    assert records == upstream
+    assert {f"model:{m}" for m in cfg["models"]} <= set(lin["nodes"])
+    for m in cfg["models"]:
+        weights = lin["nodes"][f"model:{m}"]["weights"]
+        assert weights["source"] == "random" and weights["state_sha256"].startswith("sha256:")
+    page = (demo / "results/provenance/transfer.html").read_text()
+    for p in records:
+        assert f'data-path="{p}"' in page, p
+    n_images = sum(1 for n in lin["nodes"].values() if n.get("leaf") and n.get("kind") != "model")
+    n_files = sum(
+        1
+        for p in (demo / "results/datasets").rglob("*")  # images + iNat's JSON, not demo markers
+        if p.is_file() and not p.name.startswith(".")
+    )
+    assert n_images == n_files == 1402 and page.count('class="raw"') == 2  # one collapsed table per manifest
+    assert len(page) < 1_000_000, len(
+        page
+    )  # 1.4 MB before raw inputs were collapsed, with a third of the SAEs
+
+
+def test_verify_passes_then_names_a_flipped_byte_a_deleted_store_and_edited_code(demo, tmp_path):
+    ok = verify(demo)
+    assert ok.returncode == 0 and ok.stdout.startswith("ok:"), ok.stdout + ok.stderr
+
+    # (a) one byte of an SAE checkpoint changed
+    sae = next((demo / "results/sae").rglob("sae.safetensors"))
+    sae_rel = str(sae.relative_to(demo))
+    original, stat = sae.read_bytes(), sae.stat()
+    flipped = bytearray(original)
+    flipped[len(flipped) // 2] ^= 0x01
+    try:
+        sae.write_bytes(bytes(flipped))
+        out = verify(demo)
+        assert out.returncode == 1, out.stdout + out.stderr
+        assert f"changed: {sae_rel} (recorded {read_record(sae)['digest']}" in out.stdout
+        assert sum(sae_rel in line for line in out.stdout.splitlines()) == 1
+    finally:  # bytes and mtime as they were: the demo is shared with the rerun tests
+        sae.write_bytes(original)
+        os.utime(sae, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
+    # (b) a store deleted (moved aside, and back)
+    store = demo / "results/activations/inat-demo/clip-b16/layer10.zarr"
+    aside = tmp_path / "aside.zarr"
+    shutil.move(store, aside)
+    try:
+        out = verify(demo)
+        assert out.returncode == 1
+        assert "missing: results/activations/inat-demo/clip-b16/layer10.zarr" in out.stdout.splitlines()
+    finally:
+        shutil.move(aside, store)
+
+    # (c) the trainer's source edited without rerunning, in a copy of the tree (the checkout is never
+    #     edited): verify from that copy names every artifact the trainer made, and only those
+    tree = copy_tree(tmp_path / "tree")
+    trainer = tree / "vitsae/sae/train.py"
+    trainer.write_bytes(trainer.read_bytes() + b"\n# an edit nobody reran\n")
+    out = subprocess.run([sys.executable, "-m", "vitsae.cli", "verify", FIGURE], cwd=demo, capture_output=True,
+                         text=True, check=False, env={**os.environ, "PYTHONPATH": str(tree)})  # fmt: skip
+    assert out.returncode == 1
+    changed = [line for line in out.stdout.splitlines() if line.startswith("code changed:")]
+    # every SAE checkpoint and cfg.json in the lineage was made by vitsae.sae.train; nothing else was
+    assert any(f"code changed: {sae_rel} was made by vitsae.sae.train" in line for line in changed), (
+        out.stdout
+    )
+    assert all("vitsae.sae.train" in line for line in changed) and len(changed) == 2 * 16, out.stdout
+    assert verify(demo).returncode == 0  # the checkout's own code: still verified
+
+
+def test_ro_crate_parses_as_json_ld_and_names_every_output(demo):
+    import rdflib
+    from rocrate.rocrate import ROCrate
+
+    crate_dir = demo / "results/provenance/ro-crate"
+    meta = json.loads((crate_dir / "ro-crate-metadata.json").read_text())
+    graph = {e["@id"]: e for e in meta["@graph"]}
+
+    # JSON-LD: expand with the RO-Crate context the rocrate package ships (no network here)
+    import rocrate
+
+    context = json.loads((Path(rocrate.__file__).parent / "data/ro-crate.jsonld").read_text())["@context"]
+    doc = {**meta, "@context": context}
+    g = rdflib.Graph().parse(data=json.dumps(doc), format="json-ld", base=crate_dir.as_uri() + "/")
+    names = {str(o) for o in g.objects(None, rdflib.URIRef("http://schema.org/name"))}
+    assert len(g) > 500
+
+    outputs = recorded_artifacts(demo) - {"results/provenance/ro-crate"}
+
+    def copied_kind(path: str) -> bool:  # figures and tables of the paper and lineage pages, not their parts
+        return path.startswith("results/provenance/") or (
+            path.startswith(("results/figures/", "results/tables/")) and path.count("/") == 2
+        )
+
+    lineage_pages = {p for p in outputs if p.startswith("results/provenance/")}
+    assert (
+        len(lineage_pages) == 2 * 6
+    )  # html + json: transfer, training curves, Pareto, findings 1 and 2, features
+    assert outputs - lineage_pages <= names  # every artifact, by its path
+    run = graph["#run"]
+    assert run["@type"] == "CreateAction" and run["instrument"] == {"@id": "workflow/Snakefile"}
+    result_ids = {r["@id"] for r in run["result"]}
+    by_name = {graph[i]["name"]: graph[i] for i in result_ids}
+    assert set(by_name) == outputs
+    for path, entity in by_name.items():
+        if copied_kind(path):
+            copied = crate_dir / entity["@id"]  # copied into the crate, byte for byte
+            assert copied.read_bytes() == (demo / path).read_bytes(), path
+        else:  # described where it lies: the id resolves from the crate to the artifact
+            assert (crate_dir / entity["@id"]).resolve() == (demo / path).resolve(), path
+        if path not in lineage_pages:
+            record_file = crate_dir / entity["subjectOf"]["@id"]
+            assert json.loads(record_file.read_text())["artifact"] == path
+            assert entity["identifier"] == read_record(demo / path)["digest"]
+    # the run's parameters, one PropertyValue per setting, and the workflow it ran
+    cfg = yaml.safe_load(DEMO_CONFIG.read_text())
+    assert graph["#pv-sweeps.paper.lr"]["value"] == cfg["sweeps"]["paper"]["lr"]
+    assert json.loads(graph["#pv-sweeps.paper.l1_coeff"]["value"]) == cfg["sweeps"]["paper"]["l1_coeff"]
+    assert {"#model-dinov2-s14", "#model-clip-b16", "#dataset-imagenet-demo"} <= {
+        o["@id"] for o in run["object"]
+    }
+    assert (crate_dir / "workflow/Snakefile").read_bytes() == (REPO / "Snakefile").read_bytes()
+    assert "https://w3id.org/ro/wfrun/workflow/0.5" in {c["@id"] for c in graph["./"]["conformsTo"]}
+    crate = ROCrate(crate_dir)  # and the library reads it back
+    assert crate.mainEntity.id == "workflow/Snakefile"
+
+
+def browser(tmp_path: Path):
+    """Headless Chromium driven by chromedriver (Debian's chromium and chromium-driver)."""
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver = shutil.which("chromedriver")
+    if (found is None or driver is None) and os.environ.get("VITSAE_REQUIRE_BROWSER"):
+        pytest.fail(
+            "VITSAE_REQUIRE_BROWSER is set but chromium/chromedriver are missing (.ci/run installs them)"
+        )
+    if found is None or driver is None:
+        pytest.skip("no headless Chromium here (apt install chromium chromium-driver)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = found
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-background-networking",
+        "--no-first-run",
+        "--hide-scrollbars",
+        "--window-size=1400,1000",
+        f"--user-data-dir={tmp_path / 'chrome'}",
+    ):
+        opts.add_argument(flag)
+    return webdriver.Chrome(service=Service(driver), options=opts)
+
+
+def ocr(png: Path) -> str:
+    """The text tesseract reads off a screenshot."""
+    if shutil.which("tesseract") is None:
+        if os.environ.get("VITSAE_REQUIRE_BROWSER"):
+            pytest.fail("VITSAE_REQUIRE_BROWSER is set but tesseract is missing (.ci/run installs it)")
+        pytest.skip("no tesseract here (apt install tesseract-ocr)")
+    out = subprocess.run(
+        ["tesseract", str(png), "-", "--psm", "3"], capture_output=True, text=True, check=True
+    )
+    return " ".join(out.stdout.split())
+
+
+def shows(driver, png: Path, title: str) -> None:
+    """The title is in the page's visible text, and in the pixels of a screenshot of it."""
+    from selenium.webdriver.common.by import By
+
+    visible = driver.find_element(By.TAG_NAME, "body").text  # rendered text only, not scripts or data
+    assert title in " ".join(visible.split()), visible[:2000]
+    driver.save_screenshot(str(png))
+    pixels = np.asarray(Image.open(png).convert("L"), dtype=np.float32)
+    assert pixels.std() > 10  # something drawn, not a blank page
+    read = ocr(png)
+    assert title.split(":")[0] in read, read[:2000]  # "SAE transfer"
+
+
+def test_report_and_lineage_page_render_in_headless_chromium(demo, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    report = tmp_path / "report.html"
+    snakemake(demo, "--configfile", str(DEMO_CONFIG), "--report", str(report))
+    title = FIGURES["transfer"]
+    driver = browser(tmp_path)
+    try:
+        wait = WebDriverWait(driver, 30)
+        # Snakemake's report: open the figure's category, then the figure's own page (its caption)
+        driver.get(report.as_uri())
+        wait.until(
+            ec.element_to_be_clickable((By.XPATH, "//*[normalize-space(text())='Finding 3: transfer']"))
+        ).click()
+        row = wait.until(
+            ec.presence_of_element_located((By.XPATH, f"//tr[td[normalize-space(text())='{FIGURE}']]"))
+        )
+        row.find_element(By.CSS_SELECTOR, "a[iconname='information-circle']").click()
+        wait.until(ec.text_to_be_present_in_element((By.TAG_NAME, "body"), title))
+        shows(driver, tmp_path / "report.png", title)
+        # the lineage page, as a file, no server
+        driver.get((demo / "results/provenance/transfer.html").as_uri())
+        shows(driver, tmp_path / "lineage.png", title)
+        assert driver.title == f"{title}: provenance"
+    finally:
+        driver.quit()

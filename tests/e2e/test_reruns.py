@@ -1,0 +1,180 @@
+"""Cached partial reruns, job by job: what each kind of change makes Snakemake rerun (dry runs on the demo).
+
+Source edits are made in a copy of the tree (``tree``), whose Snakefile the dry runs use: the checkout is
+never edited, so a killed test run leaves nothing behind."""
+
+import os
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+import yaml
+from workflow_helpers import DEMO_CONFIG, copy_tree, job_counts, snakemake
+
+from vitsae.config import validate
+from vitsae.sae.settings import sweep_ids
+
+pytestmark = pytest.mark.e2e
+
+CFG = yaml.safe_load(DEMO_CONFIG.read_text())
+MODELS, DATASETS = sorted(CFG["models"]), sorted(CFG["datasets"])
+
+
+def n_saes(sweep: dict) -> int:
+    """SAEs per (train dataset, model, layer) of a (validated) sweep."""
+    return len(sweep_ids(validate({**CFG, "sweeps": {"paper": sweep}})["sweeps"]["paper"]))
+
+
+N_IDS = n_saes(CFG["sweeps"]["paper"])  # 2 L1 coefficients x 2 seeds in the demo
+# Every figure is remade (transfer, training curves, Pareto), then each figure's lineage page and
+# the run's RO-Crate (they read every record upstream).
+FIGURE_AND_AFTER = {"transfer": 1, "training_curves": 1, "pareto": 1, "lineage": 3, "ro_crate": 1}
+N_FIGURES = 6  # transfer, training curves, Pareto, findings 1 and 2, feature-level transfer
+
+
+def features_after(jobs: int) -> dict[str, int]:
+    """New SAEs: their statistics, concept tables and cards (one job each per (dataset, model) whose SAEs
+    changed), findings 1 and 2, the feature-level transfer, and every figure's lineage page."""
+    return {
+        "feature_stats_paper": jobs,
+        "concepts_paper": jobs,
+        "cards_paper": jobs,
+        "findings": 1,
+        "transfer_features": 1,
+        "lineage": N_FIGURES,
+    }
+
+
+def sae_and_after(ids_per_job: int) -> dict[str, int]:
+    """One training job per (dataset, model), each training the sweep's SAEs; every SAE evaluated on
+    every dataset."""
+    jobs = len(MODELS) * len(DATASETS)
+    return {
+        "all": 1,
+        "train_sae_paper": jobs,
+        "evaluate": jobs * ids_per_job * len(DATASETS),
+        **FIGURE_AND_AFTER,
+        **features_after(jobs),
+    }
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory) -> Path:
+    """A copy of the source tree: the Snakefile the dry runs parse, and the sources the tests edit."""
+    return copy_tree(tmp_path_factory.mktemp("tree"))
+
+
+def dry_run(workdir: Path, tree: Path, *args: str) -> dict[str, int]:
+    out = snakemake(workdir, "-n", "--configfile", str(DEMO_CONFIG), *args, snakefile=tree / "Snakefile")
+    text = out.stdout + out.stderr
+    return {} if "Nothing to be done" in text else job_counts(out.stdout)
+
+
+@contextmanager
+def edited(module_file: Path):
+    """Append a comment to one of the copied tree's source files, and put the file back afterwards."""
+    original = module_file.read_bytes()
+    try:
+        module_file.write_bytes(original + b"\n# an edit made by tests/e2e/test_reruns.py\n")
+        yield
+    finally:
+        module_file.write_bytes(original)
+
+
+def test_nothing_changed_reruns_nothing(demo, tree):
+    assert dry_run(demo, tree) == {}
+
+
+def test_l1_change_reruns_sae_training_and_what_follows(demo, tree):
+    # one L1 coefficient instead of two: the sweep shrinks to its two seeds, and all of it retrains
+    assert dry_run(demo, tree, "--config", "sweeps={paper: {l1_coeff: 9.5}}") == sae_and_after(N_IDS // 2)
+
+
+def test_an_lr_change_reruns_training_through_params(demo, tree):
+    assert dry_run(demo, tree, "--config", "sweeps={paper: {lr: 0.00123}}") == sae_and_after(N_IDS)
+
+
+def test_trainer_edit_reruns_like_an_l1_change(demo, tree):
+    with edited(tree / "vitsae" / "sae" / "train.py"):
+        jobs = dry_run(demo, tree)
+    assert jobs == sae_and_after(N_IDS)
+    assert dry_run(demo, tree) == {}  # put back: nothing to do again
+
+
+def test_a_transfer_figure_edit_reruns_that_figure_and_its_provenance_only(demo, tree):
+    with edited(tree / "vitsae" / "analysis" / "transfer.py"):
+        jobs = dry_run(demo, tree)
+    assert jobs == {"all": 1, "transfer": 1, "lineage": 1, "ro_crate": 1}
+
+
+def test_a_chart_edit_reruns_the_figures_and_no_concept_table(demo, tree):
+    with edited(tree / "vitsae" / "analysis" / "charts.py"):
+        jobs = dry_run(demo, tree)
+    # every figure is drawn again (each rule that draws one imports the chart module), and its lineage page;
+    # no concept table, card, statistic or SAE
+    assert jobs == {
+        "all": 1,
+        "transfer": 1,
+        "training_curves": 1,
+        "pareto": 1,
+        "findings": 1,
+        "transfer_features": 1,
+        "lineage": N_FIGURES,
+        "ro_crate": 1,
+    }
+
+
+def test_a_label_rule_edit_reruns_the_concept_tables_and_what_reads_them_but_no_sae(demo, tree):
+    with edited(tree / "vitsae" / "analysis" / "concepts.py"):
+        jobs = dry_run(demo, tree)
+    jobs_per_sweep = len(MODELS) * len(DATASETS)
+    # tables, the cards drawn from them, findings 1 and 2 (their figures' lineage pages), the crate
+    assert jobs == {
+        "all": 1,
+        "concepts_paper": jobs_per_sweep,
+        "cards_paper": jobs_per_sweep,
+        "findings": 1,
+        "lineage": 2,
+        "ro_crate": 1,
+    }
+
+
+def test_one_demo_image_edited_reruns_that_datasets_branch_only(demo, tree):
+    image = min((demo / "results/datasets/inat-demo/val").rglob("*.jpg"))
+    original, stat = image.read_bytes(), image.stat()
+    try:
+        data = bytearray(original)
+        data[-10] ^= 0xFF  # a different byte inside the entropy-coded data
+        image.write_bytes(bytes(data))
+        jobs = dry_run(demo, tree)
+    finally:
+        image.write_bytes(original)
+        os.utime(image, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    # inat-demo's manifest and its stores; every SAE trained on them; every evaluation on them or by them
+    n_sae = len(MODELS) * len(DATASETS) * N_IDS
+    n_inat_sae = len(MODELS) * N_IDS
+    n_evals = n_sae * len(DATASETS) - (n_sae - n_inat_sae) * (len(DATASETS) - 1)
+    assert jobs == {
+        "all": 1,
+        "manifest": 1,
+        "extract": len(MODELS),
+        "train_sae_paper": len(MODELS),
+        "evaluate": n_evals,
+        **FIGURE_AND_AFTER,
+        **features_after(len(MODELS)),
+    }
+    assert dry_run(demo, tree) == {}  # restored: nothing to do again
+
+
+def test_a_layer_added_runs_only_the_new_layers_jobs_and_the_figure(demo, tree):
+    model = MODELS[0]
+    layers = CFG["models"][model]["layers"] + [5]
+    jobs = dry_run(demo, tree, "--config", f"models={{{model}: {{layers: {layers}}}}}")
+    assert jobs == {
+        "all": 1,
+        "extract": len(DATASETS),
+        "train_sae_paper": len(DATASETS),
+        "evaluate": len(DATASETS) ** 2 * N_IDS,
+        **FIGURE_AND_AFTER,
+        **features_after(len(DATASETS)),
+    }

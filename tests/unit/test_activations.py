@@ -1,0 +1,269 @@
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from synthetic import SPEC, make_folder
+
+from vitsae.data import store
+from vitsae.data.activations import extract
+from vitsae.data.manifest import build_manifest, manifest_digest, write_manifest
+from vitsae.data.models import load_model
+from vitsae.data.settings import ModelSpec
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    root = tmp_path_factory.mktemp("folder")
+    make_folder(root, {"train": 5, "val": 2})
+    df = build_manifest("toy", "imagefolder", root, {"train": "train", "val": "val"})
+    path = root.parent / "toy.parquet"
+    write_manifest(df, path)
+    return root, path, df
+
+
+def test_store_holds_the_models_block_output_per_image(dataset, tmp_path):
+    root, manifest, df = dataset
+    out = extract(manifest, root, "toy", SPEC, 4, tmp_path / "layer4.zarr", ["train", "val"], batch_size=4)
+    g = store.open_store(out)
+    vm = load_model(SPEC)
+    assert g.attrs["token_layout"] == {**vm.token_layout, "kept": "all", "model_tokens": vm.token_layout}
+    assert g.attrs["layer"] == 4 and g.attrs["model"]["arch"] == SPEC.arch
+    assert g.attrs["manifest_sha256"] == manifest_digest(manifest)
+    assert g.attrs["preprocessing"]["input_size"] == [3, 56, 56]
+    assert g.attrs["splits"] == {"train": 10, "val": 4}
+    train = g["train"]
+    assert train.shape == (10, vm.token_layout["n_tokens"], 384) and train.chunks[0] == 4
+    rows = g["train_rows"][:]
+    assert (df.loc[rows, "split"] == "train").all() and len(set(rows)) == 10
+    # every stored image equals the model's block output for that image, computed independently
+    paths = df.loc[rows, "path"].tolist()
+    x = torch.stack([vm.transform(Image.open(root / p).convert("RGB")) for p in paths])
+    ref = vm.block_output(x, 4).to(torch.float16).numpy()
+    np.testing.assert_array_equal(train[:], ref)
+    np.testing.assert_array_equal(g["val_rows"][:], np.flatnonzero(df["split"] == "val"))
+
+
+def test_corrupt_rows_are_left_out_of_the_store(tmp_path):
+    bad_root = tmp_path / "bad"
+    make_folder(bad_root, {"train": 3, "val": 1})
+    (bad_root / "train" / "cat" / "cat_0.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a jpeg")
+    df = build_manifest("toy", "imagefolder", bad_root, {"train": "train", "val": "val"}, on_corrupt="skip")
+    write_manifest(df, tmp_path / "bad.parquet")
+    out = extract(
+        tmp_path / "bad.parquet", bad_root, "toy", SPEC, 1, tmp_path / "l1.zarr", ["train"], batch_size=2
+    )
+    g = store.open_store(out)
+    assert g.attrs["splits"] == {"train": 5}
+    kept = set(df.loc[g["train_rows"][:], "path"])
+    assert "train/cat/cat_0.jpg" not in kept and len(kept) == 5
+
+
+def test_killed_extraction_publishes_nothing_and_the_rerun_completes(tmp_path):
+    root = tmp_path / "data"
+    make_folder(root, {"train": 60})
+    manifest = tmp_path / "m.parquet"
+    write_manifest(build_manifest("toy", "imagefolder", root, {"train": "train"}), manifest)
+    out = tmp_path / "acts" / "layer10.zarr"
+    clip = "ModelSpec('clip-b16', 'clip', 'ViT-B-16-quickgelu', False, 64)"
+    code = (
+        "import torch; torch.set_num_threads(1)\n"
+        "from vitsae.data.activations import extract\nfrom vitsae.data.settings import ModelSpec\n"
+        f"extract({str(manifest)!r}, {str(root)!r}, 'toy', {clip}, 10, {str(out)!r}, ['train'], batch_size=2)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    deadline = time.time() + 120
+    partial = None
+    while time.time() < deadline and proc.poll() is None:
+        found = list(out.parent.glob(".layer10.zarr.partial-*/train/c/*")) if out.parent.exists() else []
+        if len(found) >= 2:  # some chunks are on disk: the job is half way
+            partial = found[0].parents[2]
+            break
+        time.sleep(0.05)
+    assert partial is not None and proc.poll() is None, "extraction finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not out.exists()
+    with pytest.raises(store.StoreError):
+        store.open_store(out)
+    with pytest.raises(store.StoreError, match="is incomplete"):
+        store.open_store(partial)
+    extract(
+        manifest,
+        root,
+        "toy",
+        ModelSpec("clip-b16", "clip", "ViT-B-16-quickgelu", False, 64),
+        10,
+        out,
+        ["train"],
+        batch_size=8,
+    )
+    g = store.open_store(out)
+    assert g.attrs["splits"] == {"train": 120}
+    assert np.isfinite(g["train"][:]).all()
+    assert not partial.exists()  # the killed job's leftovers are cleaned up
+
+
+# --- token choice -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def all_tokens(dataset, tmp_path_factory):
+    root, manifest, _ = dataset
+    out = tmp_path_factory.mktemp("tokens") / "all.zarr"
+    return extract(manifest, root, "toy", SPEC, 2, out, ["train", "val"], batch_size=4)
+
+
+@pytest.mark.parametrize("tokens", ["patches", "cls", {"subset": 5, "seed": 7}])
+def test_a_token_choice_stores_exactly_those_tokens_and_says_so(dataset, all_tokens, tmp_path, tokens):
+    root, manifest, _ = dataset
+    out = extract(
+        manifest, root, "toy", SPEC, 2, tmp_path / "k.zarr", ["train", "val"], batch_size=4, tokens=tokens
+    )
+    full, kept = store.open_store(all_tokens), store.open_store(out)
+    model = full.attrs["token_layout"]  # 1 CLS + 4 x 4 patches
+    layout = kept.attrs["token_layout"]
+    assert layout["model_tokens"] == model["model_tokens"]
+    acts_all = full["train"][:]
+    acts = store.split_array(kept, "train")[:]
+    if tokens == "patches":
+        assert layout["kept"] == "patches" and layout["n_tokens"] == 16 and layout["cls_index"] is None
+        np.testing.assert_array_equal(acts, acts_all[:, 1:])
+        np.testing.assert_array_equal(acts[:, store.token_slice(layout, "patches")], acts_all[:, 1:])
+        with pytest.raises(store.StoreError, match="keeps only patch tokens .* no 'cls' tokens"):
+            store.token_slice(layout, "cls")
+        assert (store.patch_index(kept, "train") == np.arange(16)).all()
+    elif tokens == "cls":
+        assert layout["kept"] == "cls" and layout["n_tokens"] == 1
+        np.testing.assert_array_equal(acts[:, store.token_slice(layout, "cls")], acts_all[:, :1])
+        with pytest.raises(store.StoreError, match="only the CLS token"):
+            store.token_slice(layout, "patches")
+    else:
+        assert layout["kept"] == "subset" and layout["subset"] == {"k": 5, "seed": 7} and acts.shape[1] == 5
+        index_BK = store.patch_index(kept, "train")
+        assert index_BK.shape == (acts.shape[0], 5) == (10, 5)
+        assert (np.diff(index_BK, axis=1) > 0).all() and index_BK.min() >= 0 and index_BK.max() < 16
+        assert len({tuple(r) for r in index_BK}) > 1  # a different subset per image
+        # stored token j of image i is model patch index_BK[i, j] (token 1 + that, after the CLS)
+        np.testing.assert_array_equal(acts, np.take_along_axis(acts_all, 1 + index_BK[:, :, None], axis=1))
+        with pytest.raises(store.StoreError, match="subset of 5 patch tokens"):
+            store.token_slice(layout, "all")
+        # an image's subset depends on its seed and manifest row only, not on the batch (chunk) size
+        other = extract(
+            manifest, root, "toy", SPEC, 2, tmp_path / "k3.zarr", ["train"], batch_size=3, tokens=tokens
+        )
+        np.testing.assert_array_equal(store.patch_index(store.open_store(other), "train"), index_BK)
+
+
+# --- input pipeline -----------------------------------------------------------------------------
+
+
+def test_pil_path_is_the_models_reference_transform(dataset):
+    root, _, df = dataset
+    from vitsae.data.activations import _Images
+
+    vm = load_model(SPEC)
+    paths = df["path"].tolist()
+    ds = _Images(root, paths, vm.transform)
+    for i, p in enumerate(paths):
+        np.testing.assert_array_equal(
+            ds[i].numpy(), vm.transform(Image.open(root / p).convert("RGB")).numpy()
+        )
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        ModelSpec("d", "dinov2", "vit_small_patch14_dinov2.lvd142m", False, 224),
+        ModelSpec("c", "clip", "ViT-B-16-quickgelu", False, 64),
+    ],
+)
+def test_tensor_path_matches_the_pil_path(tmp_path, spec):
+    """torchvision decode + torch-op resize/crop/normalise (the GPU path, here on the CPU) against PIL +
+    the model's transform, on photo-like JPEGs larger, smaller and not the shape of the input."""
+    from vitsae.data.activations import decode_images, tensor_transform
+
+    vm = load_model(spec)
+    rng = np.random.default_rng(0)
+    diffs = []
+    for i, (h, w) in enumerate([(375, 500), (500, 375), (100, 90), (224, 224), (61, 300)]):
+        yy, xx = np.mgrid[0:h, 0:w]
+        smooth = np.stack([np.sin(xx / (7 + c) + yy / (11 + 2 * c)) for c in range(3)], -1) * 90 + 128
+        arr = np.clip(smooth + rng.normal(0, 12, (h, w, 3)), 0, 255).astype(np.uint8)
+        path = tmp_path / f"im{i}.jpg"
+        Image.fromarray(arr).save(path, quality=90)
+        data = torch.frombuffer(bytearray(path.read_bytes()), dtype=torch.uint8)
+        (image,) = decode_images([data], [path], "cpu")
+        assert image.dtype == torch.uint8 and tuple(image.shape) == (3, h, w)
+        # the decoders agree exactly (both libjpeg-turbo); the resize differs by rounding only
+        np.testing.assert_array_equal(
+            image.permute(1, 2, 0).numpy(), np.asarray(Image.open(path).convert("RGB"))
+        )
+        x = tensor_transform(image, vm.preprocessing)
+        ref = vm.transform(Image.open(path).convert("RGB"))
+        assert x.shape == ref.shape == (3, spec.image_size, spec.image_size)
+        diffs.append(float((x - ref).abs().max()))
+        assert float((x - ref).abs().mean()) < 0.01
+    # at most one 8-bit level (a rounding difference of the resize) after normalisation: 1/255/std
+    level = 1 / 255 / min(vm.preprocessing["std"])
+    assert max(diffs) <= level + 1e-5, (diffs, level)
+
+
+def test_a_writer_error_surfaces_and_nothing_is_published(dataset, tmp_path, monkeypatch):
+    root, manifest, _ = dataset
+    import zarr
+
+    calls = {"n": 0}
+    original = zarr.Array.__setitem__
+
+    def failing(self, key, value):
+        if self.ndim == 3:
+            calls["n"] += 1
+            if calls["n"] == 2:
+                raise OSError(28, "No space left on device")
+        return original(self, key, value)
+
+    monkeypatch.setattr(zarr.Array, "__setitem__", failing)
+    out = tmp_path / "l1.zarr"
+    with pytest.raises(OSError, match="No space left"):
+        extract(manifest, root, "toy", SPEC, 1, out, ["train"], batch_size=2)
+    assert not out.exists()
+
+
+def test_nan_activations_name_the_images_and_publish_nothing(dataset, tmp_path, monkeypatch):
+    root, manifest, _ = dataset
+    from vitsae.data.models import VisionModel
+
+    original = VisionModel.block_output
+
+    def poisoned(self, x, layer):
+        out = original(self, x, layer).clone()
+        out[1, 3, 0] = float("nan")
+        return out
+
+    monkeypatch.setattr(VisionModel, "block_output", poisoned)
+    out = tmp_path / "nan.zarr"
+    with pytest.raises(
+        FloatingPointError, match=r"gave NaN/Inf .* 1 image\(s\) of toy/train, e\.g\. \['train/"
+    ):
+        extract(manifest, root, "toy", SPEC, 1, out, ["train"], batch_size=4)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("decode", ["pil", "tensor"])
+def test_an_image_corrupted_after_the_manifest_names_the_file(tmp_path, decode):
+    from vitsae.data.activations import ImageDecodeError
+
+    root = tmp_path / "data"
+    make_folder(root, {"train": 2})
+    write_manifest(build_manifest("toy", "imagefolder", root, {"train": "train"}), tmp_path / "m.parquet")
+    (root / "train" / "dog" / "dog_1.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    out = tmp_path / "s.zarr"
+    with pytest.raises(ImageDecodeError, match=r"cannot decode .*train/dog/dog_1\.jpg.*delete the manifest"):
+        extract(tmp_path / "m.parquet", root, "toy", SPEC, 1, out, ["train"], batch_size=2, decode=decode)
+    assert not out.exists()

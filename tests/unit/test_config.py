@@ -1,0 +1,258 @@
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from vitsae.config import ConfigError, build, check_dataset_roots, check_models, validate
+from vitsae.sae.settings import select, sweep_ids, sweep_specs, training_settings
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def demo_config() -> dict:
+    return yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+
+
+def test_demo_and_paper_configs_validate_with_defaults():
+    cfg = validate(demo_config())
+    assert cfg["datasets"]["imagenet-demo"]["on_corrupt"] == "error"  # a default filled in
+    assert cfg["datasets"]["imagenet-demo"]["max_per_class"] is None
+    assert cfg["extraction"]["num_workers"] == 0
+    paper = validate(yaml.safe_load((ROOT / "config" / "paper.yaml").read_text()))
+    assert paper["models"]["clip-b16"]["arch"] == "ViT-B-16-quickgelu"
+    assert paper["models"]["dinov2-b14"]["image_size"] == 224
+
+
+def test_typo_in_a_key_is_named_with_a_suggestion():
+    cfg = demo_config()
+    cfg["datasets"]["imagenet-demo"]["max_per_clas"] = 3
+    with pytest.raises(ConfigError) as e:
+        validate(cfg)
+    msg = str(e.value)
+    assert "unknown config key 'datasets.imagenet-demo.max_per_clas'" in msg
+    assert "did you mean 'max_per_class'?" in msg
+
+
+def test_top_level_typo_and_bad_value():
+    cfg = demo_config()
+    cfg["sweep"] = cfg.pop("sweeps")
+    with pytest.raises(ConfigError, match=r"unknown config key 'sweep'; did you mean 'sweeps'\?"):
+        validate(cfg)
+    cfg = demo_config()
+    cfg["sweeps"]["paper"]["token_kind"] = "patch"
+    with pytest.raises(ConfigError, match=r"config key 'sweeps.paper.token_kind': 'patch' is not one of"):
+        validate(cfg)
+
+
+def test_missing_dataset_root_names_the_path(tmp_path):
+    cfg = validate(demo_config())
+    cfg["datasets"]["real"] = {
+        "format": "imagenet",
+        "root": str(tmp_path / "nowhere"),
+        "splits": {"train": "train", "val": "val"},
+    }
+    with pytest.raises(ConfigError) as e:
+        check_dataset_roots(cfg)
+    assert f"dataset 'real': root {tmp_path / 'nowhere'} does not exist" in str(e.value)
+    assert "datasets.real.root" in str(e.value)
+    (tmp_path / "nowhere" / "train").mkdir(parents=True)
+    with pytest.raises(ConfigError, match=r"nowhere/val \(split 'val'\) does not exist"):
+        check_dataset_roots(cfg)
+
+
+def test_generated_dataset_must_live_under_results_datasets():
+    cfg = demo_config()
+    cfg["datasets"]["inat-demo"]["root"] = "data/inat"
+    with pytest.raises(ConfigError, match="set datasets.inat-demo.root: results/datasets/inat-demo"):
+        validate(cfg)
+
+
+def test_a_sweep_is_every_combination_of_its_lists_and_ids_are_readable():
+    cfg = demo_config()
+    cfg["sweeps"]["paper"].update(
+        {
+            "architecture": ["relu_l1", "topk"],
+            "l1_coeff": [3, 6.5],
+            "k": [16, 32],
+            "seed": [0, 1],
+            "lr": 0.004,
+            "expansion": 8,
+        }
+    )
+    sweep = validate(cfg)["sweeps"]["paper"]
+    ids = sweep_ids(sweep)
+    # l1_coeff only varies ReLU SAEs and k only TopK ones: 2 x 2 + 2 x 2, not 2 x 2 x 2 x 2
+    assert ids == [
+        "relu_l1-x8-l1_3-lr_0.004-s0",
+        "relu_l1-x8-l1_3-lr_0.004-s1",
+        "relu_l1-x8-l1_6.5-lr_0.004-s0",
+        "relu_l1-x8-l1_6.5-lr_0.004-s1",
+        "topk-x8-k16-lr_0.004-s0",
+        "topk-x8-k16-lr_0.004-s1",
+        "topk-x8-k32-lr_0.004-s0",
+        "topk-x8-k32-lr_0.004-s1",
+    ]
+    specs = sweep_specs(sweep)
+    assert specs[0] == {"architecture": "relu_l1", "expansion": 8, "l1_coeff": 3, "lr": 0.004, "seed": 0}
+    assert specs[-1] == {
+        "architecture": "topk",
+        "expansion": 8,
+        "k": 32,
+        "lr": 0.004,
+        "seed": 1,
+        "aux_coeff": 0.03125,
+    }
+    assert training_settings(sweep)["train_tokens"] == sweep["train_tokens"]
+    cfg["sweeps"]["paper"].update({"architecture": "topk", "aux_coeff": [0.1, 0.03125]})
+    assert sweep_ids(validate(cfg)["sweeps"]["paper"])[:2] == [
+        "topk-x8-k16-aux_0.1-lr_0.004-s0",
+        "topk-x8-k16-lr_0.004-s0",
+    ]
+    cfg["sweeps"]["paper"].update({"architecture": "relu_l1", "l1_coeff": [3, 3.0], "seed": 0})
+    assert sweep_ids(validate(cfg)["sweeps"]["paper"]) == ["relu_l1-x8-l1_3-lr_0.004-s0"]  # one SAE, not two
+
+
+def test_numbers_given_as_strings_on_the_command_line_are_coerced():
+    cfg = demo_config()
+    cfg["sweeps"]["paper"]["l1_coeff"] = "9.5"
+    cfg["models"]["clip-b16"]["layers"] = ["3"]
+    out = validate(cfg)
+    assert out["sweeps"]["paper"]["l1_coeff"] == 9.5 and out["models"]["clip-b16"]["layers"] == [3]
+    cfg["sweeps"]["paper"]["l1_coeff"] = "lots"
+    with pytest.raises(
+        ConfigError, match="'lots' is neither of the allowed forms .*'lots' is not of type 'number'"
+    ):
+        validate(cfg)
+    cfg["sweeps"]["paper"]["l1_coeff"] = "[2, 4.5]"  # a list given on the command line
+    assert validate(cfg)["sweeps"]["paper"]["l1_coeff"] == [2, 4.5]
+
+
+def test_sae_selectors_pick_by_sweep_name_and_settings():
+    cfg = demo_config()
+    cfg["sweeps"]["paper"].update(
+        {
+            "architecture": ["relu_l1", "topk"],
+            "l1_coeff": [3, 6],
+            "k": [16],
+            "seed": [0, 1],
+            "lr": 0.004,
+            "expansion": 8,
+        }
+    )
+    cfg["sweeps"]["wide"] = {**cfg["sweeps"]["paper"], "architecture": "relu_l1", "expansion": 16, "seed": 0}
+    sweeps = validate(cfg)["sweeps"]
+    every = select(sweeps, {})
+    assert len(every) == 6 + 2 and every[0] == ("paper", "relu_l1-x8-l1_3-lr_0.004-s0")
+    assert select(sweeps, {"sweeps": ["wide"]}) == [
+        ("wide", "relu_l1-x16-l1_3-lr_0.004-s0"),
+        ("wide", "relu_l1-x16-l1_6-lr_0.004-s0"),
+    ]
+    assert select(sweeps, {"where": {"l1_coeff": 3.0, "seed": 1}}) == [
+        ("paper", "relu_l1-x8-l1_3-lr_0.004-s1")
+    ]
+    # a key an architecture does not use never matches it; lists mean any of
+    assert select(sweeps, {"sweeps": ["paper"], "where": {"k": [16, 32]}}) == [
+        ("paper", "topk-x8-k16-lr_0.004-s0"),
+        ("paper", "topk-x8-k16-lr_0.004-s1"),
+    ]
+    assert select(sweeps, {"where": {"architecture": "topk", "seed": [1]}}) == [
+        ("paper", "topk-x8-k16-lr_0.004-s1")
+    ]
+    assert select(sweeps, {"ids": ["relu_l1-x16-l1_6-lr_0.004-s0"], "where": {"expansion": 16}}) == [
+        ("wide", "relu_l1-x16-l1_6-lr_0.004-s0")
+    ]
+    with pytest.raises(ValueError, match=r"transfer.saes.sweeps: no sweep named \['papr'\]"):
+        select(sweeps, {"sweeps": ["papr"]}, "transfer.saes")
+    with pytest.raises(ValueError, match=r"saes.ids: no SAE named \['relu_l1-x8-l1_9-lr_0.004-s0'\]"):
+        select(sweeps, {"ids": ["relu_l1-x8-l1_9-lr_0.004-s0"]})
+    with pytest.raises(ValueError, match=r"saes.where: \['l1'\] are not SAE settings"):
+        select(sweeps, {"where": {"l1": 3}})
+    with pytest.raises(ValueError, match="picks no SAE"):
+        select(sweeps, {"sweeps": ["wide"], "where": {"seed": 1}})
+
+
+def test_concept_thresholds_in_the_schema_default_to_the_rules_defaults():
+    import dataclasses
+
+    from vitsae.analysis.settings import ImageNetRules, INatRules
+
+    validated = validate(demo_config())
+    run = build(validated)
+    for kind, cls in (("imagenet", ImageNetRules), ("inat", INatRules)):
+        assert getattr(run.concepts, kind) == cls(), (
+            kind
+        )  # every default of the schema is the dataclass's default
+        assert set(validated["concepts"][kind]) == {f.name for f in dataclasses.fields(cls)} - {"seed"}
+    cfg = demo_config()
+    cfg["concepts"] = {"inat": {"purity": 0.5}}
+    with pytest.raises(ConfigError, match=r"unknown config key 'concepts.inat.purity'"):
+        validate(cfg)
+
+
+def test_the_typed_run_holds_every_setting_once():
+    run = build(validate(demo_config()))
+    assert list(run.datasets) == ["imagenet-demo", "inat-demo"] and list(run.models) == [
+        "clip-b16",
+        "dinov2-s14",
+    ]
+    assert run.datasets["inat-demo"].generate.kind == "inat-demo" and run.datasets["inat-demo"].splits[
+        "train"
+    ] == ("train_mini")
+    assert run.models["clip-b16"].layers == (10,) and run.models["clip-b16"].spec.arch == "ViT-B-16-quickgelu"
+    assert run.tokens("clip-b16").kept == "all" and run.extraction.parts_of("imagenet-demo") == 1
+    sweep = run.sweeps["paper"]
+    assert sweep.ids == tuple(sweep_ids(validate(demo_config())["sweeps"]["paper"]))
+    assert [s.l1_coeff for s in sweep.specs] == [
+        3.0,
+        3.0,
+        6.0,
+        6.0,
+    ] and sweep.training.train_tokens == 100_000
+    assert run.features.saes == tuple(("paper", i) for i in sweep.ids) == run.transfer_saes
+    assert run.note == "demo: synthetic data, random weights"
+    cfg = demo_config()
+    cfg["models"]["dinov2-s14"]["tokens"] = {"subset": 8}
+    cfg["seed"] = 5
+    assert build(validate(cfg)).tokens("dinov2-s14").to_config() == {"subset": 8, "seed": 5}  # the run's seed
+    cfg["features"] = {"saes": {"where": {"seed": 7}}}
+    with pytest.raises(ConfigError, match=r"features.saes: the selector .* picks no SAE"):
+        build(validate(cfg))
+
+
+def test_unknown_architectures_and_missing_layers_fail_at_config_time_naming_the_key(tmp_path):
+    cfg = validate(demo_config())
+    check_models(cfg, cache=tmp_path / "depths.json")  # the demo's models exist and have block 10
+    cached = json.loads((tmp_path / "depths.json").read_text())
+    assert sorted(v["n_blocks"] for v in cached.values()) == [12, 12]
+    cfg["models"]["clip-b16"]["arch"] = "ViT-B-16-quickgel"
+    cfg["models"]["dinov2-s14"]["layers"] = [10, 12]
+    with pytest.raises(ConfigError) as e:
+        check_models(cfg, cache=tmp_path / "depths.json")
+    lines = str(e.value).splitlines()
+    assert lines[0] == (
+        "config: models.clip-b16.arch: open_clip has no model 'ViT-B-16-quickgel'; "
+        "did you mean 'ViT-B-16-quickgelu' or 'ViT-L-14-quickgelu' or 'ViT-H-14-quickgelu'?"
+    )
+    assert lines[1] == (
+        "config: models.dinov2-s14.layers: [12] not among the blocks of "
+        "vit_small_patch14_dinov2.lvd142m, 0..11"
+    )
+    cfg = validate(demo_config())
+    cfg["models"]["dinov2-s14"]["arch"] = "vit_small_patch14_dinov3"
+    with pytest.raises(ConfigError, match=r"models.dinov2-s14.arch: family dinov2 needs a timm DINOv2"):
+        check_models(cfg)
+    cfg["models"]["dinov2-s14"]["arch"] = "vit_small_patch14_dinov2.lvd143m"
+    with pytest.raises(
+        ConfigError, match=r"models.dinov2-s14.arch: timm has no model 'vit_small_patch14_dinov2.lvd143m'"
+    ):
+        check_models(cfg)
+
+
+def test_dataset_options_are_checked_once_by_the_schema_naming_the_key():
+    for key, value, words in (("format", "imagenet1k", "is not one of"), ("on_corrupt", "ignore", "is not one of"),
+                              ("max_per_class", 0, "is less than the minimum of 1")):  # fmt: skip
+        cfg = demo_config()
+        cfg["datasets"]["imagenet-demo"][key] = value
+        with pytest.raises(ConfigError, match=rf"config key 'datasets.imagenet-demo.{key}': .*{words}"):
+            validate(cfg)

@@ -1,0 +1,133 @@
+"""config/paper.yaml is complete: with fake ImageNet-1K and iNat2021 roots it builds the full DAG
+(snakemake -n) and the dry-run plan; the plan's numbers follow from shapes, counts and the throughput table."""
+
+import json
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+from workflow_helpers import REPO, job_counts, snakemake
+
+from vitsae import plan
+from vitsae.cli import main as vitsae_main
+from vitsae.config import validate
+from vitsae.sae.settings import sweep_ids
+
+PAPER = REPO / "config" / "paper.yaml"
+WNIDS = ["n01440764", "n01443537", "n02085620"]
+INAT_DIRS = [
+    "00000_Animalia_Chordata_Aves_Passeriformes_Corvidae_Corvus_corax",
+    "00001_Plantae_Tracheophyta_Magnoliopsida_Rosales_Rosaceae_Rosa_canina",
+]
+
+
+def jpeg(path, seed):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    Image.fromarray(rng.integers(0, 256, (30, 40, 3), dtype=np.uint8)).save(path, quality=80)
+
+
+def fake_roots(tmp_path):
+    """Tiny trees in the real layouts: ImageNet train/<wnid>/*.JPEG, val/<wnid>/*.JPEG; iNat2021
+    train_mini/<dir>/*.jpg, val/<dir>/*.jpg with train_mini.json and val.json."""
+    imagenet, inat = tmp_path / "imagenet", tmp_path / "inat21"
+    for i, wnid in enumerate(WNIDS):
+        for k in range(3):
+            jpeg(imagenet / "train" / wnid / f"{wnid}_{k}.JPEG", i * 10 + k)
+        jpeg(imagenet / "val" / wnid / f"ILSVRC2012_val_{i:08d}.JPEG", 100 + i)
+    for split, n in (("train_mini", 4), ("val", 2)):
+        cats = []
+        for i, d in enumerate(INAT_DIRS):
+            parts = d.split("_")
+            cats.append(
+                {
+                    "id": i,
+                    "name": f"{parts[6]} {parts[7]}",
+                    "common_name": "",
+                    "supercategory": "Birds",
+                    "kingdom": parts[1],
+                    "phylum": parts[2],
+                    "class": parts[3],
+                    "order": parts[4],
+                    "family": parts[5],
+                    "genus": parts[6],
+                    "specific_epithet": parts[7],
+                    "image_dir_name": d,
+                }
+            )
+            for k in range(n):
+                jpeg(inat / split / d / f"{split}-{i}-{k}.jpg", 200 + i * 10 + k)
+        (inat / f"{split}.json").write_text(json.dumps({"categories": cats, "images": [], "annotations": []}))
+    return imagenet, inat
+
+
+@pytest.fixture(scope="module")
+def paper_copy(tmp_path_factory):
+    """config/paper.yaml with only the two dataset roots replaced."""
+    tmp = tmp_path_factory.mktemp("paper")
+    imagenet, inat = fake_roots(tmp)
+    cfg = yaml.safe_load(PAPER.read_text())
+    cfg["datasets"]["imagenet1k"]["root"] = str(imagenet)
+    cfg["datasets"]["inat21"]["root"] = str(inat)
+    path = tmp / "paper.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path, validate(cfg)
+
+
+def test_paper_config_builds_the_full_dag_with_fake_roots(paper_copy, tmp_path):
+    path, cfg = paper_copy
+    out = snakemake(tmp_path, "-n", "--configfile", str(path))
+    jobs = job_counts(out.stdout)
+    datasets, models = sorted(cfg["datasets"]), sorted(cfg["models"])
+    stores = len(datasets) * sum(len(cfg["models"][m]["layers"]) for m in models)
+    parts = {d: cfg["extraction"]["parts_by_dataset"].get(d, cfg["extraction"]["parts"]) for d in datasets}
+    per_dataset_stores = stores // len(datasets)
+    assert parts["imagenet1k"] > 1  # the paper's run splits ImageNet's extraction into parallel parts
+    assert jobs["manifest"] == len(datasets)
+    assert jobs["extract"] == stores
+    assert jobs["extract_part"] == sum(n * per_dataset_stores for n in parts.values() if n > 1)
+    for sweep in cfg["sweeps"]:
+        assert jobs[f"train_sae_{sweep}"] == stores, sweep
+    n_saes = stores * sum(len(sweep_ids(s)) for s in cfg["sweeps"].values())
+    # every SAE on its own dataset, at most on every dataset (the transfer matrix)
+    assert n_saes <= jobs["evaluate"] <= n_saes * len(datasets)
+    assert jobs["all"] == 1 and "demo_dataset_imagenet_demo" not in jobs
+    # every part of every store is in the plan Snakemake made
+    for d in datasets:
+        if parts[d] > 1:
+            for m in models:
+                for i in range(parts[d]):
+                    assert (
+                        f"results/activations/{d}/{m}/layer10.parts/part{i}-of{parts[d]}.zarr" in out.stdout
+                    )
+
+
+def test_plan_of_the_paper_config_counts_the_fake_roots(paper_copy, tmp_path, capsys):
+    path, cfg = paper_copy
+    assert vitsae_main(["plan", "--configfile", str(path), "--directory", str(tmp_path)]) == 0
+    text = capsys.readouterr().out
+    assert "imagenet1k: train 9, val 3  (from listing of" in text
+    assert "inat21: train 8, val 4  (from listing of" in text
+    # 12 ImageNet images x 257 tokens x 768 for DINOv2 B/14 at 224 px; CLIP B/16: 197 tokens
+    assert "imagenet1k/dinov2-b14/layer10" in text and "12 × 257 × 768" in text and "12 × 197 × 768" in text
+    p = plan.make_plan(cfg, tmp_path)
+    (dino,) = [s for s in p["stores"] if s.dataset == "imagenet1k" and s.model == "dinov2-b14"]
+    assert dino.bytes == 12 * 257 * 768 * 2
+    # B/14 to layer 10 of 12 runs at 6,050 x 12/11 img/s, decode at 15,685: the disk (0.9 GB/s) binds
+    assert dino.bound == "disk" and dino.img_s == pytest.approx(0.9e9 / (257 * 768 * 2))
+
+
+def test_plan_falls_back_to_published_sizes_and_scales_unknown_models(tmp_path):
+    cfg = validate(yaml.safe_load(PAPER.read_text()))  # /data/imagenet does not exist here
+    cfg["models"]["dinov2-b14"]["tokens"] = {"subset": 64}
+    cfg["models"]["clip-b16"]["image_size"] = 112  # not in the throughput table
+    p = plan.make_plan(cfg, tmp_path)
+    assert p["counts"]["imagenet1k"][0] == {"train": 1_281_167, "val": 50_000}
+    assert "published size" in p["counts"]["imagenet1k"][1]
+    (dino,) = [s for s in p["stores"] if s.dataset == "imagenet1k" and s.model == "dinov2-b14"]
+    assert dino.tokens == 64 and dino.bytes == 1_331_167 * 64 * 768 * 2
+    (clip,) = [s for s in p["stores"] if s.dataset == "inat21" and s.model == "clip-b16"]
+    assert clip.scaled and clip.tokens == 50
+    text = plan.format_plan(p, "x")
+    assert "scaled from ViT-B/14 by FLOPs" in text

@@ -1,0 +1,88 @@
+import numpy as np
+import pytest
+import zarr
+
+from vitsae.data import store
+
+LAYOUT = {"n_tokens": 5, "n_prefix": 1, "n_registers": 0, "cls_index": 0, "grid": [2, 2]}
+
+
+def test_round_trip_is_exact_and_chunked_per_batch(tmp_path):
+    rng = np.random.default_rng(0)
+    acts = {
+        "train": rng.normal(size=(10, 5, 6)).astype(np.float16),
+        "val": rng.normal(size=(3, 5, 6)).astype(np.float16),
+    }
+    path = store.write_arrays(tmp_path / "layer1.zarr", {"token_layout": LAYOUT}, acts, chunk_images=4)
+    g = store.open_store(path)
+    assert g.attrs["splits"] == {"train": 10, "val": 3}
+    arr = store.split_array(g, "train")
+    assert arr.dtype == np.float16 and arr.chunks == (4, 5, 6)
+    np.testing.assert_array_equal(arr[:], acts["train"])
+    chunks = list(
+        store.iter_chunks(arr, order=np.array([2, 0, 1]), tokens=store.token_slice(LAYOUT, "patches"))
+    )
+    assert [s for s, _ in chunks] == [8, 0, 4]
+    np.testing.assert_array_equal(chunks[0][1], acts["train"][8:, 1:])
+    assert not list(tmp_path.glob(".*partial*"))
+
+
+def test_token_slices():
+    assert store.token_slice(LAYOUT, "cls") == slice(0, 1)
+    assert store.token_slice(LAYOUT, "patches") == slice(1, 5)
+    assert store.token_slice({**LAYOUT, "n_prefix": 5, "n_tokens": 9}, "patches") == slice(5, 9)
+    with pytest.raises(ValueError, match="token kind 'patch'"):
+        store.token_slice(LAYOUT, "patch")
+
+
+def test_unfinished_store_is_refused_and_not_published(tmp_path):
+    final = tmp_path / "layer1.zarr"
+    tmp = store.temporary_path(final)
+    g = store.create_group(tmp, {"token_layout": LAYOUT, "splits": {"train": 8}})
+    arr = store.create_split(g, "train", (8, 5, 6), 4)
+    arr[0:4] = np.ones((4, 5, 6), np.float16)
+    g.attrs["written"] = {"train": 4}
+    with pytest.raises(store.StoreError, match="has 4 of 8 images written"):
+        store.publish(tmp, final, {"train": 8})
+    assert not final.exists()
+    with pytest.raises(store.StoreError, match="is incomplete"):
+        store.open_store(tmp)
+    with pytest.raises(store.StoreError, match="does not exist; run the extraction rule"):
+        store.open_store(final)
+    # an unwritten chunk reads as NaN, so nothing can silently pass as zeros
+    assert np.isnan(zarr.open_group(str(tmp), mode="r")["train"][4:]).all()
+
+
+def test_token_slices_of_stores_that_keep_fewer_tokens():
+    patches = {
+        "n_tokens": 4,
+        "n_prefix": 0,
+        "n_registers": 0,
+        "cls_index": None,
+        "grid": [2, 2],
+        "kept": "patches",
+    }
+    assert store.token_slice(patches, "patches") == slice(0, 4)
+    with pytest.raises(
+        store.StoreError, match="keeps only patch tokens .* no 'cls' tokens.*token kind 'patches'"
+    ):
+        store.token_slice(patches, "cls")
+    with pytest.raises(store.StoreError, match="no 'all' tokens"):
+        store.token_slice(patches, "all")
+    cls = {"n_tokens": 1, "n_prefix": 1, "n_registers": 0, "cls_index": 0, "grid": [2, 2], "kept": "cls"}
+    assert store.token_slice(cls, "cls") == slice(0, 1)
+    with pytest.raises(store.StoreError, match="only the CLS token"):
+        store.token_slice(cls, "patches")
+    subset = {**patches, "n_tokens": 3, "kept": "subset", "subset": {"k": 3, "seed": 0}}
+    assert store.token_slice(subset, "patches") == slice(0, 3)
+    # a store written before 'kept' existed holds all tokens
+    assert store.token_slice({**LAYOUT, "kept": "all"}, "patches") == store.token_slice(LAYOUT, "patches")
+
+
+def test_patch_index_of_a_store_with_every_patch(tmp_path):
+    acts = {"train": np.zeros((3, 5, 2), np.float16)}
+    g = store.open_store(
+        store.write_arrays(tmp_path / "s.zarr", {"token_layout": LAYOUT}, acts, chunk_images=2)
+    )
+    idx = store.patch_index(g, "train", 1, 3)
+    assert idx.shape == (2, 4) and (idx == np.arange(4)).all()

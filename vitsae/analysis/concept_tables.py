@@ -1,0 +1,125 @@
+"""The concept tables of a sweep's SAEs: one row per (SAE, feature), and the same labelling of random
+image sets (the null table).
+
+The ImageNet table (WordNet, :func:`vitsae.analysis.concepts.imagenet_table`) for ``imagenet`` datasets,
+the iNat table (taxonomy, :func:`~vitsae.analysis.concepts.inat_table`) for ``inat2021`` ones. Each SAE's
+place (dataset, model, layer, sweep, sae_id) comes from its statistics' ``meta.json``, which holds the
+SAE's ``cfg.json``. The null models are :mod:`vitsae.analysis.nulls`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from vitsae.analysis import concepts, nulls, wordnet
+from vitsae.analysis.settings import TABLE_KIND, ImageNetRules, INatRules
+from vitsae.analysis.stats import load_feature_stats, sae_place
+from vitsae.analysis.taxonomy import RANKS
+from vitsae.atomic import atomic_write
+from vitsae.data.manifest import read_manifest
+
+
+@dataclasses.dataclass
+class _Split:
+    """One split's labelling inputs, built once per job: the table's context (WordNet similarity, null
+    model, clade codes) serves the observed, null and animal-null tables of every SAE."""
+
+    kind: str
+    rows_N: np.ndarray
+    labels_N: np.ndarray
+    taxa_N: pd.DataFrame | None
+    hierarchy: object
+    descriptors_ND: np.ndarray | None
+    rules: object
+    context: object
+    animal_pool: np.ndarray  # split positions of animal images (finding 2's null draws from these)
+
+    @classmethod
+    def build(cls, kind, rows_N, manifest, hierarchy, descriptors_ND, rules) -> _Split:
+        labels_N = manifest["label"].to_numpy()[rows_N].astype(str)
+        if kind == "imagenet":  # ImageNet classes below animal.n.01
+            context = concepts.imagenet_context(labels_N, hierarchy, descriptors_ND, rules)
+            pool = np.nonzero(np.isin(labels_N, list(context.animals)))[0]
+            return cls(kind, rows_N, labels_N, None, hierarchy, descriptors_ND, rules, context, pool)
+        taxa_N = manifest.iloc[rows_N][list(RANKS)].reset_index(drop=True)
+        pool = np.nonzero(taxa_N["kingdom"].to_numpy().astype(str) == "Animalia")[0]  # iNat kingdom Animalia
+        return cls(
+            kind, rows_N, labels_N, taxa_N, hierarchy, None, rules, concepts.inat_context(taxa_N, rules), pool
+        )
+
+    def table(self, top_image_FK: np.ndarray, map_FKT: np.ndarray) -> pd.DataFrame:
+        """The concept table of one set of top images (observed or null)."""
+        if self.kind == "imagenet":
+            return concepts.imagenet_table(top_image_FK, map_FKT, self.labels_N, self.hierarchy, self.descriptors_ND,
+                                           self.rules, context=self.context)  # fmt: skip
+        table = concepts.inat_table(top_image_FK, map_FKT, self.taxa_N, self.rules, context=self.context)
+        # finding 2 counts traits among animal features: the iNat table's animal column
+        table["animal"] = nulls.inat_animal(top_image_FK, self.taxa_N["kingdom"].to_numpy(), self.rules.n_top,
+                                               self.rules.clade_purity)  # fmt: skip
+        return table
+
+
+def sweep_concept_tables(
+    stats_dirs: list[str | os.PathLike],
+    dataset_format: str,
+    manifest_path: str | os.PathLike,
+    thumbnails_path: str | os.PathLike | None,
+    rules: ImageNetRules | INatRules,
+    out_csv: str | os.PathLike,
+    null_csv: str | os.PathLike,
+    seed: int,
+) -> tuple[Path, Path]:
+    """Two CSVs for the SAEs of one sweep: the concept table of every SAE (``sae_id`` column first, then
+    its place: dataset, model, layer, sweep) from its statistics directory, and the null table: the same
+    labelling, with the same rules, of random image sets of the same sizes
+    (:func:`vitsae.analysis.nulls.null_top_images`, seeded by ``seed`` and the SAE's position), whose
+    ``animal`` and ``trait`` columns come from random *animal* images for the observed animal features
+    (:func:`vitsae.analysis.nulls.with_animal_null`)."""
+    kind = TABLE_KIND.get(dataset_format)
+    if kind is None:
+        raise ValueError(
+            f"no concept table for dataset format {dataset_format!r}; known: {sorted(TABLE_KIND)}"
+        )
+    manifest = read_manifest(Path(manifest_path))
+    hierarchy = wordnet.load_hierarchy() if kind == "imagenet" else None
+    thumbs = dict(np.load(thumbnails_path)) if kind == "imagenet" else None  # once for every SAE
+    observed, null = [], []
+    split: _Split | None = None
+    for i, stats_dir in enumerate(stats_dirs):
+        stats = load_feature_stats(stats_dir)
+        sae_id, where = sae_place(stats.meta)
+        rows_N = stats.images["row"].to_numpy(np.int64)
+        descriptors_ND = None
+        if thumbs is not None:
+            if not np.array_equal(thumbs["rows"], rows_N):
+                raise ValueError(
+                    f"{thumbnails_path} describes other images than {stats_dir} (manifest rows differ); "
+                    "rerun the thumbnails rule"
+                )
+            descriptors_ND = thumbs["descriptors"]
+        if split is None or not np.array_equal(split.rows_N, rows_N):
+            split = _Split.build(kind, rows_N, manifest, hierarchy, descriptors_ND, rules)
+        null_FK = nulls.null_top_images(stats.top_image_FK, len(rows_N), seed=seed + i)
+        tables = [split.table(top_FK, stats.top_map_FKT) for top_FK in (stats.top_image_FK, null_FK)]
+        animal_F = tables[0]["animal"].fillna(False).astype(bool).to_numpy()
+        animal_FK = nulls.null_top_images(stats.top_image_FK[animal_F], len(rows_N), seed=(seed + i, 2),
+                                          pool=split.animal_pool)  # fmt: skip
+        tables[1] = nulls.with_animal_null(
+            tables[1], animal_F, split.table(animal_FK, stats.top_map_FKT[animal_F])
+        )
+        for frames, table in zip((observed, null), tables):
+            features = stats.features[["feature", "frequency", "mean_active", "max_activation"]]
+            table = table.merge(features, on="feature", how="left")
+            table.insert(0, "sae_id", sae_id)
+            for j, (key, value) in enumerate(where.items()):
+                table.insert(1 + j, key, value)
+            frames.append(table)
+    for path, frames in ((Path(out_csv), observed), (Path(null_csv), null)):
+        result = pd.concat(frames, ignore_index=True)
+        atomic_write(path, lambda tmp, result=result: result.to_csv(tmp, index=False))
+    return Path(out_csv), Path(null_csv)

@@ -1,0 +1,391 @@
+"""Concept tables: what each SAE feature's top images have in common, in WordNet and in the iNat taxonomy.
+
+Both tables take a feature's top images from :mod:`vitsae.analysis.stats` (``top_image_FK``: split positions
+ranked by max activation, -1 = none) and use only the *firing* ones among the first ``n_top``; a
+feature with fewer than ``min_top_images`` of them is labelled ``unclear`` and its other columns are NaN.
+
+ImageNet table (:func:`imagenet_table`, one row per feature)
+-----------------------------------------------------------
+* ``n_top``, ``n_classes``, ``top_class``, ``top_class_share``, ``classes`` (``wnid:count`` by count,
+  ``;``-separated);
+* ``lca``, ``lca_name``, ``lca_depth``: the lowest common ancestor (:mod:`vitsae.analysis.wordnet`) of the *core*
+  classes: the most frequent classes (ties by wnid) that together hold at least ``lca_coverage`` of the
+  top images, so that one stray image does not pull the LCA to the root; ``n_branches``: how many
+  top-level WordNet branches (``branch_depth``) the core classes span;
+* ``coherence``: mean Wu-Palmer similarity over all pairs of top images (pairs of one class count 1),
+  against a null model of ``null_samples`` random sets of the same number of images drawn without
+  replacement from the split (seeded by ``(seed, set size)``): ``coherence_null_mean``, ``coherence_z``
+  (z-score against the null's mean and standard deviation), ``coherence_p`` (one-sided,
+  ``(1 + #{null >= observed}) / (1 + null_samples)``);
+* ``concentration``: the share of pairs of top images of one class (a handful of classes, wherever they
+  sit in WordNet, gives a high value; random images a value near 0), against the same random sets:
+  ``concentration_null_mean``, ``concentration_p`` (one-sided, as above; conservative, the statistic
+  is discrete);
+* ``diversity``: mean Euclidean distance over all pairs of top images between per-image descriptors that
+  come from neither model (default :func:`vitsae.analysis.thumbnails.thumbnail_descriptors`: a 4×4 RGB thumbnail), against the same
+  random sets: ``diversity_null_mean``, ``diversity_ratio`` (observed / null mean), ``diversity_z``;
+* ``localization``: mean over top images of the share of an image's tokens above half its max
+  activation (from the patch maps); ``animal``: every core class is below animal.n.01.
+
+Label rule (first that applies; every threshold a field of :class:`ImageNetRules`):
+
+1. ``unclear``      fewer than ``min_top_images`` firing top images;
+2. ``single-class`` ``top_class_share >= single_class_share``;
+3. ``taxonomic``    structured and ``lca_depth >= taxonomic_min_depth``, where *structured* means
+   ``coherence_p <= alpha`` or ``concentration_p <= alpha`` (the top images are not a random sample:
+   semantically close in WordNet, or drawn from few classes);
+4. ``abstract``     structured, ``lca_depth < taxonomic_min_depth`` (no specific taxonomic group), the
+   top images come mostly from a few *major* classes (each holds at least ``abstract_min_class_share``
+   of the top images; together at least ``abstract_min_coverage``: ``n_major``, ``major_share``) that
+   span at least ``abstract_min_branches`` top-level branches (``major_branches``), and the images are
+   visually diverse (``diversity_ratio >= min_diversity_ratio``): one relation shared by classes of
+   different branches while the images do not look alike;
+5. ``unclear``      otherwise.
+
+The major-class condition turns away the commonest false "abstract" feature of a weak SAE: one class's
+images plus a scatter of strays from everywhere (on the demo's random-weight DINOv2 it removed about half
+of the abstract labels and nearly all of the null model's). Caveat: a polysemantic feature that fires on
+two unrelated classes still passes rule 4; the statistics cannot tell it from an abstract concept, so
+the findings show examples (feature cards) beside the counts.
+
+``trait`` (ImageNet's animal classes via WordNet): ``animal``, at least ``trait_min_classes`` classes,
+``lca_depth >= taxonomic_min_depth`` and ``localization <= trait_max_localization``.
+
+iNat table (:func:`inat_table`, one row per feature)
+-----------------------------------------------------
+``purity_<rank>`` for species … kingdom (:mod:`vitsae.analysis.taxonomy`), ``deepest_rank`` (finest rank with
+purity ``>= clade_purity``), ``n_species``, ``localization`` (as above), ``concentration`` (share of pairs
+of top images of one species) against random image sets as for ImageNet (``concentration_null_mean``,
+``concentration_p``), ``n_major`` and ``major_share`` (species holding at least
+``abstract_min_class_share`` of the top images, and their total share), ``major_clades`` (how many
+clades of ``abstract_rank`` those species come from), and a label:
+
+1. ``unclear``         fewer than ``min_top_images`` firing top images;
+2. ``single-species``  ``purity_species >= single_species_share`` (one species dominates: the same rule
+   and default as ImageNet's ``single-class``, checked before the clade labels);
+3. ``trait``           ``deepest_rank`` at most as coarse as ``trait_max_rank``, ``n_species >=
+   trait_min_species`` and ``localization <= trait_max_localization``: several species, one clade,
+   a small part of the image;
+4. ``clade``           one clade (as for trait) but not localized;
+5. ``cross-clade``     concentrated on a few species (``concentration_p <= alpha``) whose major species
+   (covering at least ``abstract_min_coverage``) come from at least ``abstract_min_clades`` clades of
+   ``abstract_rank``: something shared by unrelated species (a convergent pattern), the iNat analogue of
+   ImageNet's ``abstract``;
+6. ``unclear``         otherwise.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from vitsae.analysis import taxonomy
+from vitsae.analysis.settings import ImageNetRules, INatRules
+from vitsae.analysis.wordnet import Hierarchy
+
+IMAGENET_LABELS = ("single-class", "taxonomic", "abstract", "unclear")
+INAT_LABELS = ("single-species", "trait", "clade", "cross-clade", "unclear")
+IMAGENET_COLUMNS = (
+    "feature", "n_top", "n_classes", "top_class", "top_class_share", "classes", "lca", "lca_name", "lca_depth",
+    "n_branches", "n_major", "major_share", "major_branches", "coherence", "coherence_null_mean", "coherence_z", "coherence_p", "concentration",
+    "concentration_null_mean", "concentration_p", "diversity", "diversity_null_mean", "diversity_ratio",
+    "diversity_z", "localization", "animal", "label", "trait",
+)  # fmt: skip
+INAT_COLUMNS = (
+    "feature", "n_top", *(f"purity_{r}" for r in taxonomy.RANKS), "deepest_rank", "n_species", "localization",
+    "concentration", "concentration_null_mean", "concentration_p", "n_major", "major_share", "major_clades",
+    "label", "trait",
+)  # fmt: skip
+
+
+# --------------------------------------------------------------------------------------------
+# Pieces
+
+
+def localization(map_KT: np.ndarray) -> float:
+    """Mean over the rows (images) of the share of tokens above half the row's max; NaN for no rows."""
+    if map_KT.shape[0] == 0:
+        return float("nan")
+    max_K = map_KT.max(axis=1, keepdims=True)
+    return float((map_KT > 0.5 * max_K).mean(axis=1).mean())
+
+
+def _mean_pairwise_sim(class_MN: np.ndarray, sim_CC: np.ndarray) -> np.ndarray:
+    n = class_MN.shape[1]
+    sims_MNN = sim_CC[class_MN[:, :, None], class_MN[:, None, :]]
+    return (sims_MNN.sum(axis=(1, 2)) - n) / (n * (n - 1))
+
+
+def _same_class_share(class_MN: np.ndarray) -> np.ndarray:
+    n = class_MN.shape[1]
+    return ((class_MN[:, :, None] == class_MN[:, None, :]).sum(axis=(1, 2)) - n) / (n * (n - 1))
+
+
+def _p_value(value: float, null: np.ndarray) -> float:
+    """One-sided: (1 + #{null >= value}) / (1 + len(null)), with a 1e-12 tolerance for float noise."""
+    return float((1 + (null >= value - 1e-12).sum()) / (1 + len(null)))
+
+
+def _mean_pairwise_dist(desc_MND: np.ndarray) -> np.ndarray:
+    n = desc_MND.shape[1]
+    sq_MN = (desc_MND.astype(np.float64) ** 2).sum(axis=2)
+    d2_MNN = sq_MN[:, :, None] + sq_MN[:, None, :] - 2 * np.einsum("mid,mjd->mij", desc_MND, desc_MND)
+    return np.sqrt(np.maximum(d2_MNN, 0)).sum(axis=(1, 2)) / (n * (n - 1))
+
+
+class NullModel:
+    """Random sets of images from the split, one seeded batch per set size (see the module docstring)."""
+
+    def __init__(self, class_N: np.ndarray, sim_CC: np.ndarray | None, desc_ND: np.ndarray | None, samples: int,
+                 seed: int) -> None:  # fmt: skip
+        self.class_N, self.sim_CC, self.desc_ND = class_N, sim_CC, desc_ND
+        self.samples, self.seed = samples, seed
+
+    @functools.cache  # noqa: B019 - one null per set size, for the life of the model
+    def sets(self, n: int) -> np.ndarray:
+        rng = np.random.default_rng([self.seed, n])
+        return np.stack([rng.choice(len(self.class_N), size=n, replace=False) for _ in range(self.samples)])
+
+    @functools.cache  # noqa: B019
+    def coherence(self, n: int) -> np.ndarray:
+        return _mean_pairwise_sim(self.class_N[self.sets(n)], self.sim_CC)
+
+    @functools.cache  # noqa: B019
+    def concentration(self, n: int) -> np.ndarray:
+        return _same_class_share(self.class_N[self.sets(n)])
+
+    @functools.cache  # noqa: B019
+    def diversity(self, n: int) -> np.ndarray:
+        assert self.desc_ND is not None
+        return _mean_pairwise_dist(self.desc_ND[self.sets(n)])
+
+
+def _major(classes: np.ndarray, counts: np.ndarray, min_share: float) -> tuple[np.ndarray, float]:
+    """The classes holding at least ``min_share`` of the images, and their total share."""
+    share = counts / counts.sum()
+    keep = share >= min_share - 1e-12
+    return classes[keep], float(share[keep].sum())
+
+
+def _core_classes(classes: np.ndarray, counts: np.ndarray, coverage: float) -> list[str]:
+    """Most frequent classes (ties by name) until they hold ``coverage`` of the images."""
+    order = np.lexsort((classes, -counts))
+    cum = np.cumsum(counts[order]) / counts.sum()
+    stop = int(np.searchsorted(cum, coverage - 1e-12)) + 1
+    return [str(c) for c in classes[order[:stop]]]
+
+
+def _top_images(top_image_FK: np.ndarray, n_top: int | None) -> np.ndarray:
+    return top_image_FK if n_top is None else top_image_FK[:, :n_top]
+
+
+# --------------------------------------------------------------------------------------------
+# Tables
+
+
+@dataclass(frozen=True)
+class ImageNetContext:
+    """What every ImageNet table of one split shares: class codes, the WordNet similarity of its classes
+    and the null model (whose random sets are cached per set size). Build it once per split
+    (:func:`imagenet_context`) and pass it to every :func:`imagenet_table` call: same results, no rebuild."""
+
+    labels_N: np.ndarray
+    class_N: np.ndarray
+    sim_CC: np.ndarray
+    descriptors_ND: np.ndarray
+    null: NullModel
+    animals: frozenset
+    rules: ImageNetRules
+
+
+def imagenet_context(labels_N: np.ndarray, hierarchy: Hierarchy, descriptors_ND: np.ndarray,
+                     rules: ImageNetRules = ImageNetRules()) -> ImageNetContext:  # fmt: skip
+    labels_N = np.asarray(labels_N).astype(str)
+    if descriptors_ND.shape[0] != labels_N.shape[0]:
+        raise ValueError(f"{descriptors_ND.shape[0]} descriptors for {labels_N.shape[0]} images of the split")
+    split_classes, class_N = np.unique(labels_N, return_inverse=True)
+    sim_CC = hierarchy.similarity_matrix(list(split_classes))
+    null = NullModel(class_N, sim_CC, descriptors_ND, rules.null_samples, rules.seed)
+    return ImageNetContext(labels_N, class_N, sim_CC, descriptors_ND, null, frozenset(hierarchy.animal_classes()),
+                           rules)  # fmt: skip
+
+
+def imagenet_table(
+    top_image_FK: np.ndarray,
+    top_map_FKT: np.ndarray,
+    labels_N: np.ndarray,
+    hierarchy: Hierarchy,
+    descriptors_ND: np.ndarray,
+    rules: ImageNetRules = ImageNetRules(),
+    context: ImageNetContext | None = None,
+) -> pd.DataFrame:
+    """One row per feature (module docstring). ``labels_N``: wnid per split image; ``descriptors_ND``:
+    per split image, the visual descriptor used for diversity (e.g. :func:`vitsae.analysis.thumbnails.thumbnail_descriptors`).
+    ``context``: :func:`imagenet_context` of the same split and rules, built here when not given."""
+    if context is None:
+        context = imagenet_context(labels_N, hierarchy, descriptors_ND, rules)
+    elif context.rules != rules or len(context.labels_N) != len(labels_N):
+        raise ValueError("the context was built for other rules or another split")
+    labels_N, class_N, sim_CC = context.labels_N, context.class_N, context.sim_CC
+    descriptors_ND, null, animals = context.descriptors_ND, context.null, context.animals
+    top_FK = _top_images(top_image_FK, rules.n_top)
+    rows = []
+    for f in range(top_FK.shape[0]):
+        slots = np.nonzero(top_FK[f] >= 0)[0]
+        images = top_FK[f, slots]
+        n = len(images)
+        row: dict = {"feature": f, "n_top": n}
+        if n < max(2, rules.min_top_images):
+            rows.append({**row, "label": "unclear", "trait": False})
+            continue
+        classes, counts = np.unique(labels_N[images], return_counts=True)
+        order = np.lexsort((classes, -counts))
+        core = _core_classes(classes, counts, rules.lca_coverage)
+        lca, lca_depth = hierarchy.lca(core)
+        coherence = float(_mean_pairwise_sim(class_N[images][None], sim_CC)[0])
+        null_coh = null.coherence(n)
+        concentration = float(_same_class_share(class_N[images][None])[0])
+        null_conc = null.concentration(n)
+        diversity = float(_mean_pairwise_dist(descriptors_ND[images][None])[0])
+        null_div = null.diversity(n)
+        loc = localization(top_map_FKT[f, slots])
+        major, major_share = _major(classes, counts, rules.abstract_min_class_share)
+        row.update(
+            n_classes=len(classes),
+            top_class=str(classes[order[0]]),
+            top_class_share=float(counts[order[0]] / n),
+            classes=";".join(f"{classes[i]}:{counts[i]}" for i in order),
+            lca=lca,
+            lca_name=hierarchy.name(lca),
+            lca_depth=lca_depth,
+            n_branches=hierarchy.n_branches(core, rules.branch_depth),
+            n_major=len(major),
+            major_share=major_share,
+            major_branches=hierarchy.n_branches([str(c) for c in major], rules.branch_depth)
+            if len(major)
+            else 0,
+            coherence=coherence,
+            coherence_null_mean=float(null_coh.mean()),
+            coherence_z=_z(coherence, null_coh),
+            coherence_p=_p_value(coherence, null_coh),
+            concentration=concentration,
+            concentration_null_mean=float(null_conc.mean()),
+            concentration_p=_p_value(concentration, null_conc),
+            diversity=diversity,
+            diversity_null_mean=float(null_div.mean()),
+            diversity_ratio=diversity / float(null_div.mean()) if null_div.mean() > 0 else float("nan"),
+            diversity_z=_z(diversity, null_div),
+            localization=loc,
+            animal=all(c in animals for c in core),
+        )
+        row["label"] = _imagenet_label(row, rules)
+        row["trait"] = bool(
+            row["animal"]
+            and len(core) >= rules.trait_min_classes
+            and lca_depth >= rules.taxonomic_min_depth
+            and loc <= rules.trait_max_localization
+        )
+        rows.append(row)
+    return pd.DataFrame(rows, columns=list(IMAGENET_COLUMNS))
+
+
+def _z(value: float, null: np.ndarray) -> float:
+    sd = float(null.std(ddof=1)) if len(null) > 1 else 0.0
+    return (value - float(null.mean())) / sd if sd > 0 else float("nan")
+
+
+def _imagenet_label(row: dict, rules: ImageNetRules) -> str:
+    if row["top_class_share"] >= rules.single_class_share:
+        return "single-class"
+    structured = row["coherence_p"] <= rules.alpha or row["concentration_p"] <= rules.alpha
+    if structured and row["lca_depth"] >= rules.taxonomic_min_depth:
+        return "taxonomic"
+    if (
+        structured
+        and row["major_share"] >= rules.abstract_min_coverage
+        and row["major_branches"] >= rules.abstract_min_branches
+        and row["diversity_ratio"] >= rules.min_diversity_ratio
+    ):
+        return "abstract"
+    return "unclear"
+
+
+@dataclass(frozen=True)
+class INatContext:
+    """What every iNat table of one split shares: each image's clade code at every rank, and the null
+    model of species concentration (:func:`inat_context`; pass it to every :func:`inat_table` call)."""
+
+    code_RN: np.ndarray
+    null: NullModel
+    rules: INatRules
+
+
+def inat_context(taxa_N: pd.DataFrame, rules: INatRules = INatRules()) -> INatContext:
+    taxa_N = taxa_N.reset_index(drop=True)
+    # clade of every split image at every rank as an integer code, once: per feature the purities are
+    # then bincounts (the same values as taxonomy.purities on the feature's rows, thousands of times faster)
+    code_RN = np.stack([np.unique(taxonomy.clade_keys(taxa_N, r), return_inverse=True)[1].reshape(-1)
+                        for r in taxonomy.RANKS]) if len(taxa_N) else np.zeros((len(taxonomy.RANKS), 0), np.int64)  # fmt: skip
+    return INatContext(code_RN, NullModel(code_RN[0], None, None, rules.null_samples, rules.seed), rules)
+
+
+def inat_table(
+    top_image_FK: np.ndarray,
+    top_map_FKT: np.ndarray,
+    taxa_N: pd.DataFrame,
+    rules: INatRules = INatRules(),
+    context: INatContext | None = None,
+) -> pd.DataFrame:
+    """One row per feature (module docstring). ``taxa_N``: per split image, the manifest's rank columns.
+    ``context``: :func:`inat_context` of the same split and rules, built here when not given."""
+    if context is None:
+        context = inat_context(taxa_N, rules)
+    elif context.rules != rules or context.code_RN.shape[1] != len(taxa_N):
+        raise ValueError("the context was built for other rules or another split")
+    code_RN, null = context.code_RN, context.null
+    top_FK = _top_images(top_image_FK, rules.n_top)
+    max_rank = taxonomy.RANKS.index(rules.trait_max_rank)
+    abstract_rank = taxonomy.RANKS.index(rules.abstract_rank)
+    rows = []
+    for f in range(top_FK.shape[0]):
+        slots = np.nonzero(top_FK[f] >= 0)[0]
+        images = top_FK[f, slots]
+        row: dict = {"feature": f, "n_top": len(images)}
+        if len(images) < max(2, rules.min_top_images):
+            rows.append({**row, "label": "unclear", "trait": False})
+            continue
+        counts = [np.bincount(code_RN[i, images]) for i in range(len(taxonomy.RANKS))]
+        purity = {r: float(c.max() / len(images)) for r, c in zip(taxonomy.RANKS, counts)}
+        deepest = next((r for r in taxonomy.RANKS if purity[r] >= rules.clade_purity), None)
+        loc = localization(top_map_FKT[f, slots])
+        n_species = int(np.count_nonzero(counts[0]))
+        concentration = float(_same_class_share(code_RN[0, images][None])[0])
+        null_conc = null.concentration(len(images))
+        species, species_counts = np.unique(code_RN[0, images], return_counts=True)
+        major, major_share = _major(species, species_counts, rules.abstract_min_class_share)
+        major_images = images[np.isin(code_RN[0, images], major)]
+        major_clades = len(np.unique(code_RN[abstract_rank, major_images]))
+        row.update({f"purity_{r}": p for r, p in purity.items()})
+        row.update(deepest_rank=deepest, n_species=n_species, localization=loc, concentration=concentration,
+                   concentration_null_mean=float(null_conc.mean()), concentration_p=_p_value(concentration, null_conc),
+                   n_major=len(major), major_share=major_share, major_clades=major_clades)  # fmt: skip
+        one_clade = deepest is not None and taxonomy.RANKS.index(deepest) <= max_rank
+        if purity["species"] >= rules.single_species_share:
+            label = "single-species"
+        elif one_clade and n_species >= rules.trait_min_species and loc <= rules.trait_max_localization:
+            label = "trait"
+        elif one_clade:
+            label = "clade"
+        elif (
+            row["concentration_p"] <= rules.alpha
+            and major_share >= rules.abstract_min_coverage
+            and major_clades >= rules.abstract_min_clades
+        ):
+            label = "cross-clade"
+        else:
+            label = "unclear"
+        rows.append({**row, "label": label, "trait": label == "trait"})
+    return pd.DataFrame(rows, columns=list(INAT_COLUMNS))

@@ -1,0 +1,216 @@
+"""Where every artifact of a run lives: one path pattern per kind of artifact, and the run's keys.
+
+The rule files use these patterns (with Snakemake wildcards in braces) and the functions below that
+enumerate a run's artifacts from its typed config (:class:`vitsae.config.Run`); nothing else writes a
+path of ``results/``. Analyses never parse these paths back: an SAE's identity is in its ``cfg.json``.
+
+In data-flow order::
+
+    results/datasets/{dataset}/                                        built-in demo datasets
+    results/manifests/{dataset}.parquet                                one row per image
+    results/activations/{dataset}/{model}/layer{layer}.zarr            one store per (dataset, model, layer)
+    results/sae/{dataset}/{model}/layer{layer}/{sweep}/{sae_id}/       sae.safetensors, cfg.json, train_log.csv
+    results/eval/{dataset}/{model}/layer{layer}/{sweep}/{sae_id}/{eval_dataset}.json
+    results/features/{dataset}/{model}/layer{layer}/{sweep}/{sae_id}/  per-feature statistics
+    results/thumbnails/{dataset}/{split}.npz                           model-free image descriptors
+    results/tables/concepts/{dataset}/{model}/layer{layer}/{sweep}.csv (and .null.csv)
+    results/figures/features/{dataset}/{model}/layer{layer}/{sweep}/   feature cards
+    results/figures/{figure}.pdf, results/tables/{table}.csv           the paper's figures and tables
+    results/provenance/{figure}.html|json, results/provenance/ro-crate/
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from vitsae.config import Run
+
+RESULTS = "results"
+DEMO_DATASET = "results/datasets/{dataset}"
+MANIFEST = "results/manifests/{dataset}.parquet"
+STORE = "results/activations/{dataset}/{model}/layer{layer}.zarr"
+STORE_PART = "results/activations/{dataset}/{model}/layer{layer}.parts/part{part}-of{nparts}.zarr"
+SAE_DIR = "results/sae/{dataset}/{model}/layer{layer}/{sweep}/{sae_id}"
+SAE_FILES = ("sae.safetensors", "cfg.json", "train_log.csv")  # the files of an SAE_DIR
+TRAIN_STATE = "results/.state/sae/{dataset}/{model}/layer{layer}/{sweep}"
+EVAL = "results/eval/{dataset}/{model}/layer{layer}/{sweep}/{sae_id}/{eval_dataset}.json"
+FEATURES = "results/features/{dataset}/{model}/layer{layer}/{sweep}/{sae_id}"
+THUMBNAILS = "results/thumbnails/{dataset}/{split}.npz"
+CONCEPTS = "results/tables/concepts/{dataset}/{model}/layer{layer}/{sweep}.csv"
+CONCEPTS_NULL = "results/tables/concepts/{dataset}/{model}/layer{layer}/{sweep}.null.csv"
+CARDS = "results/figures/features/{dataset}/{model}/layer{layer}/{sweep}"
+FIGURE = "results/figures/{figure}.pdf"
+TABLE = "results/tables/{table}.csv"
+LINEAGE_HTML = "results/provenance/{figure}.html"
+LINEAGE_JSON = "results/provenance/{figure}.json"
+CRATE = "results/provenance/ro-crate"
+LOG = "results/logs/{rule}/{job}.log"
+BENCHMARK = "results/benchmarks/{rule}/{job}.tsv"
+
+#: The paper's figures by name, with their titles (one per run) ...
+FIGURES: dict[str, str] = {
+    "transfer": "SAE transfer: reconstruction across datasets",
+    "semantic_abstraction": "Finding 1: abstract semantic features (share of live SAE features)",
+    "traits": "Finding 2: morphological-trait features among animal features",
+    "transfer_features": "SAE transfer at the feature level: decoder directions across datasets",
+}
+#: ... and those drawn once per sweep: ``{kind}-{sweep}`` → title with the sweep's name.
+PER_SWEEP: dict[str, str] = {
+    "training": "SAE training curves: sweep {sweep}",
+    "pareto": "Sparsity against reconstruction: sweep {sweep}",
+}
+#: The findings' tables (beside the transfer and Pareto tables).
+FINDINGS_TABLES = ("semantic_abstraction", "semantic_abstraction_shares", "traits", "traits_shares",
+                   "transfer_features")  # fmt: skip
+
+_FIELD = re.compile(r"\{(\w+)\}")
+
+
+def fill(pattern: str, **values: object) -> str:
+    """``pattern`` with the named fields filled in and every other ``{field}`` left as a wildcard:
+    ``fill(SAE_DIR, sweep="paper")`` is ``results/sae/{dataset}/{model}/layer{layer}/paper/{sae_id}``."""
+    return _FIELD.sub(lambda m: str(values[m[1]]) if m[1] in values else m[0], pattern)
+
+
+def log(rule: str, job: str) -> str:
+    """The log file of one job of ``rule``; ``job`` names it by its wildcards, e.g. ``{dataset}``."""
+    return LOG.format(rule=rule, job=job)
+
+
+def benchmark(rule: str, job: str) -> str:
+    """The benchmark file of one job of ``rule`` (as :func:`log`)."""
+    return BENCHMARK.format(rule=rule, job=job)
+
+
+def figure_titles(sweeps: Iterable[str]) -> dict[str, str]:
+    """Every figure of a run with these sweeps: name → title."""
+    titles = dict(FIGURES)
+    for sweep in sweeps:
+        for kind, title in PER_SWEEP.items():
+            titles[f"{kind}-{sweep}"] = title.format(sweep=sweep)
+    return titles
+
+
+# ---------------------------------------------------------------------------------------------
+# The run's keys
+
+
+def model_layers(run: Run) -> list[tuple[str, int]]:
+    """(model, layer) of every store of a dataset."""
+    return [(m, layer) for m, cfg in run.models.items() for layer in cfg.layers]
+
+
+def stores(run: Run) -> list[str]:
+    return [
+        STORE.format(dataset=d, model=m, layer=layer) for d in run.datasets for m, layer in model_layers(run)
+    ]
+
+
+def sae_dirs(run: Run, picked: Iterable[tuple[str, str]] | None = None) -> list[str]:
+    """One directory per SAE (train dataset × model × layer × (sweep, SAE id)); ``picked`` limits the
+    (sweep, id) pairs (default: every SAE of every sweep)."""
+    pairs = list(picked) if picked is not None else [(s, i) for s, sw in run.sweeps.items() for i in sw.ids]
+    return [
+        SAE_DIR.format(dataset=d, model=m, layer=layer, sweep=s, sae_id=i)
+        for d in run.datasets
+        for m, layer in model_layers(run)
+        for s, i in pairs
+    ]
+
+
+def sae_files(run: Run, name: str, picked: Iterable[tuple[str, str]] | None = None) -> list[str]:
+    """File ``name`` (one of :data:`SAE_FILES`) of each SAE of :func:`sae_dirs`."""
+    return [f"{d}/{name}" for d in sae_dirs(run, picked)]
+
+
+def evals(run: Run, picked: Iterable[tuple[str, str]] | None = None, in_domain: bool = False) -> list[str]:
+    """Each SAE of :func:`sae_dirs` evaluated on every dataset, or on its own only (``in_domain``)."""
+    out = []
+    for d in run.datasets:
+        for m, layer in model_layers(run):
+            pairs = (
+                list(picked)
+                if picked is not None
+                else [(s, i) for s, sw in run.sweeps.items() for i in sw.ids]
+            )
+            for s, i in pairs:
+                for e in [d] if in_domain else run.datasets:
+                    out.append(
+                        EVAL.format(dataset=d, model=m, layer=layer, sweep=s, sae_id=i, eval_dataset=e)
+                    )
+    return out
+
+
+def feature_saes(run: Run) -> dict[str, list[str]]:
+    """sweep → the ids of its SAEs that ``features.saes`` picks (config order)."""
+    out: dict[str, list[str]] = {}
+    for sweep, sae_id in run.features.saes:
+        out.setdefault(sweep, []).append(sae_id)
+    return out
+
+
+def concept_keys(run: Run) -> list[tuple[str, str, int, str]]:
+    """(dataset, model, layer, sweep) of every concept table: datasets whose format has one
+    (imagenet, inat2021), sweeps with SAEs picked by ``features.saes``."""
+    return [
+        (d, m, layer, s)
+        for d, ds in run.datasets.items()
+        if ds.format in ("imagenet", "inat2021")
+        for m, layer in model_layers(run)
+        for s in feature_saes(run)
+    ]
+
+
+def concept_tables(run: Run, null: bool = False) -> list[str]:
+    pattern = CONCEPTS_NULL if null else CONCEPTS
+    return [pattern.format(dataset=d, model=m, layer=layer, sweep=s) for d, m, layer, s in concept_keys(run)]
+
+
+def card_dirs(run: Run) -> list[str]:
+    return [CARDS.format(dataset=d, model=m, layer=layer, sweep=s) for d, m, layer, s in concept_keys(run)]
+
+
+def feature_keys(run: Run) -> list[dict]:
+    """The place of every SAE that gets statistics, in concept-table order."""
+    return [
+        {"dataset": d, "model": m, "layer": layer, "sweep": s, "sae_id": i}
+        for d, m, layer, s in concept_keys(run)
+        for i in feature_saes(run)[s]
+    ]
+
+
+def thumbnails(run: Run) -> list[str]:
+    """The thumbnails of the statistics' split of every ImageNet dataset with concept tables."""
+    datasets = sorted({d for d, _m, _l, _s in concept_keys(run) if run.datasets[d].format == "imagenet"})
+    return [THUMBNAILS.format(dataset=d, split=run.features.split) for d in datasets]
+
+
+def figures(run: Run) -> dict[str, str]:
+    """Every figure of the run: name → title."""
+    return figure_titles(run.sweeps)
+
+
+def final_tables(run: Run) -> list[str]:
+    """The paper's tables: transfer, each sweep's Pareto table, the findings'."""
+    names = ["transfer", *(f"pareto-{s}" for s in run.sweeps), *FINDINGS_TABLES]
+    return [TABLE.format(table=n) for n in names]
+
+
+def run_artifacts(run: Run) -> list[str]:
+    """Every artifact the run makes below the figures: manifests, stores, SAE files, evaluations,
+    thumbnails, statistics, concept tables and cards (the RO-Crate lists them all, including those no
+    figure reads, such as training logs)."""
+    return [
+        *(MANIFEST.format(dataset=d) for d in run.datasets),
+        *stores(run),
+        *(f"{s}/{f}" for s in sae_dirs(run) for f in SAE_FILES),
+        *evals(run),
+        *thumbnails(run),
+        *(FEATURES.format(**k) for k in feature_keys(run)),
+        *concept_tables(run),
+        *concept_tables(run, null=True),
+        *card_dirs(run),
+    ]

@@ -1,0 +1,157 @@
+"""A figure's lineage: its record, the records of its inputs, theirs, down to dataset manifests, raw
+inputs and model weights; and :func:`verify`, which recomputes every digest along it.
+
+Paths are stored as the rule gave them (relative to the workflow's working directory under
+Snakemake). :func:`lineage` resolves relative paths against that directory, which it infers from the
+path it is given (``/x/results/figures/a.pdf`` whose record says ``results/figures/a.pdf`` → ``/x``),
+else the current directory.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path, PurePath
+from typing import Any
+
+from vitsae.provenance.records import digest_artifact, read_record, record_path, store_attrs
+from vitsae.provenance.source import source_digest
+
+
+def _base_dir(given: Path, recorded: str) -> Path:
+    """The working directory the record's relative paths are relative to."""
+    rec = PurePath(recorded)
+    if given.is_absolute() and not rec.is_absolute():
+        n = len(rec.parts)
+        if n < len(given.parts) and given.parts[-n:] == rec.parts:
+            return Path(*given.parts[:-n])
+    return Path.cwd()
+
+
+def resolve(base: Path, p: str) -> Path:
+    path = Path(p)
+    return path if path.is_absolute() else base / path
+
+
+def _model_name(model: Any) -> str:
+    if isinstance(model, Mapping):
+        return str(model.get("name") or model.get("arch") or "unknown")
+    return str(model)
+
+
+def lineage(artifact: str | os.PathLike) -> dict:
+    """The upstream graph of ``artifact``.
+
+    ``{"root", "workdir", "nodes": {path: node}, "edges": [[input, output], ...]}``.
+
+    A node is an artifact's record; ``{"leaf": true, "digest"}`` for an input that never had a record
+    (a raw image, a dataset directory); ``{"missing": true, ...}`` for an input whose record is gone;
+    ``{"leaf": true, "kind": "model", ...}`` (key ``model:<name>``) for the weights behind a store.
+    Leaves are never opened, so an input list of thousands of images costs nothing extra.
+    """
+    artifact = Path(artifact)
+    root = read_record(artifact)
+    base = _base_dir(artifact, root["artifact"])
+    nodes: dict[str, dict] = {root["artifact"]: root}
+    edges: list[list[str]] = []
+    queue = [root]
+    while queue:
+        record = queue.pop(0)
+        out = record["artifact"]
+        store = record.get("store")
+        if store is None:
+            attrs = store_attrs(resolve(base, out))
+            if attrs and ("model" in attrs or "weights" in attrs):
+                store = attrs
+        if store is not None:
+            key = f"model:{_model_name(store.get('model'))}"
+            model_node = {"leaf": True, "kind": "model", "model": store.get("model")}
+            nodes.setdefault(key, {**model_node, "weights": store.get("weights")})
+            edges.append([key, out])
+        for entry in record.get("inputs", []):
+            path = entry["path"]
+            edges.append([path, out])
+            if path in nodes:
+                continue
+            if entry.get("record") is None:
+                nodes[path] = {"leaf": True, "digest": entry["digest"]}
+                continue
+            try:
+                upstream = read_record(resolve(base, path))
+            except (FileNotFoundError, ValueError):
+                nodes[path] = {"missing": True, "record": entry["record"], "digest": entry["digest"]}
+                continue
+            nodes[path] = upstream
+            queue.append(upstream)
+    return {"root": root["artifact"], "workdir": str(base), "nodes": nodes, "edges": edges}
+
+
+# ---------------------------------------------------------------------------------------------
+# Verification
+
+
+def verify(artifact: str | os.PathLike) -> list[str]:
+    """Recompute every digest along ``artifact``'s lineage; one line per problem (empty: all good).
+
+    Checked: each recorded artifact against its own record, each input against the digest its
+    consumer recorded (so a re-made upstream that its consumers were not rebuilt from is caught),
+    and each record's module digests against the current source.
+    """
+    return verify_lineage(lineage(artifact))
+
+
+def verify_lineage(lin: Mapping) -> list[str]:
+    """:func:`verify` on a lineage already walked."""
+    base = Path(lin["workdir"])
+    problems: list[str] = []
+    digests: dict[str, str | None] = {}
+    sources: dict[str, str | None] = {}
+
+    def current(path: str) -> str | None:
+        if path not in digests:
+            try:
+                digests[path] = digest_artifact(resolve(base, path))
+            except FileNotFoundError:
+                digests[path] = None
+        return digests[path]
+
+    def check(path: str, recorded: str) -> None:
+        now = current(path)
+        line = f"missing: {path}" if now is None else f"changed: {path} (recorded {recorded}, now {now})"
+        if now != recorded and line not in problems:
+            problems.append(line)
+
+    for path, node in lin["nodes"].items():
+        if node.get("kind") == "model":
+            continue
+        if node.get("missing"):
+            if current(path) is None:
+                check(path, node["digest"])
+            else:
+                problems.append(
+                    f"missing: {record_path(path)} (the provenance record of {path}); "
+                    "rerun the rule that makes it"
+                )
+            continue
+        if node.get("leaf"):
+            continue  # checked below, against what each consumer recorded
+        check(path, node["digest"])
+        for module, recorded in node.get("code", {}).get("modules", {}).items():
+            if module not in sources:
+                try:
+                    sources[module] = source_digest(module)
+                except (FileNotFoundError, ValueError):
+                    sources[module] = None
+            now = sources[module]
+            if now != recorded:
+                problems.append(
+                    f"code changed: {path} was made by {module} {recorded}, source is now {now or 'missing'}"
+                )
+        for entry in node.get("inputs", []):
+            check(entry["path"], entry["digest"])
+    return problems
+
+
+def n_artifacts(lin: Mapping) -> int:
+    """Artifacts a verification looks at: every node but the model-weight leaves."""
+    return sum(1 for node in lin["nodes"].values() if node.get("kind") != "model")

@@ -1,0 +1,111 @@
+"""Reconstruction quality of an SAE on one split of an activation store (the transfer matrix's cells).
+
+Streams whole chunks of the store (the fast read pattern, shared/FACTS.md) and accumulates, in
+float64: Σx and Σx² per dimension, Σ‖x−x̂‖², feature firing counts and Σ‖f‖₁. Then
+
+* ``mse``  = Σ‖x−x̂‖² / N (original units, squared error summed over d, mean over tokens);
+* ``fvu``  = Σ‖x−x̂‖² / Σ‖x−μ‖², μ the per-dimension mean of the evaluated tokens
+  (Σ‖x−μ‖² = Σ_d (Σx² − N μ²));
+* ``l0``   = mean number of active (f > 0) features per token;
+* ``l1``   = mean Σ_f |f| per token (normalised units, as in training);
+* ``dead_fraction``  = fraction of features that fire on none of the tokens;
+* ``dense_fraction`` = fraction of features that fire on more than ``dense_threshold`` of the tokens.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import torch
+
+from vitsae.atomic import atomic_write
+from vitsae.data.store import iter_chunks, open_store, split_array, token_slice
+from vitsae.sae.checkpoint import SparseAutoencoder
+
+
+@torch.no_grad()
+def evaluate(
+    sae: SparseAutoencoder,
+    store_path: str | os.PathLike,
+    split: str,
+    token_kind: str | None = None,
+    batch_tokens: int = 8192,
+    dense_threshold: float = 0.1,
+) -> dict:
+    """Metrics of ``sae`` on every ``token_kind`` token of ``split`` (default: the SAE's own token kind).
+
+    Returns plain Python numbers: ``n_tokens, mse, fvu, l0, l1, dead_fraction, dense_fraction``
+    plus ``store, split, token_kind, dense_threshold``.
+    """
+    if token_kind is None:
+        token_kind = sae.cfg.get("token_kind") or sae.cfg.get("hook", {}).get("tokens")
+        if token_kind is None:
+            raise ValueError("SAE cfg names no token kind; pass token_kind explicitly")
+    group = open_store(store_path)
+    array = split_array(group, split)
+    tokens = token_slice(dict(group.attrs["token_layout"]), token_kind)
+    d_in = array.shape[2]
+    if d_in != sae.d_in:
+        raise ValueError(f"store {store_path} split {split!r} has d={d_in}, the SAE expects d_in={sae.d_in}")
+    device = sae.W_enc_DF.device
+
+    n = 0
+    sum_x_D = torch.zeros(d_in, dtype=torch.float64)
+    sum_x2_D = torch.zeros(d_in, dtype=torch.float64)
+    sum_err = 0.0
+    sum_l0 = 0.0
+    sum_l1 = 0.0
+    fires_F = torch.zeros(sae.d_sae, dtype=torch.int64)
+    for _, acts_BTD in iter_chunks(array, tokens=tokens):
+        acts_ND = torch.from_numpy(np.ascontiguousarray(acts_BTD).reshape(-1, d_in).astype(np.float32))
+        if not torch.isfinite(acts_ND).all():
+            raise ValueError(
+                f"activations contain NaN/Inf: store {store_path} split {split!r}; re-extract it"
+            )
+        for x_BD in acts_ND.split(batch_tokens):
+            xhat_BD, f_BF = sae(x_BD.to(device))
+            x64_BD = x_BD.to(torch.float64)
+            sum_x_D += x64_BD.sum(dim=0)
+            sum_x2_D += (x64_BD**2).sum(dim=0)
+            sum_err += float(((xhat_BD.cpu().to(torch.float64) - x64_BD) ** 2).sum())
+            active_BF = (f_BF > 0).cpu()
+            sum_l0 += float(active_BF.sum())
+            sum_l1 += float(f_BF.cpu().to(torch.float64).sum())
+            fires_F += active_BF.sum(dim=0)
+            n += x_BD.shape[0]
+    if n == 0:
+        raise ValueError(f"store {store_path} split {split!r} has no {token_kind!r} tokens to evaluate")
+    mu_D = sum_x_D / n
+    total_var = float((sum_x2_D - n * mu_D**2).sum())
+    return {
+        "store": str(store_path),
+        "split": split,
+        "token_kind": token_kind,
+        "n_tokens": int(n),
+        "mse": sum_err / n,
+        "fvu": sum_err / total_var if total_var > 0 else float("nan"),
+        "l0": sum_l0 / n,
+        "l1": sum_l1 / n,
+        "dead_fraction": float((fires_F == 0).double().mean()),
+        "dense_fraction": float((fires_F > dense_threshold * n).double().mean()),
+        "dense_threshold": float(dense_threshold),
+    }
+
+
+def identity(sae: SparseAutoencoder) -> dict:
+    """Which SAE this is, from its ``cfg.json``: model, layer, sweep, sae_id and the dataset it was
+    trained on (``train_dataset``)."""
+    meta = sae.cfg.get("meta", {})
+    missing = [k for k in ("model", "layer", "sweep", "dataset") if k not in meta]
+    if missing or "sae_id" not in sae.cfg:
+        raise KeyError(f"the SAE's cfg.json lacks {missing or ['sae_id']}; retrain it with this version")
+    return {"model": meta["model"], "layer": int(meta["layer"]), "sweep": meta["sweep"], "sae_id": sae.cfg["sae_id"],
+            "train_dataset": meta["dataset"]}  # fmt: skip
+
+
+def write_json(result: dict, path: str | os.PathLike) -> None:
+    """Write ``result`` as JSON atomically."""
+    text = json.dumps(result, indent=2, sort_keys=True) + "\n"
+    atomic_write(path, lambda p: p.write_text(text))

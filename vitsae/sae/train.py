@@ -1,0 +1,473 @@
+"""The stacked SAE trainer: every SAE of a sweep trains in one pass over the activations.
+
+Each batch of a :class:`~vitsae.data.loader.TokenStream` is read once and fed to every SAE. SAEs of equal
+architecture and width are *stacked* (:class:`Stack`): their parameters carry a leading SAE dimension ``S``
+and one batched matmul serves them all (no Python loop over SAEs in a step). The architectures
+(:mod:`vitsae.sae.architectures`) supply activation, penalty and running state.
+
+Conventions (so that coefficients compare with other tools):
+
+* **Scalar input normalisation.** Inputs are multiplied by one ``scale`` chosen on the init sample
+  (``stream.peek(INIT_SAMPLE_TOKENS)``, shared by the sweep) so that ``E‖x·scale‖² = d_in`` (SAELens'
+  ``expected_average_only_in``). ``b_dec``, ``b_enc`` and all features live in these normalised units.
+* **Init.** Seeded unit-norm decoder rows, ``W_enc = W_dec.T``, ``b_enc = 0``, ``b_dec`` = the normalised
+  sample mean (ReLU+L1 recovers no dictionary on data with per-dimension offsets without it; FACTS.md).
+* **Loss.** ``mean_batch ‖x̂ − x‖²`` (summed over d, normalised units) plus the architecture's sparsity
+  term; the Adam learning rate and the sparsity coefficient rise linearly over ``lr_warmup_steps`` and
+  ``l1_warmup_steps``.
+* **Unit decoder.** For architectures that keep unit-norm decoder rows, the gradient component along
+  each row is removed after backward and rows are renormalised after each step.
+
+Optimiser: Adam (betas 0.9/0.999, eps 1e-8) written on the stacked tensors with a per-SAE learning
+rate, following ``torch.optim.Adam``'s single-tensor arithmetic. Determinism and resume: see
+:func:`train_sweep`. Files: see :func:`train_sweep_from_store` and :mod:`vitsae.sae.checkpoint`.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import logging
+import math
+import os
+import shutil
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vitsae.atomic import atomic_write
+from vitsae.data.loader import TokenStream
+from vitsae.data.store import open_store, split_array
+from vitsae.sae.architectures import REGISTRY, StepInput
+from vitsae.sae.checkpoint import SparseAutoencoder
+from vitsae.sae.settings import SAESpec, TrainSettings
+
+logger = logging.getLogger("vitsae.sae.train")
+
+LOG_FILE = "train_log.csv"
+STATE_FILE = "state.pt"
+#: At most this many tokens of the stream's first buffer initialise ``scale`` and ``b_dec``.
+INIT_SAMPLE_TOKENS = 65_536
+ADAM_BETAS = (0.9, 0.999)
+ADAM_EPS = 1e-8
+STATE_VERSION = 1
+#: On CPU a stack holds at most this many bytes of ``[S, B, F]`` float32 activations: glibc serves larger
+#: blocks by mmap, so every such temporary of every step is page-faulted and zeroed afresh (8 relu_l1 SAEs
+#: of d_sae 3072 at batch 1024 in one stack stepped ~15% slower than one after another). 32 MiB is glibc's
+#: largest dynamic mmap threshold; freed blocks up to it are reused.
+CPU_STACK_BYTES = 32 << 20
+LOG_FIELDS = ("step", "tokens", "loss", "mse", "fvu", "l0", "dead_fraction", "lr")
+
+
+# --------------------------------------------------------------------------------------------
+# A stack of SAEs of one architecture and width
+
+
+class Stack:
+    """S SAEs of one architecture and width: stacked parameters, Adam moments and running state."""
+
+    def __init__(self, specs: list[SAESpec], d_in: int, device: torch.device) -> None:
+        self.specs = specs
+        self.arch = REGISTRY[specs[0].architecture]
+        self.S, self.D, self.F = len(specs), d_in, d_in * specs[0].expansion
+        self.device = device
+        self.lr_S64 = torch.tensor([s.lr for s in specs], dtype=torch.float64)
+        self.coeff_S64 = torch.tensor([s.l1_coeff or 0.0 for s in specs], dtype=torch.float64)
+        self.k_S = torch.tensor([s.k or 0 for s in specs], device=device)
+        self.k_max = max(int(s.k or 0) for s in specs)  # a Python int: no device sync, no graph break
+        self.aux_k_S = torch.tensor([s.effective_aux_k for s in specs], device=device)
+        self.aux_k_max = max(s.effective_aux_k for s in specs)
+        self.aux_coeff_S = torch.tensor([s.aux_coeff for s in specs], device=device)
+        self.params: dict[str, torch.Tensor] = {}
+        self.buffers: dict[str, torch.Tensor] = {}
+        bandwidth_S = torch.tensor([s.jumprelu_bandwidth for s in specs], dtype=torch.float32, device=device)
+        self.bandwidth_S11 = bandwidth_S.view(self.S, 1, 1)
+
+    @torch.no_grad()
+    def initialise(self, b_dec_D: torch.Tensor) -> None:
+        """Seeded unit-norm decoder rows per SAE, ``W_enc = W_dec.T``, ``b_enc = 0``, ``b_dec`` = the
+        normalised init-sample mean."""
+        W_dec = []
+        for spec in self.specs:
+            gen = torch.Generator().manual_seed(int(spec.seed))
+            W_dec_FD = torch.randn(self.F, self.D, generator=gen, dtype=torch.float32)
+            W_dec.append(W_dec_FD / W_dec_FD.norm(dim=1, keepdim=True))
+        W_dec_SFD = torch.stack(W_dec).to(self.device)
+        self.params = {
+            "W_enc": W_dec_SFD.transpose(1, 2).contiguous(),
+            "b_enc": torch.zeros(self.S, self.F, device=self.device),
+            "W_dec": W_dec_SFD,
+            "b_dec": b_dec_D.to(self.device, torch.float32).expand(self.S, self.D).clone(),  # own storage
+        }
+        for p in self.params.values():
+            p.requires_grad_()
+        self.buffers = {"last_fired": torch.zeros(self.S, self.F, dtype=torch.long, device=self.device)}
+        self.arch.init_state(self)
+        self.moments = {name: (torch.zeros_like(p), torch.zeros_like(p)) for name, p in self.params.items()}
+
+    def compile(self) -> None:
+        """Compile the forward pass and loss (``torch.compile``; the backward is compiled with it).
+        Optimiser, decoder renormalisation and bookkeeping stay eager. Compiled kernels round
+        differently, so the bitwise guarantees (determinism, resume) are for the eager step."""
+        # One code object serves every stack: each stack (architecture, width, batch shape, dead or
+        # not) is one more specialisation of it, so allow more than dynamo's default of 8.
+        import torch._dynamo
+
+        for name in ("recompile_limit", "cache_size_limit"):  # the name changed across torch versions
+            if hasattr(torch._dynamo.config, name):
+                setattr(torch._dynamo.config, name, max(getattr(torch._dynamo.config, name), 64))
+        self._forward = torch.compile(self._forward, dynamic=False, fullgraph=True)
+
+    def _forward(
+        self, xn_BD: torch.Tensor, coeff_S: torch.Tensor, dead_SF: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict]:
+        """Loss, MSE, codes and the architecture's extra log tensors of every SAE of the stack."""
+        P = self.params
+        xc_SBD = xn_BD.unsqueeze(0) - P["b_dec"].unsqueeze(1)
+        pre_SBF = torch.bmm(xc_SBD, P["W_enc"]) + P["b_enc"].unsqueeze(1)
+        f_SBF = self.arch.activate(self, pre_SBF)
+        xhat_SBD = torch.bmm(f_SBF, P["W_dec"]) + P["b_dec"].unsqueeze(1)
+        err_SBD = xhat_SBD - xn_BD
+        mse_S = (err_SBD**2).sum(dim=-1).mean(dim=-1)
+        penalty_S, extra = self.arch.penalty(self, StepInput(pre_SBF, f_SBF, err_SBD, coeff_S, dead_SF))
+        return mse_S + penalty_S, mse_S, f_SBF, extra
+
+    def step(self, xn_BD: torch.Tensor, step: int, lr_scale: float, l1_ramp: float, dead_steps: int) -> dict:
+        """One training step on normalised inputs; returns the per-SAE log tensors."""
+        P = self.params
+        coeff_S = (self.coeff_S64 * l1_ramp).to(torch.float32).to(self.device)
+        dead_SF = (step - 1) - self.buffers["last_fired"] >= dead_steps if self.arch.uses_dead else None
+        if dead_SF is not None and not bool(dead_SF.any()):
+            dead_SF = None  # decided here, eagerly: the compiled forward has no data-dependent branch
+        loss_S, mse_S, f_SBF, extra = self._forward(xn_BD, coeff_S, dead_SF)
+        if not bool(torch.isfinite(loss_S).all()):
+            bad = [s.id for s, ok in zip(self.specs, torch.isfinite(loss_S).tolist()) if not ok]
+            raise ValueError(
+                f"SAE loss became non-finite at step {step} for {bad}; lower lr or check the data"
+            )
+        for p in P.values():
+            p.grad = None
+        loss_S.sum().backward()
+        with torch.no_grad():
+            if self.arch.unit_decoder:  # drop each decoder row's gradient component along the row
+                W_SFD = P["W_dec"]
+                parallel_SF1 = (W_SFD.grad * W_SFD).sum(dim=-1, keepdim=True)
+                W_SFD.grad -= parallel_SF1 * W_SFD
+            self._adam(step, lr_scale)
+            if self.arch.unit_decoder:
+                P["W_dec"] /= P["W_dec"].norm(dim=-1, keepdim=True)
+            self.buffers["last_fired"][f_SBF.amax(dim=1) > 0] = step  # f >= 0: one pass, no [S, B, F] mask
+            self.arch.after_step(self, f_SBF.detach())
+        out = {"loss": loss_S.detach(), "mse": mse_S.detach(), "f": f_SBF.detach(), "lr": self.lr_S64 * lr_scale,
+               **{k: v.detach() for k, v in extra.items()}}  # fmt: skip
+        if "l1_coeff" in out:
+            out["l1_coeff"] = self.coeff_S64 * l1_ramp  # log the float64 value, not its float32 rounding
+        return out
+
+    def _adam(self, step: int, lr_scale: float) -> None:
+        """Adam with a per-SAE learning rate, in ``torch.optim.Adam``'s single-tensor arithmetic."""
+        beta1, beta2 = ADAM_BETAS
+        bias_correction1 = 1 - beta1**step
+        bias_correction2_sqrt = (1 - beta2**step) ** 0.5
+        neg_step_S = (-(self.lr_S64 * lr_scale) / bias_correction1).tolist()
+        for name, p in self.params.items():
+            m, v = self.moments[name]
+            g = p.grad
+            m.lerp_(g, 1 - beta1)
+            v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
+            denom = (v.sqrt() / bias_correction2_sqrt).add_(ADAM_EPS)
+            for i, neg_step in enumerate(neg_step_S):  # addcdiv_ fuses the update; its value is one scalar
+                p[i].addcdiv_(m[i], denom[i], value=neg_step)
+
+    def module(self, i: int, scale: float) -> SparseAutoencoder:
+        """SAE ``i`` of the stack as an inference module (CPU)."""
+        spec = self.specs[i]
+        sae = SparseAutoencoder(self.D, self.F, spec.architecture, scale, spec.k)
+        thresholds_SF = self.arch.thresholds(self)
+        with torch.no_grad():
+            sae.W_enc_DF.copy_(self.params["W_enc"][i])
+            sae.b_enc_F.copy_(self.params["b_enc"][i])
+            sae.W_dec_FD.copy_(self.params["W_dec"][i])
+            sae.b_dec_D.copy_(self.params["b_dec"][i])
+            if thresholds_SF is not None:
+                sae.threshold_F.copy_(thresholds_SF[i])
+        return sae
+
+    def state(self) -> dict:
+        return {
+            "params": {k: v.detach().cpu().clone() for k, v in self.params.items()},
+            "moments": {k: (m.cpu().clone(), v.cpu().clone()) for k, (m, v) in self.moments.items()},
+            "buffers": {k: v.cpu().clone() for k, v in self.buffers.items()},
+        }
+
+    def load_state(self, state: dict) -> None:
+        self.params = {k: v.to(self.device).requires_grad_() for k, v in state["params"].items()}
+        self.moments = {k: (m.to(self.device), v.to(self.device)) for k, (m, v) in state["moments"].items()}
+        self.buffers = {k: v.to(self.device) for k, v in state["buffers"].items()}
+
+
+# --------------------------------------------------------------------------------------------
+# Training
+
+
+def _digest(specs: Sequence[SAESpec], settings: TrainSettings, d_in: int) -> str:
+    blob = {"version": STATE_VERSION, "specs": [s.to_dict() for s in specs], "settings": settings.to_dict(),
+            "d_in": int(d_in)}  # fmt: skip
+    return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()
+
+
+def init_scale_and_mean(sample_ND: torch.Tensor, d_in: int) -> tuple[float, torch.Tensor]:
+    """``scale`` with ``E‖x·scale‖² = d_in`` on the sample and the normalised sample mean (float32)."""
+    sample_ND = sample_ND.to(torch.float64)
+    mean_sq = float((sample_ND**2).sum(dim=1).mean())
+    if not math.isfinite(mean_sq) or mean_sq <= 0:
+        raise ValueError(f"init sample has mean squared norm {mean_sq}; cannot normalise")
+    scale = math.sqrt(d_in / mean_sq)
+    return scale, (sample_ND * scale).mean(dim=0).to(torch.float32)
+
+
+@torch.no_grad()
+def _log_rows(
+    stack: Stack, out: dict, xn_BD: torch.Tensor, step: int, tokens: int, dead_steps: int
+) -> list[dict]:
+    var = ((xn_BD - xn_BD.mean(dim=0)) ** 2).sum(dim=1).mean()
+    last_fired_SF = stack.buffers["last_fired"]
+    if step >= dead_steps:
+        dead_S = (step - last_fired_SF >= dead_steps).float().mean(dim=-1)
+    else:
+        dead_S = (last_fired_SF == 0).float().mean(dim=-1)
+    cols = {
+        "loss": out["loss"], "mse": out["mse"],
+        "fvu": out["mse"] / var if var > 0 else torch.full_like(out["mse"], math.nan),
+        "l0": (out["f"] > 0).sum(dim=-1).float().mean(dim=-1), "dead_fraction": dead_S, "lr": out["lr"],
+        **{k: out[k] for k in stack.arch.log_fields},
+    }  # fmt: skip
+    lists = {k: v.cpu().tolist() for k, v in cols.items()}
+    rows = []
+    for i in range(stack.S):
+        row: dict = {"step": step, "tokens": tokens}
+        for k, vals in lists.items():
+            row[k] = int(vals[i]) if k == "k" else float(vals[i])
+        rows.append(row)
+    return rows
+
+
+def log_fields(architecture: str) -> tuple[str, ...]:
+    """Columns of ``train_log.csv`` for ``architecture``."""
+    return LOG_FIELDS + REGISTRY[architecture].log_fields
+
+
+def train_sweep(
+    stream_factory: Callable[[int], TokenStream],
+    specs: Sequence[SAESpec],
+    settings: TrainSettings,
+    d_in: int,
+    device: str | torch.device = "cpu",
+    state_dir: str | os.PathLike | None = None,
+    log: Callable[[str, dict], None] | None = None,
+) -> list[tuple[SparseAutoencoder, list[dict]]]:
+    """Train every SAE of ``specs`` in one pass over ``stream_factory(start_tokens)``'s batches.
+
+    SAEs of equal architecture and expansion are stacked (on CPU, stacks of at most ``CPU_STACK_BYTES``
+    of activations); each batch steps every stack. The init sample (``scale``, ``b_dec``, shared by all)
+    is ``stream.peek(INIT_SAMPLE_TOKENS)``. Log rows (every ``log_every`` steps and at the last step) are
+    passed to ``log(sae_id, row)`` and returned.
+
+    With ``state_dir``, ``state.pt`` is written atomically every ``checkpoint_every`` steps (stacked
+    parameters, Adam moments, running state, token position, log rows, RNG states, and a digest of
+    specs, settings and ``d_in``); a matching one is resumed from, so a killed run finishes with the
+    same weights, bitwise on CPU, as an uninterrupted one. A mismatching one raises ValueError.
+    Returns ``(module, log_rows)`` per spec, in order.
+    """
+    specs = list(specs)
+    if not specs:
+        raise ValueError("train_sweep needs at least one SAESpec")
+    device = torch.device(device)
+    digest = _digest(specs, settings, d_in)
+    groups: dict[tuple[str, int], list[int]] = {}
+    for i, spec in enumerate(specs):
+        groups.setdefault((spec.architecture, spec.expansion), []).append(i)
+    members = []
+    for (_, expansion), idx in groups.items():
+        per_sae = settings.batch_size * d_in * expansion * 4
+        cap = max(1, CPU_STACK_BYTES // per_sae) if device.type == "cpu" else len(idx)
+        members += [idx[j : j + cap] for j in range(0, len(idx), cap)]
+    stacks = [Stack([specs[i] for i in idx], d_in, device) for idx in members]
+    if settings.compile:
+        for stack in stacks:
+            stack.compile()
+    ids = [s.id for s in specs]
+
+    state_path = None if state_dir is None else Path(state_dir) / STATE_FILE
+    state = None
+    if state_path is not None and state_path.exists():
+        state = torch.load(state_path, weights_only=False)
+        if state.get("digest") != digest or state.get("members", members) != members:
+            raise ValueError(
+                f"{state_path} was written for other specs/settings or stacking (digest mismatch); "
+                f"delete {state_path.parent} to start this sweep afresh"
+            )
+    step = 0 if state is None else int(state["step"])
+    position = 0 if state is None else int(state["position"])
+    rows: list[list[dict]] = [[] for _ in specs] if state is None else state["log_rows"]
+    n_steps = math.ceil(settings.train_tokens / settings.batch_size)
+
+    stream = stream_factory(position)
+    try:
+        if state is None:
+            sample_ND = torch.from_numpy(stream.peek(INIT_SAMPLE_TOKENS))
+            if sample_ND.shape[0] == 0:
+                raise ValueError("no batches to train on")
+            scale, b_dec_D = init_scale_and_mean(sample_ND, d_in)
+            for stack in stacks:
+                stack.initialise(b_dec_D)
+        else:
+            scale = float(state["scale"])
+            for stack, st in zip(stacks, state["stacks"]):
+                stack.load_state(st)
+            torch.set_rng_state(state["torch_rng"])
+            np.random.set_state(state["numpy_rng"])
+            logger.info("resuming sweep from step %d (%d tokens) of %s", step, position, state_path)
+        last_logged = rows[0][-1]["step"] if rows[0] else 0
+        tokens = position
+        for x_BD in stream:
+            step += 1
+            x_BD = x_BD.to(device, torch.float32, non_blocking=True)  # pinned by the stream on a GPU
+            xn_BD = x_BD * scale
+            w = settings.lr_warmup_steps
+            lr_scale = min(1.0, step / w) if w else 1.0
+            w = settings.l1_warmup_steps
+            l1_ramp = min(1.0, (step - 1) / w) if w else 1.0
+            tokens += x_BD.shape[0]
+            last = step == n_steps or tokens >= settings.train_tokens
+            outs = [stack.step(xn_BD, step, lr_scale, l1_ramp, settings.dead_steps) for stack in stacks]
+            if step % settings.log_every == 0 or last:
+                for stack, idx, out in zip(stacks, members, outs):
+                    for i, row in zip(idx, _log_rows(stack, out, xn_BD, step, tokens, settings.dead_steps)):
+                        rows[i].append(row)
+                        if log is not None:
+                            log(ids[i], row)
+                last_logged = step
+                r = rows[0][-1]
+                logger.info("step %d/%d tokens %d [%s] loss %.4g fvu %.4f l0 %.1f dead %.3f", step, n_steps,
+                            tokens, ids[0], r["loss"], r["fvu"], r["l0"], r["dead_fraction"])  # fmt: skip
+            if state_path is not None and step % settings.checkpoint_every == 0 and not last:
+                state_path.parent.mkdir(parents=True, exist_ok=True)
+                state = {
+                    "digest": digest, "members": members, "step": step, "position": tokens, "scale": scale,
+                    "stacks": [s.state() for s in stacks], "log_rows": rows,
+                    "torch_rng": torch.get_rng_state(), "numpy_rng": np.random.get_state(),
+                }  # fmt: skip
+                atomic_write(state_path, lambda p, state=state: torch.save(state, p))
+            if tokens >= settings.train_tokens:
+                break
+    finally:
+        stream.close()
+    if step == 0:
+        raise ValueError("no batches to train on")
+    if last_logged != step:
+        logger.warning("batches ran out after %d steps, %d of %d tokens", step, tokens, settings.train_tokens)
+    out: list[tuple[SparseAutoencoder, list[dict]] | None] = [None] * len(specs)
+    for stack, idx in zip(stacks, members):
+        for j, i in enumerate(idx):
+            module = stack.module(j, scale)
+            module.cfg = {"d_in": d_in, "d_sae": stack.F, "sae_id": ids[i], **specs[i].to_dict(),
+                          **settings.to_dict()}  # fmt: skip
+            out[i] = (module, rows[i])
+    return out  # type: ignore[return-value]
+
+
+# --------------------------------------------------------------------------------------------
+# From a store, to files
+
+
+def sweep_cfg_json(
+    module: SparseAutoencoder, spec: SAESpec, settings: TrainSettings, meta: dict, store_attrs: dict
+) -> dict:
+    """The cfg.json dict: SAELens-style fields, every spec and settings field, ``sae_id`` and ``meta``."""
+    out = {
+        "d_in": int(module.d_in),
+        "d_sae": int(module.d_sae),
+        "architecture": spec.architecture,
+        "activation_fn": REGISTRY[spec.architecture].activation_fn,
+        "normalisation": {
+            "kind": "scalar",
+            "scale": float(module.scale),
+            "note": "encode multiplies inputs by scale; b_dec and features are in scaled units; "
+            "decode divides by scale",
+        },
+        "dtype": "float32",
+        "hook": {
+            "model": meta.get("model", store_attrs.get("model")),
+            "layer": meta.get("layer", store_attrs.get("layer")),
+            "tokens": settings.token_kind,
+        },
+        **spec.to_dict(),
+        **settings.to_dict(),
+        "sae_id": spec.id,
+        "meta": meta,
+    }
+    return json.loads(json.dumps(out))  # plain JSON types only
+
+
+def train_sweep_from_store(
+    store_path: str | os.PathLike,
+    split: str,
+    specs: Sequence[SAESpec],
+    settings: TrainSettings,
+    out_dirs: Sequence[str | os.PathLike],
+    meta: dict,
+    device: str | torch.device = "cpu",
+    state_dir: str | os.PathLike | None = None,
+) -> list[Path]:
+    """Train the sweep on ``split`` of the store (one data pass) and write ``train_log.csv``, then
+    ``cfg.json`` and, last, ``sae.safetensors`` (:meth:`~vitsae.sae.checkpoint.SparseAutoencoder.save`;
+    each atomically) into each of ``out_dirs``; removes ``state_dir``
+    after success. Returns the safetensors paths. ``meta["bytes_read"]`` counts this process's reads
+    (a resumed run reads from its checkpoint on)."""
+    specs, out_dirs = list(specs), [Path(p) for p in out_dirs]
+    if len(out_dirs) != len(specs):
+        raise ValueError(f"{len(specs)} specs but {len(out_dirs)} out_dirs")
+    streams: list[TokenStream] = []
+    on_gpu = torch.device(device).type == "cuda"
+
+    def factory(start_tokens: int) -> TokenStream:
+        stream = TokenStream(
+            store_path, split, settings.token_kind, settings.batch_size, settings.data_seed,
+            settings.shuffle_chunks, settings.train_tokens, start_tokens=start_tokens,
+            # on a GPU: fp16 batches in pinned memory (half the bytes to copy), converted on the device
+            pin_memory=on_gpu, dtype=torch.float16 if on_gpu else torch.float32,
+        )  # fmt: skip
+        streams.append(stream)
+        return stream
+
+    d_in = int(split_array(open_store(store_path), split).shape[2])
+    results = train_sweep(factory, specs, settings, d_in, device=device, state_dir=state_dir)
+    store_attrs = dict(open_store(store_path).attrs)
+    base_meta = {"store": str(store_path), "split": split, **meta}
+    base_meta.setdefault("dataset", store_attrs.get("dataset"))
+    base_meta["bytes_read"] = int(sum(s.bytes_read for s in streams))
+    base_meta["start_tokens"] = int(streams[0].start_tokens) if streams else 0
+    paths = []
+    for (module, rows), spec, out_dir in zip(results, specs, out_dirs):
+        out_dir.mkdir(parents=True, exist_ok=True)
+        cfg = sweep_cfg_json(module, spec, settings, dict(base_meta), store_attrs)
+        module.cfg = cfg
+        fields = log_fields(spec.architecture)
+
+        def write_log(p: Path, rows: list[dict] = rows, fields: tuple[str, ...] = fields) -> None:
+            with open(p, "w", newline="") as fh:
+                writer = csv.DictWriter(fh, fieldnames=fields)
+                writer.writeheader()
+                writer.writerows(rows)
+
+        atomic_write(out_dir / LOG_FILE, write_log)
+        final = module.save(out_dir)  # cfg.json, then sae.safetensors: its presence means complete
+        paths.append(final)
+    if state_dir is not None and Path(state_dir).exists():
+        shutil.rmtree(state_dir)
+    logger.info("wrote %d SAEs (%d bytes read)", len(paths), base_meta["bytes_read"])
+    return paths
