@@ -94,6 +94,20 @@ def test_a_typo_in_the_config_fails_before_any_job(tmp_path):
     assert not (tmp_path / "results").exists()
 
 
+def test_an_unknown_architecture_and_a_missing_layer_fail_before_any_job(tmp_path):
+    cfg = yaml.safe_load(DEMO_CONFIG.read_text())
+    cfg["models"]["clip-b16"]["arch"] = "ViT-B-16-quickgel"
+    cfg["models"]["dinov2-s14"]["layers"] = [12]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(cfg))
+    out = snakemake(tmp_path, "-n", "--configfile", str(bad), check=False)
+    text = out.stdout + out.stderr
+    assert out.returncode != 0
+    assert "config: models.clip-b16.arch: open_clip has no model 'ViT-B-16-quickgel'; did you mean" in text
+    assert "config: models.dinov2-s14.layers: [12] not among the blocks of vit_small_patch14_dinov2" in text
+    assert not (tmp_path / "results").exists()
+
+
 def test_a_missing_dataset_root_is_named(tmp_path):
     cfg = yaml.safe_load(DEMO_CONFIG.read_text())
     cfg["datasets"]["imagenet1k"] = {"format": "imagenet", "root": str(tmp_path / "no" / "imagenet")}

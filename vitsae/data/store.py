@@ -40,6 +40,8 @@ from pathlib import Path
 import numpy as np
 import zarr
 
+from vitsae.atomic import partial_dir
+
 TOKEN_KINDS = ("all", "patches", "cls")
 #: What a store may keep of each image's tokens (the config's ``tokens``; ``subset`` is k patches).
 KEPT_KINDS = ("all", "patches", "cls", "subset")
@@ -174,8 +176,9 @@ def nonfinite_rows(tokens_ND: np.ndarray) -> np.ndarray:
 
 
 def temporary_path(final: Path) -> Path:
-    """Where a store is written before it is published: beside ``final``, so the rename is atomic."""
-    return final.with_name(f".{final.name}.partial-{os.getpid()}")
+    """Where a store is written before it is published (:func:`publish` validates it, then renames it):
+    beside ``final``, as :func:`vitsae.atomic.partial_dir` names it, so the rename is atomic."""
+    return partial_dir(final)
 
 
 def remove_stale(final: Path) -> list[Path]:
