@@ -51,20 +51,8 @@ def main() -> None:
     ap.add_argument("--keep", type=Path, help="run in this directory instead of a temporary one")
     args = ap.parse_args()
     workdir = args.keep or Path(tempfile.mkdtemp(prefix="vitsae-demo-"))
-    cmd = [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "--snakefile",
-        str(REPO / "Snakefile"),
-        "--directory",
-        str(workdir),
-        "--configfile",
-        str(REPO / "config/config.yaml"),
-        "--cores",
-        args.cores,
-        "--quiet",
-    ]
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
+           "--configfile", str(REPO / "config/config.yaml"), "--cores", args.cores, "--quiet"]  # fmt: skip
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True)
     wall = time.perf_counter() - t0

@@ -29,6 +29,14 @@ def copy_tree(dest: Path) -> Path:
     return dest
 
 
+def snakemake_cmd(
+    workdir: Path, *args: str, snakefile: Path = REPO / "Snakefile", cores: str | None = None
+) -> list[str]:
+    """``python -m snakemake`` on the workflow (or the Snakefile of a copy of it) in ``workdir``."""
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(snakefile), "--directory", str(workdir)]
+    return cmd + (["--cores", cores] if cores else []) + list(args)
+
+
 def snakemake(
     workdir: Path,
     *args: str,
@@ -37,9 +45,7 @@ def snakemake(
     cores: str | None = "2",
     timeout: float | None = None,
 ) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(snakefile), "--directory", str(workdir)]
-    cmd += ["--cores", cores] if cores else []
-    cmd += list(args)
+    cmd = snakemake_cmd(workdir, *args, snakefile=snakefile, cores=cores)
     proc = subprocess.run(
         cmd,
         capture_output=True,

@@ -5,7 +5,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -13,7 +12,7 @@ import pytest
 import torch
 import yaml
 from synthetic import assert_same_store, make_folder
-from workflow_helpers import REPO, job_counts, snakemake
+from workflow_helpers import job_counts, snakemake, snakemake_cmd
 
 from vitsae.data.activations import extract
 from vitsae.data.settings import ModelSpec
@@ -56,21 +55,7 @@ def test_killing_a_part_job_leaves_the_others_and_the_rerun_does_only_that_part(
     work.mkdir()
     target = "results/activations/toy/clip-b16/layer10.zarr"
     parts_dir = work / "results/activations/toy/clip-b16/layer10.parts"
-    cmd = [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "--snakefile",
-        str(REPO / "Snakefile"),
-        "--directory",
-        str(work),
-        "--cores",
-        "1",
-        "--keep-going",
-        target,
-        "--configfile",
-        str(config),
-    ]
+    cmd = snakemake_cmd(work, "--keep-going", target, "--configfile", str(config), cores="1")
     proc = subprocess.Popen(
         cmd,
         stdout=subprocess.PIPE,

@@ -9,12 +9,10 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
-from workflow_helpers import REPO, snakemake
+from workflow_helpers import REPO, snakemake, snakemake_cmd
 
 pytestmark = pytest.mark.e2e
 
@@ -54,19 +52,6 @@ def slurm_args() -> list[str]:
         "2",
         "--latency-wait",
         "5",
-    ]
-
-
-def snakemake_cmd(workdir: Path, *args: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "--snakefile",
-        str(REPO / "Snakefile"),
-        "--directory",
-        str(workdir),
-        *args,
     ]
 
 

@@ -193,26 +193,14 @@ def test_records_hold_every_field(chain):
 def test_same_inputs_give_the_same_id_and_a_param_change_does_not(chain, tmp_path):
     first = read_record(chain["sae"])
     time.sleep(0.01)
-    again = record(
-        "train_sae",
-        [chain["store"]],
-        chain["sae"],
-        ["vitsae.sae.train"],
-        lr=np.float32(1e-3),
-        steps=np.int64(10),
-        out=Path("x"),
-    )
-    assert again["id"] == first["id"] and again["started"] != first["started"]
-    other = record(
-        "train_sae",
-        [chain["store"]],
-        chain["sae"],
-        ["vitsae.sae.train"],
-        lr=np.float32(1e-3),
-        steps=np.int64(11),
-        out=Path("x"),
-    )
-    assert other["id"] != first["id"]
+
+    def again(steps: int) -> dict:
+        return record("train_sae", [chain["store"]], chain["sae"], ["vitsae.sae.train"], lr=np.float32(1e-3),
+                      steps=np.int64(steps), out=Path("x"))  # fmt: skip
+
+    same = again(10)
+    assert same["id"] == first["id"] and same["started"] != first["started"]
+    assert again(11)["id"] != first["id"]
     assert not list(chain["sae"].parent.glob(".*tmp*"))  # the atomic write left no temp file
 
 
