@@ -23,6 +23,7 @@ import jsonschema
 import yaml
 
 from vitsae.analysis.settings import RULES, TABLE_KIND, ImageNetRules, INatRules
+from vitsae.atomic import atomic_write
 from vitsae.data.settings import (
     DatasetSpec,
     DemoSpec,
@@ -240,8 +241,6 @@ def model_depths(models: dict[str, dict], cache: str | os.PathLike | None = None
             new = True
         out[name] = known[k]
     if path is not None and new:
-        from vitsae.atomic import atomic_write
-
         text = json.dumps(known, indent=1, sort_keys=True)
         atomic_write(path, lambda p: p.write_text(text))
     return out

@@ -109,16 +109,21 @@ def stores(run: Run) -> list[str]:
     ]
 
 
-def sae_dirs(run: Run, picked: Iterable[tuple[str, str]] | None = None) -> list[str]:
-    """One directory per SAE (train dataset × model × layer × (sweep, SAE id)); ``picked`` limits the
+def _sae_keys(run: Run, picked: Iterable[tuple[str, str]] | None) -> list[dict]:
+    """The place of every SAE (train dataset × model × layer × (sweep, SAE id)); ``picked`` limits the
     (sweep, id) pairs (default: every SAE of every sweep)."""
     pairs = list(picked) if picked is not None else [(s, i) for s, sw in run.sweeps.items() for i in sw.ids]
     return [
-        SAE_DIR.format(dataset=d, model=m, layer=layer, sweep=s, sae_id=i)
+        {"dataset": d, "model": m, "layer": layer, "sweep": s, "sae_id": i}
         for d in run.datasets
         for m, layer in model_layers(run)
         for s, i in pairs
     ]
+
+
+def sae_dirs(run: Run, picked: Iterable[tuple[str, str]] | None = None) -> list[str]:
+    """One directory per SAE (:func:`_sae_keys`)."""
+    return [SAE_DIR.format(**k) for k in _sae_keys(run, picked)]
 
 
 def sae_files(run: Run, name: str, picked: Iterable[tuple[str, str]] | None = None) -> list[str]:
@@ -128,20 +133,11 @@ def sae_files(run: Run, name: str, picked: Iterable[tuple[str, str]] | None = No
 
 def evals(run: Run, picked: Iterable[tuple[str, str]] | None = None, in_domain: bool = False) -> list[str]:
     """Each SAE of :func:`sae_dirs` evaluated on every dataset, or on its own only (``in_domain``)."""
-    out = []
-    for d in run.datasets:
-        for m, layer in model_layers(run):
-            pairs = (
-                list(picked)
-                if picked is not None
-                else [(s, i) for s, sw in run.sweeps.items() for i in sw.ids]
-            )
-            for s, i in pairs:
-                for e in [d] if in_domain else run.datasets:
-                    out.append(
-                        EVAL.format(dataset=d, model=m, layer=layer, sweep=s, sae_id=i, eval_dataset=e)
-                    )
-    return out
+    return [
+        EVAL.format(**k, eval_dataset=e)
+        for k in _sae_keys(run, picked)
+        for e in ([k["dataset"]] if in_domain else run.datasets)
+    ]
 
 
 def feature_saes(run: Run) -> dict[str, list[str]]:

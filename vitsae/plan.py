@@ -33,7 +33,7 @@ from pathlib import Path
 import yaml
 
 from vitsae import layout
-from vitsae.config import ConfigError, validate
+from vitsae.config import ConfigError, check_models, validate
 from vitsae.data.models import ModelShape, model_shape
 from vitsae.sae.settings import sweep_specs
 
@@ -281,6 +281,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         with open(args.configfile) as f:
             config = validate(yaml.safe_load(f), source=str(args.configfile))
+        check_models(config, str(args.configfile))  # an unknown architecture: one line naming the key
         print(format_plan(make_plan(config, args.directory), str(args.configfile)))
     except (ConfigError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -156,13 +156,10 @@ def state_dir(wildcards):
 
 def sweep_logs(wildcards):
     """Every SAE of a sweep: its training log and, beside it, its cfg.json (its identity)."""
+    picked = [(wildcards.sweep, i) for i in RUN.sweeps[wildcards.sweep].ids]
     return {
-        "logs": layout.sae_files(
-            RUN, "train_log.csv", [(wildcards.sweep, i) for i in RUN.sweeps[wildcards.sweep].ids]
-        ),
-        "cfgs": layout.sae_files(
-            RUN, "cfg.json", [(wildcards.sweep, i) for i in RUN.sweeps[wildcards.sweep].ids]
-        ),
+        "logs": layout.sae_files(RUN, "train_log.csv", picked),
+        "cfgs": layout.sae_files(RUN, "cfg.json", picked),
     }
 
 
