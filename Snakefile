@@ -1,7 +1,7 @@
 # vitsae: sparse autoencoders on DINOv2 and CLIP activations, from images to the paper's evidence.
 # One rule file per stage, in data-flow order (README.md, "Stages"):
 #   datasets → manifests → activation stores → SAEs and their evaluations → feature statistics →
-#   concept tables → findings, cards, feature-level transfer → figures → provenance
+#   concept tables → findings, claims, cards, feature-level transfer → figures → provenance
 from snakemake.utils import min_version
 
 min_version("9.20")
@@ -47,5 +47,6 @@ include: "workflow/rules/datasets.smk"
 include: "workflow/rules/activations.smk"
 include: "workflow/rules/sae.smk"
 include: "workflow/rules/features.smk"
+include: "workflow/rules/claims.smk"
 include: "workflow/rules/figures.smk"
 include: "workflow/rules/provenance.smk"

@@ -11,6 +11,7 @@ from PIL import Image
 from vitsae.data import store
 from vitsae.data.settings import ModelSpec
 from vitsae.data.store import write_arrays
+from vitsae.sae.settings import TrainSettings
 
 #: A random-weight DINOv2-S/14 at 56 px (4 x 4 patches): the extraction tests' model.
 SPEC = ModelSpec("dinov2-s14", "dinov2", "vit_small_patch14_dinov2.lvd142m", False, 56)
@@ -46,6 +47,13 @@ def planted(
     offset_D[:3] = [8.0, -6.0, 5.0]
     x_ND = codes_NA @ atoms_AD + offset_D + 0.02 * rng.standard_normal((n, d))
     return atoms_AD, x_ND.reshape(n_images, n_tokens, d).astype(np.float32)
+
+
+#: Training settings of the planted-dictionary tests (test_train, test_null_training).
+PLANTED_TRAINING = TrainSettings(
+    batch_size=256, train_tokens=200_000, shuffle_chunks=4, lr_warmup_steps=5, l1_warmup_steps=20,
+    log_every=100, checkpoint_every=1000, dead_steps=50,
+)  # fmt: skip
 
 
 def make_folder(root: Path, n_per_class: dict[str, int], seed: int = 0) -> None:

@@ -22,7 +22,17 @@ from pathlib import Path
 import jsonschema
 import yaml
 
-from vitsae.analysis.settings import RULES, TABLE_KIND, ImageNetRules, INatRules
+from vitsae.analysis.settings import (
+    CLAIM_FORMATS,
+    RULES,
+    SPEC_KEYS,
+    TABLE_KIND,
+    Arm,
+    ClaimSettings,
+    ComparisonSpec,
+    ImageNetRules,
+    INatRules,
+)
 from vitsae.atomic import atomic_write
 from vitsae.data.settings import (
     DatasetSpec,
@@ -169,6 +179,13 @@ def _check_consistency(config: dict, source: str) -> None:
             f"{source}: extraction.parts_by_dataset names {unknown}, which are not datasets; "
             f"the datasets are {sorted(config['datasets'])}"
         )
+    for name, sw in config["sweeps"].items():
+        unknown = sorted(set(sw.get("models", [])) - set(config["models"]))
+        if unknown:
+            raise ConfigError(
+                f"{source}: sweeps.{name}.models names {unknown}, which are not models; "
+                f"the models are {sorted(config['models'])}"
+            )
     needed = {config["evaluation"]["split"]} | {s["train_split"] for s in config["sweeps"].values()}
     missing = needed - set(config["extraction"]["splits"])
     if missing:
@@ -344,6 +361,8 @@ class Run:
     concepts: Concepts
     n_boot: int
     cards: Cards
+    claims: ClaimSettings
+    shuffled_labels: tuple[str, ...]
     config: dict
 
     def tokens(self, model: str) -> TokenChoice:
@@ -420,7 +439,99 @@ def build(config: dict) -> Run:
         features=Features(features, fe["split"], int(fe["top_k"]), int(fe["batch_tokens"])),
         concepts=Concepts(int(co["thumbnail_size"]), rules["imagenet"], rules["inat"]),
         n_boot=int(config["findings"]["n_boot"]), cards=Cards(int(ca["per_label"]), int(ca["n_images"])),
+        claims=_claims(config, features), shuffled_labels=tuple(config["controls"]["shuffled_labels"]),
         config=config,
+    )  # fmt: skip
+
+
+def _claims(config: dict, features: tuple[tuple[str, str], ...]) -> ClaimSettings:
+    """The ``claims`` section typed, after checking that every comparison names a dataset, layer, model
+    and sweep of the run whose SAEs all get concept tables (``features.saes``)."""
+    cl = config["claims"]
+    problems = []
+    picked = set(features)
+    comparisons = []
+    for i, c in enumerate(cl["comparisons"]):
+        where = f"claims.comparisons[{i}] ({c['name']})"
+        ds = config["datasets"].get(c["dataset"])
+        if ds is None:
+            problems.append(
+                f"{where}.dataset: no dataset {c['dataset']!r}; the config has {sorted(config['datasets'])}"
+            )
+        elif ds["format"] not in CLAIM_FORMATS[c["claim"]]:
+            problems.append(f"{where}: claim {c['claim']} needs a dataset of format {' or '.join(CLAIM_FORMATS[c['claim']])}, "
+                            f"{c['dataset']!r} is {ds['format']}")  # fmt: skip
+        arms = []
+        for side in ("favoured", "other"):
+            arm = Arm(c[side], c.get(f"{side}_sweep", c["sweep"]))
+            arms.append(arm)
+            model, sweep = config["models"].get(arm.model), config["sweeps"].get(arm.sweep)
+            if model is None:
+                problems.append(
+                    f"{where}.{side}: no model {arm.model!r}; the config has {sorted(config['models'])}"
+                )
+                continue
+            if sweep is None:
+                problems.append(f"{where}: no sweep {arm.sweep!r}; the config has {sorted(config['sweeps'])}")
+                continue
+            if sweep.get("models") and arm.model not in sweep["models"]:
+                problems.append(
+                    f"{where}.{side}: sweep {arm.sweep!r} does not train {arm.model!r} (its models: {sweep['models']})"
+                )
+            if int(c["layer"]) not in [int(x) for x in model["layers"]]:
+                problems.append(
+                    f"{where}.layer: {c['layer']} is not among models.{arm.model}.layers {model['layers']}"
+                )
+            missing = [
+                sid for sid in Sweep.from_config(arm.sweep, sweep).ids if (arm.sweep, sid) not in picked
+            ]
+            if missing:
+                problems.append(f"{where}: SAEs {missing} of sweep {arm.sweep!r} get no concept tables; "
+                                "features.saes must pick every SAE of a compared sweep")  # fmt: skip
+        if arms[0] == arms[1]:
+            problems.append(f"{where}: favoured and other are the same SAEs ({arms[0].name})")
+        comparisons.append(
+            ComparisonSpec(c["name"], int(c["claim"]), c["role"], c["dataset"], int(c["layer"]), *arms)
+        )
+    names = [c.name for c in comparisons]
+    problems += [
+        f"claims.comparisons: name {n!r} is used twice"
+        for n in sorted({n for n in names if names.count(n) > 1})
+    ]
+    for claim in (1, 2):
+        primaries = [c.name for c in comparisons if c.claim == claim and c.role == "primary"]
+        if len(primaries) > 1:
+            problems.append(f"claims.comparisons: claim {claim} has {len(primaries)} primary comparisons {primaries}; "
+                            "declare one, the others secondary")  # fmt: skip
+    null = cl["null_sweep"]
+    if null is not None and (null not in config["sweeps"] or not config["sweeps"][null].get("permute_dims")):
+        problems.append(f"claims.null_sweep: {null!r} is not a sweep with permute_dims: true")
+    for kind, grid in cl["spec_grid"].items():
+        for key in grid:
+            if key not in SPEC_KEYS[kind]:
+                why = ("needs the top images again (it changes the saved table's own columns)"
+                       if key in RULES[kind].__dataclass_fields__ else "is not a label threshold")  # fmt: skip
+                problems.append(
+                    f"claims.spec_grid.{kind}.{key}: {key!r} {why}; the curve can vary {', '.join(SPEC_KEYS[kind])}"
+                )
+    for sweep in config["controls"]["shuffled_labels"]:
+        if sweep not in config["sweeps"]:
+            problems.append(
+                f"controls.shuffled_labels: no sweep {sweep!r}; the config has {sorted(config['sweeps'])}"
+            )
+    if problems:
+        raise ConfigError("\n".join(problems))
+    grid = tuple(
+        (kind, tuple((k, tuple(v)) for k, v in g.items())) for kind, g in sorted(cl["spec_grid"].items())
+    )
+    pl0 = cl["primary_l0"]
+    return ClaimSettings(
+        comparisons=tuple(comparisons), primary_l0=pl0 if isinstance(pl0, str) else float(pl0),
+        n_boot=int(cl["n_boot"]), spec_n_boot=int(cl["spec_n_boot"]), n_perm=int(cl["n_perm"]),
+        curve_points=int(cl["curve_points"]), null_sweep=null, decoder_cosine=float(cl["clusters"]["decoder_cosine"]),
+        top_image_jaccard=float(cl["clusters"]["top_image_jaccard"]), alpha=float(cl["verdict"]["alpha"]),
+        min_seeds=int(cl["verdict"]["min_seeds"]), min_spec_agreement=float(cl["verdict"]["min_spec_agreement"]),
+        spec_grid=grid,
     )  # fmt: skip
 
 

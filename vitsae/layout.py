@@ -13,7 +13,8 @@ In data-flow order::
     results/eval/{dataset}/{model}/layer{layer}/{sweep}/{sae_id}/{eval_dataset}.json
     results/features/{dataset}/{model}/layer{layer}/{sweep}/{sae_id}/  per-feature statistics
     results/thumbnails/{dataset}/{split}.npz                           model-free image descriptors
-    results/tables/concepts/{dataset}/{model}/layer{layer}/{sweep}.csv (and .null.csv)
+    results/tables/concepts/{dataset}/{model}/layer{layer}/{sweep}.csv (and .null.csv; .shuffled[.null].csv)
+    results/tables/clusters/{dataset}/{model}/layer{layer}/{sweep}.csv feature clusters ("concepts")
     results/figures/features/{dataset}/{model}/layer{layer}/{sweep}/   feature cards
     results/figures/{figure}.pdf, results/tables/{table}.csv           the paper's figures and tables
     results/provenance/{figure}.html|json, results/provenance/ro-crate/
@@ -41,6 +42,9 @@ FEATURES = "results/features/{dataset}/{model}/layer{layer}/{sweep}/{sae_id}"
 THUMBNAILS = "results/thumbnails/{dataset}/{split}.npz"
 CONCEPTS = "results/tables/concepts/{dataset}/{model}/layer{layer}/{sweep}.csv"
 CONCEPTS_NULL = "results/tables/concepts/{dataset}/{model}/layer{layer}/{sweep}.null.csv"
+CONCEPTS_SHUFFLED = "results/tables/concepts/{dataset}/{model}/layer{layer}/{sweep}.shuffled.csv"
+CONCEPTS_SHUFFLED_NULL = "results/tables/concepts/{dataset}/{model}/layer{layer}/{sweep}.shuffled.null.csv"
+CLUSTERS = "results/tables/clusters/{dataset}/{model}/layer{layer}/{sweep}.csv"
 CARDS = "results/figures/features/{dataset}/{model}/layer{layer}/{sweep}"
 FIGURE = "results/figures/{figure}.pdf"
 TABLE = "results/tables/{table}.csv"
@@ -56,6 +60,8 @@ FIGURES: dict[str, str] = {
     "semantic_abstraction": "Finding 1: abstract semantic features (share of live SAE features)",
     "traits": "Finding 2: morphological-trait features among animal features",
     "transfer_features": "SAE transfer at the feature level: decoder directions across datasets",
+    "claims": "Findings 1 and 2 tested: difference between models at matched L0, with 95% CI and verdict",
+    "spec_curve": "Specification curve: the difference between models over every labelling threshold",
 }
 #: ... and those drawn once per sweep: ``{kind}-{sweep}`` → title with the sweep's name.
 PER_SWEEP: dict[str, str] = {
@@ -64,7 +70,7 @@ PER_SWEEP: dict[str, str] = {
 }
 #: The findings' tables (beside the transfer and Pareto tables).
 FINDINGS_TABLES = ("semantic_abstraction", "semantic_abstraction_shares", "traits", "traits_shares",
-                   "transfer_features")  # fmt: skip
+                   "transfer_features", "claims", "spec_curve", "controls")  # fmt: skip
 
 _FIELD = re.compile(r"\{(\w+)\}")
 
@@ -118,6 +124,7 @@ def _sae_keys(run: Run, picked: Iterable[tuple[str, str]] | None) -> list[dict]:
         for d in run.datasets
         for m, layer in model_layers(run)
         for s, i in pairs
+        if run.sweeps[s].trains(m)
     ]
 
 
@@ -157,23 +164,48 @@ def concept_keys(run: Run) -> list[tuple[str, str, int, str]]:
         if ds.format in ("imagenet", "inat2021")
         for m, layer in model_layers(run)
         for s in feature_saes(run)
+        if run.sweeps[s].trains(m)
     ]
 
 
-def concept_tables(run: Run, null: bool = False) -> list[str]:
+def finding_keys(run: Run) -> list[tuple[str, str, int, str]]:
+    """The concept keys of the findings figures and the cards: every sweep but the control sweeps
+    (:attr:`vitsae.analysis.settings.ClaimSettings.control_sweeps`)."""
+    return [k for k in concept_keys(run) if k[3] not in run.claims.control_sweeps]
+
+
+def concept_tables(run: Run, null: bool = False, findings: bool = False) -> list[str]:
+    """Every concept table (or null table); ``findings``: those of :func:`finding_keys` only."""
     pattern = CONCEPTS_NULL if null else CONCEPTS
-    return [pattern.format(dataset=d, model=m, layer=layer, sweep=s) for d, m, layer, s in concept_keys(run)]
+    keys = finding_keys(run) if findings else concept_keys(run)
+    return [pattern.format(dataset=d, model=m, layer=layer, sweep=s) for d, m, layer, s in keys]
+
+
+def shuffled_keys(run: Run) -> list[tuple[str, str, int, str]]:
+    """The concept-table keys of the sweeps ``controls.shuffled_labels`` names (the negative control)."""
+    return [k for k in concept_keys(run) if k[3] in run.shuffled_labels]
+
+
+def shuffled_tables(run: Run, null: bool = False) -> list[str]:
+    pattern = CONCEPTS_SHUFFLED_NULL if null else CONCEPTS_SHUFFLED
+    return [pattern.format(dataset=d, model=m, layer=layer, sweep=s) for d, m, layer, s in shuffled_keys(run)]
+
+
+def cluster_tables(run: Run) -> list[str]:
+    """One feature-cluster table per concept table."""
+    return [CLUSTERS.format(dataset=d, model=m, layer=layer, sweep=s) for d, m, layer, s in concept_keys(run)]
 
 
 def card_dirs(run: Run) -> list[str]:
-    return [CARDS.format(dataset=d, model=m, layer=layer, sweep=s) for d, m, layer, s in concept_keys(run)]
+    return [CARDS.format(dataset=d, model=m, layer=layer, sweep=s) for d, m, layer, s in finding_keys(run)]
 
 
-def feature_keys(run: Run) -> list[dict]:
-    """The place of every SAE that gets statistics, in concept-table order."""
+def feature_keys(run: Run, findings: bool = False) -> list[dict]:
+    """The place of every SAE that gets statistics, in concept-table order (``findings``: of
+    :func:`finding_keys` only)."""
     return [
         {"dataset": d, "model": m, "layer": layer, "sweep": s, "sae_id": i}
-        for d, m, layer, s in concept_keys(run)
+        for d, m, layer, s in (finding_keys(run) if findings else concept_keys(run))
         for i in feature_saes(run)[s]
     ]
 
@@ -196,17 +228,21 @@ def final_tables(run: Run) -> list[str]:
 
 
 def run_artifacts(run: Run) -> list[str]:
-    """Every artifact the run makes below the figures: manifests, stores, SAE files, evaluations,
+    """Every artifact the run makes below the figures: manifests, stores, SAE files, evaluations (in-domain,
+    and across datasets for ``transfer.saes``),
     thumbnails, statistics, concept tables and cards (the RO-Crate lists them all, including those no
     figure reads, such as training logs)."""
     return [
         *(MANIFEST.format(dataset=d) for d in run.datasets),
         *stores(run),
         *(f"{s}/{f}" for s in sae_dirs(run) for f in SAE_FILES),
-        *evals(run),
+        *dict.fromkeys([*evals(run, in_domain=True), *evals(run, run.transfer_saes)]),
         *thumbnails(run),
         *(FEATURES.format(**k) for k in feature_keys(run)),
         *concept_tables(run),
         *concept_tables(run, null=True),
+        *shuffled_tables(run),
+        *shuffled_tables(run, null=True),
+        *cluster_tables(run),
         *card_dirs(run),
     ]

@@ -147,10 +147,17 @@ def count_images(name: str, ds: dict, splits: list[str], workdir: Path) -> tuple
     )
 
 
-def sae_bytes(config: dict, d_model: int) -> tuple[int, int]:
-    """(number of SAEs, bytes of their fp32 weights) per (train dataset, model, layer) store."""
+def _trains(sweep: dict, model: str | None) -> bool:
+    return model is None or not sweep.get("models") or model in sweep["models"]
+
+
+def sae_bytes(config: dict, d_model: int, model: str | None = None) -> tuple[int, int]:
+    """(number of SAEs, bytes of their fp32 weights) per (train dataset, model, layer) store (the sweeps
+    that train on ``model``)."""
     n, size = 0, 0
     for sweep in config["sweeps"].values():
+        if not _trains(sweep, model):
+            continue
         for spec in sweep_specs(sweep):
             d_sae = int(spec.get("expansion", 8)) * d_model
             n += 1
@@ -158,16 +165,32 @@ def sae_bytes(config: dict, d_model: int) -> tuple[int, int]:
     return n, size
 
 
-def sae_hours(config: dict, d_model: int, patches_per_image: int) -> float:
-    """Estimated GPU hours of every sweep's training job on one store (the slower of compute and disk)."""
-    hours = 0.0
-    for sweep in config["sweeps"].values():
+def sae_hours(config: dict, d_model: int, model: str | None = None) -> dict[str, float]:
+    """Estimated GPU hours of each sweep's training job on one store of ``model`` (the slower of compute
+    and disk); sweeps that do not train on it are left out."""
+    hours = {}
+    for name, sweep in config["sweeps"].items():
+        if not _trains(sweep, model):
+            continue
         n_sae = len(sweep_specs(sweep))
         tokens = int(sweep["train_tokens"])
         compute = tokens * n_sae / SAE_TOKENS_S
         disk = tokens * d_model * 2 / (DISK_READ_GB_S * GB)
-        hours += max(compute, disk) / 3600
+        hours[name] = max(compute, disk) / 3600
     return hours
+
+
+def control_sweeps(config: dict) -> set[str]:
+    """The sweeps that exist for the claims' controls (the null sweep, sweeps only control rows use)."""
+    claims = config.get("claims", {})
+    rows = claims.get("comparisons", [])
+
+    def sweeps(c: dict) -> set[str]:
+        return {c.get("favoured_sweep", c["sweep"]), c.get("other_sweep", c["sweep"])}
+
+    used = set().union(*(sweeps(c) for c in rows if c["role"] != "control"))
+    control = set().union(*(sweeps(c) for c in rows if c["role"] == "control"))
+    return (control - used) | ({claims["null_sweep"]} if claims.get("null_sweep") else set())
 
 
 def make_plan(config: dict, workdir: Path = Path(".")) -> dict:
@@ -180,7 +203,7 @@ def make_plan(config: dict, workdir: Path = Path(".")) -> dict:
     }
     stores: list[StorePlan] = []
     n_sae = sae_size = 0
-    sae_h = 0.0
+    sae_h: dict[str, float] = {}
     for mname, m in sorted(config["models"].items()):
         shape = model_shape(m["family"], m["arch"], int(m["image_size"]))
         tokens = kept_tokens(m.get("tokens", ex["tokens"]), shape)
@@ -208,10 +231,12 @@ def make_plan(config: dict, workdir: Path = Path(".")) -> dict:
                         scaled,
                     )
                 )
-                k, size = sae_bytes(config, shape.d_model)
+                k, size = sae_bytes(config, shape.d_model, mname)
                 n_sae, sae_size = n_sae + k, sae_size + size
-                sae_h += sae_hours(config, shape.d_model, shape.n_patches)
-    return {"stores": stores, "counts": counts, "sae": (n_sae, sae_size, sae_h), "decode": decode}
+                for sweep, h in sae_hours(config, shape.d_model, mname).items():
+                    sae_h[sweep] = sae_h.get(sweep, 0.0) + h
+    return {"stores": stores, "counts": counts, "sae": (n_sae, sae_size, sae_h), "decode": decode,
+            "controls": control_sweeps(config)}  # fmt: skip
 
 
 def format_plan(plan: dict, source: str) -> str:
@@ -236,7 +261,10 @@ def format_plan(plan: dict, source: str) -> str:
         )
     stores = plan["stores"]
     total = sum(s.bytes for s in stores)
-    n_sae, sae_size, sae_h = plan["sae"]
+    n_sae, sae_size, by_sweep = plan["sae"]
+    sae_h = sum(by_sweep.values())
+    controls = plan.get("controls", set())
+    control_h = sum(h for sweep, h in by_sweep.items() if sweep in controls)
     gpu_h = sum(s.gpu_hours for s in stores)
     lines += [
         "",
@@ -247,6 +275,15 @@ def format_plan(plan: dict, source: str) -> str:
         (
             f"GPU hours: extraction {gpu_h:.2f} (longest store wall {max(s.wall_hours for s in stores):.2f} h) "
             f"+ SAE training ~{sae_h:.2f} = {gpu_h + sae_h:.2f}."
+        ),
+        "SAE training per sweep (GPU h): "
+        + ", ".join(
+            f"{sweep} {h:.2f}{' (control)' if sweep in controls else ''}" for sweep, h in by_sweep.items()
+        )
+        + (
+            f"; the claims' control sweeps add {control_h:.2f} GPU h (no new extraction)."
+            if controls
+            else "."
         ),
         (
             f"Walls per job: model forward to the layer (H100/H200 bf16), decode {plan['decode']} "

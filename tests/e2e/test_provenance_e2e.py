@@ -46,14 +46,15 @@ def test_lineage_page_of_the_figure(demo):
     records = {p for p, n in lin["nodes"].items() if not n.get("leaf") and not n.get("missing")}
     # down to every manifest, store, SAE (weights and cfg) and evaluation, and every model's weights
     results = demo / "results"
+    # the SAEs of transfer.saes (the paper sweep; the control sweeps are not in the transfer figure)
     upstream = {
         str(p.relative_to(demo))
         for p in [
             *results.glob("manifests/*.parquet"),
             *results.glob("activations/*/*/layer*.zarr"),
-            *results.glob("sae/**/sae.safetensors"),
-            *results.glob("sae/**/cfg.json"),
-            *results.glob("eval/**/*.json"),
+            *results.glob("sae/*/*/*/paper/*/sae.safetensors"),
+            *results.glob("sae/*/*/*/paper/*/cfg.json"),
+            *results.glob("eval/*/*/*/paper/**/*.json"),
             results / "figures/transfer.pdf",
         ]
         if not p.name.endswith(RECORD_SUFFIX)
@@ -151,9 +152,9 @@ def test_ro_crate_parses_as_json_ld_and_names_every_output(demo):
         )
 
     lineage_pages = {p for p in outputs if p.startswith("results/provenance/")}
-    assert (
-        len(lineage_pages) == 2 * 6
-    )  # html + json: transfer, training curves, Pareto, findings 1 and 2, features
+    # html + json of every figure: transfer, training curves and Pareto per sweep (3), findings 1 and 2,
+    # features, claims, specification curve
+    assert len(lineage_pages) == 2 * 12
     assert outputs - lineage_pages <= names  # every artifact, by its path
     run = graph["#run"]
     assert run["@type"] == "CreateAction" and run["instrument"] == {"@id": "workflow/Snakefile"}

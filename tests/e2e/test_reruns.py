@@ -11,49 +11,55 @@ import pytest
 import yaml
 from workflow_helpers import DEMO_CONFIG, copy_tree, job_counts, snakemake
 
-from vitsae.config import validate
+from vitsae import layout
+from vitsae.config import build, validate
 from vitsae.sae.settings import sweep_ids
 
 pytestmark = pytest.mark.e2e
 
 CFG = yaml.safe_load(DEMO_CONFIG.read_text())
+RUN = build(validate(CFG))
 MODELS, DATASETS = sorted(CFG["models"]), sorted(CFG["datasets"])
+SWEEPS = list(RUN.sweeps)  # paper (the science), twin and permuted (the claims' controls)
 
 
 def n_saes(sweep: dict) -> int:
     """SAEs per (train dataset, model, layer) of a (validated) sweep."""
-    return len(sweep_ids(validate({**CFG, "sweeps": {"paper": sweep}})["sweeps"]["paper"]))
+    return len(sweep_ids(validate({**CFG, "sweeps": {**CFG["sweeps"], "paper": sweep}})["sweeps"]["paper"]))
 
 
 N_IDS = n_saes(CFG["sweeps"]["paper"])  # 2 L1 coefficients x 2 seeds in the demo
-# Every figure is remade (transfer, training curves, Pareto), then each figure's lineage page and
-# the run's RO-Crate (they read every record upstream).
-FIGURE_AND_AFTER = {"transfer": 1, "training_curves": 1, "pareto": 1, "lineage": 3, "ro_crate": 1}
-N_FIGURES = 6  # transfer, training curves, Pareto, findings 1 and 2, feature-level transfer
+N_FIGURES = len(layout.figures(RUN))  # transfer, findings 1 and 2, feature-level transfer, claims, spec
+# curve, and per sweep its training curves and Pareto plot
+# Every figure a paper-sweep change remakes (transfer, its training curves and Pareto plot), then each
+# figure's lineage page and the run's RO-Crate (they read every record upstream).
+FIGURE_AND_AFTER = {"transfer": 1, "training_curves": 1, "pareto": 1, "ro_crate": 1}
 
 
-def features_after(jobs: int) -> dict[str, int]:
-    """New SAEs: their statistics, concept tables and cards (one job each per (dataset, model) whose SAEs
-    changed), findings 1 and 2, the feature-level transfer, and every figure's lineage page."""
-    return {
-        "feature_stats_paper": jobs,
-        "concepts_paper": jobs,
-        "cards_paper": jobs,
-        "findings": 1,
-        "transfer_features": 1,
-        "lineage": N_FIGURES,
-    }
+def features_after(jobs: int, sweeps=("paper",)) -> dict[str, int]:
+    """New SAEs of ``sweeps`` (``jobs`` (dataset, model) places each): their statistics, clusters, concept
+    tables (and the paper sweep's shuffled-labels tables and cards), findings 1 and 2, the feature-level
+    transfer, the claims, the specification curve and the controls, and those figures' lineage pages."""
+    out = {"findings": 1, "transfer_features": 1, "spec_curve": 1, "claims": 1, "controls": 1}
+    for sweep in sweeps:
+        name = sweep.replace("-", "_")
+        out.update({f"feature_stats_{name}": jobs, f"clusters_{name}": jobs, f"concepts_{name}": jobs})
+    if "paper" in sweeps:
+        out.update({"concepts_shuffled_paper": jobs, "cards_paper": jobs})
+    return out
 
 
 def sae_and_after(ids_per_job: int) -> dict[str, int]:
     """One training job per (dataset, model), each training the sweep's SAEs; every SAE evaluated on
-    every dataset."""
+    every dataset; lineage pages of transfer, training, Pareto, findings 1 and 2, feature-level transfer,
+    claims and specification curve."""
     jobs = len(MODELS) * len(DATASETS)
     return {
         "all": 1,
         "train_sae_paper": jobs,
         "evaluate": jobs * ids_per_job * len(DATASETS),
         **FIGURE_AND_AFTER,
+        "lineage": 8,
         **features_after(jobs),
     }
 
@@ -94,10 +100,26 @@ def test_an_lr_change_reruns_training_through_params(demo, tree):
     assert dry_run(demo, tree, "--config", "sweeps={paper: {lr: 0.00123}}") == sae_and_after(N_IDS)
 
 
-def test_trainer_edit_reruns_like_an_l1_change(demo, tree):
+def test_trainer_edit_reruns_every_sweeps_training_and_what_follows(demo, tree):
     with edited(tree / "vitsae" / "sae" / "train.py"):
         jobs = dry_run(demo, tree)
-    assert jobs == sae_and_after(N_IDS)
+    places = {s: sum(RUN.sweeps[s].trains(m) for m in MODELS) * len(DATASETS) for s in SWEEPS}
+    in_domain = sum(places[s] * len(RUN.sweeps[s].ids) for s in SWEEPS)
+    assert jobs == {
+        "all": 1,
+        **{f"train_sae_{s}": places[s] for s in SWEEPS},
+        # every SAE on its own dataset, the paper sweep's (transfer.saes) on the other one too
+        "evaluate": in_domain + places["paper"] * N_IDS * (len(DATASETS) - 1),
+        "transfer": 1,
+        "training_curves": len(SWEEPS),
+        "pareto": len(SWEEPS),
+        "lineage": N_FIGURES,
+        "ro_crate": 1,
+        **features_after(0, SWEEPS),
+        **{f"{k}_{s}": places[s] for k in ("feature_stats", "clusters", "concepts") for s in SWEEPS},
+        "concepts_shuffled_paper": places["paper"],
+        "cards_paper": places["paper"],
+    }
     assert dry_run(demo, tree) == {}  # put back: nothing to do again
 
 
@@ -111,14 +133,18 @@ def test_a_chart_edit_reruns_the_figures_and_no_concept_table(demo, tree):
     with edited(tree / "vitsae" / "analysis" / "charts.py"):
         jobs = dry_run(demo, tree)
     # every figure is drawn again (each rule that draws one imports the chart module), and its lineage page;
-    # no concept table, card, statistic or SAE
+    # the controls table too (its module, vitsae.analysis.claims, also draws the claims figure); no concept
+    # table, card, statistic or SAE
     assert jobs == {
         "all": 1,
         "transfer": 1,
-        "training_curves": 1,
-        "pareto": 1,
+        "training_curves": len(SWEEPS),
+        "pareto": len(SWEEPS),
         "findings": 1,
         "transfer_features": 1,
+        "spec_curve": 1,
+        "claims": 1,
+        "controls": 1,
         "lineage": N_FIGURES,
         "ro_crate": 1,
     }
@@ -127,16 +153,26 @@ def test_a_chart_edit_reruns_the_figures_and_no_concept_table(demo, tree):
 def test_a_label_rule_edit_reruns_the_concept_tables_and_what_reads_them_but_no_sae(demo, tree):
     with edited(tree / "vitsae" / "analysis" / "concepts.py"):
         jobs = dry_run(demo, tree)
-    jobs_per_sweep = len(MODELS) * len(DATASETS)
-    # tables, the cards drawn from them, findings 1 and 2 (their figures' lineage pages), the crate
+    places = {s: sum(RUN.sweeps[s].trains(m) for m in MODELS) * len(DATASETS) for s in SWEEPS}
+    # tables of every sweep (and the shuffled ones), the cards drawn from them, findings 1 and 2, the
+    # claims, specification curve and controls (they relabel and read the tables), their lineage pages
     assert jobs == {
         "all": 1,
-        "concepts_paper": jobs_per_sweep,
-        "cards_paper": jobs_per_sweep,
+        **{f"concepts_{s}": places[s] for s in SWEEPS},
+        "concepts_shuffled_paper": places["paper"],
+        "cards_paper": places["paper"],
         "findings": 1,
-        "lineage": 2,
+        "spec_curve": 1,
+        "claims": 1,
+        "controls": 1,
+        "lineage": 4,
         "ro_crate": 1,
     }
+
+
+def test_a_threshold_grid_edit_reruns_only_the_specification_curve_and_the_claims(demo, tree):
+    jobs = dry_run(demo, tree, "--config", "claims={spec_grid: {inat: {trait_min_species: [2, 4]}}}")
+    assert jobs == {"all": 1, "spec_curve": 1, "claims": 1, "lineage": 2, "ro_crate": 1}
 
 
 def test_one_demo_image_edited_reruns_that_datasets_branch_only(demo, tree):
@@ -150,31 +186,45 @@ def test_one_demo_image_edited_reruns_that_datasets_branch_only(demo, tree):
     finally:
         image.write_bytes(original)
         os.utime(image, ns=(stat.st_atime_ns, stat.st_mtime_ns))
-    # inat-demo's manifest and its stores; every SAE trained on them; every evaluation on them or by them
+    # inat-demo's manifest and its stores; every SAE trained on them (every sweep); every evaluation on
+    # them or by them
     n_sae = len(MODELS) * len(DATASETS) * N_IDS
     n_inat_sae = len(MODELS) * N_IDS
     n_evals = n_sae * len(DATASETS) - (n_sae - n_inat_sae) * (len(DATASETS) - 1)
+    places = {s: sum(RUN.sweeps[s].trains(m) for m in MODELS) for s in SWEEPS}  # inat-demo only
+    controls = [s for s in SWEEPS if s != "paper"]
     assert jobs == {
         "all": 1,
         "manifest": 1,
         "extract": len(MODELS),
-        "train_sae_paper": len(MODELS),
-        "evaluate": n_evals,
-        **FIGURE_AND_AFTER,
+        **{f"train_sae_{s}": places[s] for s in SWEEPS},
+        "evaluate": n_evals + sum(places[s] * len(RUN.sweeps[s].ids) for s in controls),
+        "transfer": 1,
+        "training_curves": len(SWEEPS),
+        "pareto": len(SWEEPS),
+        "lineage": N_FIGURES,
+        "ro_crate": 1,
         **features_after(len(MODELS)),
+        **{f"{k}_{s}": places[s] for k in ("feature_stats", "clusters", "concepts") for s in controls},
     }
     assert dry_run(demo, tree) == {}  # restored: nothing to do again
 
 
 def test_a_layer_added_runs_only_the_new_layers_jobs_and_the_figure(demo, tree):
-    model = MODELS[0]
+    model = MODELS[0]  # clip-b16: the paper and permuted sweeps train on it, the twin sweep does not
     layers = CFG["models"][model]["layers"] + [5]
     jobs = dry_run(demo, tree, "--config", f"models={{{model}: {{layers: {layers}}}}}")
+    assert not RUN.sweeps["twin"].trains(model) and RUN.sweeps["permuted"].trains(model)
     assert jobs == {
         "all": 1,
         "extract": len(DATASETS),
         "train_sae_paper": len(DATASETS),
-        "evaluate": len(DATASETS) ** 2 * N_IDS,
-        **FIGURE_AND_AFTER,
-        **features_after(len(DATASETS)),
+        "train_sae_permuted": len(DATASETS),
+        "evaluate": len(DATASETS) ** 2 * N_IDS + len(DATASETS),
+        "transfer": 1,
+        "training_curves": 2,
+        "pareto": 2,
+        "lineage": 10,
+        "ro_crate": 1,
+        **features_after(len(DATASETS), ("paper", "permuted")),
     }

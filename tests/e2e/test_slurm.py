@@ -18,7 +18,16 @@ pytestmark = pytest.mark.e2e
 
 TINY = REPO / "tests" / "configs" / "tiny.yaml"
 GPU_RULES = {"extract", "train_sae", "evaluate", "feature_stats"}
-CPU_RULES = {"manifest", "thumbnails", "concepts", "cards", "transfer_features"}
+CPU_RULES = {
+    "manifest",
+    "thumbnails",
+    "concepts",
+    "clusters",
+    "cards",
+    "transfer_features",
+    "spec_curve",
+    "claims",
+}
 
 
 def _slurm_up() -> bool:
@@ -162,8 +171,11 @@ def test_demo_through_slurm_matches_local_run_and_survives_scancel(tmp_path, loc
         "feature_stats": 4,
         "thumbnails": 1,
         "concepts": 4,
+        "clusters": 4,
         "cards": 4,
         "transfer_features": 1,
+        "spec_curve": 1,
+        "claims": 1,
     }, completed
     for j in jobs:
         if j["rule"] in GPU_RULES:

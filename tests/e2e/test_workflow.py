@@ -9,8 +9,9 @@ import yaml
 from pypdf import PdfReader
 from workflow_helpers import DEMO_CONFIG, REPO, job_counts, snakemake
 
+from vitsae import layout
 from vitsae.analysis.transfer import seed_summary
-from vitsae.config import validate
+from vitsae.config import build, validate
 from vitsae.provenance.lineage import lineage
 from vitsae.provenance.records import RECORD_SUFFIX, digest_artifact, read_record
 from vitsae.sae.settings import as_list, sweep_ids
@@ -138,10 +139,13 @@ def test_every_artifact_has_a_provenance_record_and_the_figure_verifies(demo):
         *results.glob("figures/*.pdf"),
     ]
     artifacts = [a for a in artifacts if not a.name.endswith(RECORD_SUFFIX)]
-    cfg = validate(yaml.safe_load(DEMO_CONFIG.read_text()))
-    n_sae = len(cfg["models"]) * len(cfg["datasets"]) * len(sweep_ids(cfg["sweeps"]["paper"]))
-    # tables: transfer, Pareto, findings 1 and 2 with their label shares, feature-level transfer; figures: 6
-    assert len(artifacts) == 2 + 4 + 3 * n_sae + 2 * n_sae + 7 + 6
+    run = build(validate(yaml.safe_load(DEMO_CONFIG.read_text())))
+    n_sae = len(layout.sae_dirs(run))  # every sweep's, the claims' control sweeps included
+    n_evals = len(set(layout.evals(run, in_domain=True)) | set(layout.evals(run, run.transfer_saes)))
+    # tables: transfer, a Pareto table per sweep, findings 1 and 2 with their label shares, feature-level
+    # transfer, claims, specification curve, controls; figures: every one of the run
+    n_tables = 1 + len(run.sweeps) + 4 + 1 + 3
+    assert len(artifacts) == 2 + 4 + 3 * n_sae + n_evals + n_tables + len(layout.figures(run))
     for a in artifacts:
         rec = read_record(a)
         assert rec["digest"] == digest_artifact(a), a
@@ -164,18 +168,19 @@ def test_every_artifact_has_a_provenance_record_and_the_figure_verifies(demo):
 
 def test_the_transfer_figure_uses_the_saes_its_selector_picks(tmp_path):
     cfg = yaml.safe_load(DEMO_CONFIG.read_text())
-    cfg["transfer"] = {"saes": {"where": {"seed": 0}}}
+    cfg["transfer"] = {"saes": {"sweeps": ["paper"], "where": {"seed": 0}}}
     path = tmp_path / "seed0.yaml"
     path.write_text(yaml.safe_dump(cfg))
     out = snakemake(tmp_path, "results/figures/transfer.pdf", "-n", "--configfile", str(path))
     counts = job_counts(out.stdout)
-    # 2 datasets x 2 models x the 2 seed-0 SAEs (of 4), each evaluated on both datasets
+    # 2 datasets x 2 models x the 2 seed-0 SAEs (of 4) of the paper sweep, each evaluated on both datasets
     assert counts["evaluate"] == 16 and counts["transfer"] == 1
     assert counts["train_sae_paper"] == 4  # a sweep still trains in one job: all four SAEs
     cfg["transfer"] = {"saes": {"where": {"seed": 7}}}
     path.write_text(yaml.safe_dump(cfg))
     out = snakemake(tmp_path, "-n", "--configfile", str(path), check=False)
     assert out.returncode != 0
-    assert "transfer.saes: the selector {'where': {'seed': 7}} picks no SAE of sweeps ['paper']" in (
-        out.stdout + out.stderr
+    assert (
+        "transfer.saes: the selector {'where': {'seed': 7}} picks no SAE of sweeps ['paper', 'permuted', 'twin']"
+        in (out.stdout + out.stderr)
     )

@@ -14,6 +14,15 @@ def demo_config() -> dict:
     return yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
 
 
+def paper_only_config() -> dict:
+    """The demo config with its one science sweep: no control sweeps, comparisons or controls."""
+    cfg = demo_config()
+    cfg["sweeps"] = {"paper": cfg["sweeps"]["paper"]}
+    for key in ("claims", "controls", "transfer"):
+        cfg.pop(key, None)
+    return cfg
+
+
 def test_demo_and_paper_configs_validate_with_defaults():
     cfg = validate(demo_config())
     assert cfg["datasets"]["imagenet-demo"]["on_corrupt"] == "error"  # a default filled in
@@ -129,7 +138,7 @@ def test_numbers_given_as_strings_on_the_command_line_are_coerced():
 
 
 def test_sae_selectors_pick_by_sweep_name_and_settings():
-    cfg = demo_config()
+    cfg = paper_only_config()
     cfg["sweeps"]["paper"].update(
         {
             "architecture": ["relu_l1", "topk"],
@@ -209,7 +218,10 @@ def test_the_typed_run_holds_every_setting_once():
         6.0,
         6.0,
     ] and sweep.training.train_tokens == 100_000
-    assert run.features.saes == tuple(("paper", i) for i in sweep.ids) == run.transfer_saes
+    assert run.transfer_saes == tuple(("paper", i) for i in sweep.ids)
+    assert run.features.saes == tuple(
+        (s, i) for s in ("paper", "twin", "permuted") for i in run.sweeps[s].ids
+    )
     assert run.note == "demo: synthetic data, random weights"
     cfg = demo_config()
     cfg["models"]["dinov2-s14"]["tokens"] = {"subset": 8}
@@ -256,3 +268,67 @@ def test_dataset_options_are_checked_once_by_the_schema_naming_the_key():
         cfg["datasets"]["imagenet-demo"][key] = value
         with pytest.raises(ConfigError, match=rf"config key 'datasets.imagenet-demo.{key}': .*{words}"):
             validate(cfg)
+
+
+def _claims_error(edit) -> str:
+    cfg = demo_config()
+    edit(cfg)
+    with pytest.raises(ConfigError) as e:
+        build(validate(cfg))
+    return str(e.value)
+
+
+def test_the_demo_declares_its_comparisons_and_controls_once():
+    run = build(validate(demo_config()))
+    names = {c.name: c for c in run.claims.comparisons}
+    assert [c.role for c in run.claims.comparisons].count("primary") == 2
+    twin = names["identity-abstraction"]
+    assert twin.favoured.model == twin.other.model and twin.favoured.sweep != twin.other.sweep
+    assert run.sweeps["twin"].models == ("dinov2-s14",) and not run.sweeps["twin"].trains("clip-b16")
+    assert run.sweeps["permuted"].training.permute_dims and not run.sweeps["paper"].training.permute_dims
+    assert run.claims.control_sweeps == {"twin", "permuted"}
+    assert run.shuffled_labels == ("paper",)
+    assert run.claims.grid("inat")["trait_max_rank"] == ["family", "order", "class"]
+
+
+def _set(path: str, value):
+    """An edit of the demo config: ``path`` as dotted keys (list items by index)."""
+
+    def edit(cfg: dict) -> None:
+        *parents, last = path.split(".")
+        node = cfg
+        for key in parents:
+            node = node[int(key)] if isinstance(node, list) else node[key]
+        node[int(last) if isinstance(node, list) else last] = value
+
+    return edit
+
+
+@pytest.mark.parametrize(
+    ("edits", "message"),
+    [
+        ([_set("claims.comparisons.0.favoured", "clip-l14")], "claims.comparisons[0] (abstraction).favoured: no model 'clip-l14'"),
+        ([_set("claims.comparisons.0.dataset", "inat-demo")], "claim 1 needs a dataset of format imagenet, 'inat-demo' is inat2021"),
+        ([_set("claims.comparisons.1.favoured_sweep", "twin"), _set("claims.comparisons.1.favoured", "clip-b16")],
+         "sweep 'twin' does not train 'clip-b16'"),
+        ([_set("claims.comparisons.2.role", "primary")], "claim 2 has 2 primary comparisons ['traits-inat', 'traits-imagenet']"),
+        ([_set("features", {"saes": {"sweeps": ["twin", "permuted"]}})],
+         "get no concept tables; features.saes must pick every SAE"),
+        ([_set("claims.spec_grid.imagenet.n_top", [8, 16])], "claims.spec_grid.imagenet.n_top: 'n_top' needs the top images again"),
+        ([_set("claims.spec_grid.inat.clade_purty", [0.8])], "'clade_purty' is not a label threshold"),
+        ([_set("claims.null_sweep", "twin")], "claims.null_sweep: 'twin' is not a sweep with permute_dims: true"),
+    ],
+)  # fmt: skip
+def test_a_claims_setting_the_run_cannot_honour_is_a_config_error_naming_the_key(edits, message):
+    def edit(cfg):
+        for e in edits:
+            e(cfg)
+
+    assert message in _claims_error(edit)
+
+
+def test_a_sweep_for_an_unknown_model_is_named():
+    cfg = demo_config()
+    cfg["sweeps"]["twin"]["models"] = ["dinov2-s15"]
+    with pytest.raises(ConfigError, match=r"sweeps.twin.models names \['dinov2-s15'\], which are not models"):
+        validate(cfg)

@@ -25,23 +25,37 @@ def test_fill_leaves_the_other_fields_as_wildcards():
 
 def test_the_demo_runs_keys():
     saes = layout.sae_dirs(RUN)
-    assert len(saes) == 2 * 2 * 4 == len(set(saes))  # datasets x models x SAEs of the sweep
+    # datasets x (models x 4 SAEs of the paper sweep + DINOv2's 4 twin SAEs + 1 permuted SAE per model)
+    assert len(saes) == 2 * (2 * 4 + 4 + 2) == len(set(saes))
     assert saes[0] == "results/sae/imagenet-demo/clip-b16/layer10/paper/relu_l1-x4-l1_3-lr_0.004-s0"
+    assert not [s for s in saes if "/clip-b16/" in s and "/twin/" in s]  # the twin sweep trains DINOv2 only
     evals = layout.evals(RUN)
-    assert len(evals) == 16 * 2 and len(layout.evals(RUN, in_domain=True)) == 16
+    assert len(evals) == 28 * 2 and len(layout.evals(RUN, in_domain=True)) == 28
+    assert len(layout.evals(RUN, RUN.transfer_saes)) == 16 * 2  # transfer.saes: the paper sweep
     assert all(
         e.split("/")[2] == e.rsplit("/", 1)[1].removesuffix(".json")
         for e in layout.evals(RUN, in_domain=True)
     )
-    assert layout.concept_tables(RUN) == [
+    assert layout.concept_tables(RUN, findings=True) == [
         f"results/tables/concepts/{d}/{m}/layer10/paper.csv"
         for d in ("imagenet-demo", "inat-demo") for m in ("clip-b16", "dinov2-s14")
     ]  # fmt: skip
+    assert len(layout.concept_tables(RUN)) == 2 * (2 + 1 + 2)  # paper and permuted per model, twin for DINOv2
+    assert layout.shuffled_tables(RUN) == [
+        t.replace(".csv", ".shuffled.csv") for t in layout.concept_tables(RUN, findings=True)
+    ]
     assert layout.thumbnails(RUN) == ["results/thumbnails/imagenet-demo/train.npz"]  # iNat has no thumbnails
     assert set(layout.figures(RUN)) == {"transfer", "semantic_abstraction", "traits", "transfer_features",
-                                        "training-paper", "pareto-paper"}  # fmt: skip
+                                        "claims", "spec_curve", *(f"{kind}-{s}" for kind in ("training", "pareto")
+                                                                  for s in ("paper", "twin", "permuted"))}  # fmt: skip
     artifacts = layout.run_artifacts(RUN)
-    assert len(artifacts) == len(set(artifacts)) == 2 + 4 + 48 + 32 + 1 + 16 + 4 + 4 + 4
+    # manifests, stores, SAE files, evaluations, thumbnails, statistics, concept and null tables, shuffled
+    # tables and their nulls, clusters, cards
+    assert (
+        len(artifacts)
+        == len(set(artifacts))
+        == 2 + 4 + 28 * 3 + (28 + 16) + 1 + 28 + 10 + 10 + 4 + 4 + 10 + 4
+    )
 
 
 def test_no_results_path_is_written_outside_the_layout():

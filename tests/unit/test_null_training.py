@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from synthetic import make_store, planted
+from synthetic import PLANTED_TRAINING, make_store, planted
 
 from vitsae.data.loader import TokenStream
 from vitsae.sae import train as sweep
@@ -147,10 +147,7 @@ def test_permutation_on_the_gpu() -> None:
 # --------------------------------------------------------------------------------------------
 # (b) planted directions: recovered without the permutation, not with it
 
-PLANTED = TrainSettings(
-    batch_size=256, train_tokens=200_000, shuffle_chunks=4, lr_warmup_steps=5, l1_warmup_steps=20,
-    log_every=100, checkpoint_every=1000, dead_steps=50,
-)  # fmt: skip
+PLANTED = PLANTED_TRAINING
 
 
 def test_the_null_recovers_no_planted_direction(tmp_path: Path) -> None:

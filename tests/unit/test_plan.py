@@ -87,9 +87,15 @@ def test_paper_config_builds_the_full_dag_with_fake_roots(paper_copy, tmp_path):
     assert jobs["manifest"] == len(datasets)
     assert jobs["extract"] == stores
     assert jobs["extract_part"] == sum(n * per_dataset_stores for n in parts.values() if n > 1)
-    for sweep in cfg["sweeps"]:
-        assert jobs[f"train_sae_{sweep}"] == stores, sweep
-    n_saes = stores * sum(len(sweep_ids(s)) for s in cfg["sweeps"].values())
+
+    def trained(sweep: dict) -> int:  # stores a sweep trains on (a control sweep may name its models)
+        return len(datasets) * sum(len(cfg["models"][m]["layers"]) for m in sweep.get("models", models))
+
+    for name, sweep in cfg["sweeps"].items():
+        assert jobs[f"train_sae_{name.replace('-', '_')}"] == trained(sweep), name
+    assert trained(cfg["sweeps"]["twin"]) < stores  # the identity control trains DINOv2 only
+    n_saes = sum(trained(s) * len(sweep_ids(s)) for s in cfg["sweeps"].values())
+    assert jobs["spec_curve"] == jobs["claims"] == jobs["controls"] == 1
     # every SAE on its own dataset, at most on every dataset (the transfer matrix)
     assert n_saes <= jobs["evaluate"] <= n_saes * len(datasets)
     assert jobs["all"] == 1 and "demo_dataset_imagenet_demo" not in jobs
@@ -131,3 +137,19 @@ def test_plan_falls_back_to_published_sizes_and_scales_unknown_models(tmp_path):
     assert clip.scaled and clip.tokens == 50
     text = plan.format_plan(p, "x")
     assert "scaled from ViT-B/14 by FLOPs" in text
+
+
+def test_plan_reports_the_gpu_hours_of_the_claims_control_sweeps(tmp_path):
+    cfg = validate(yaml.safe_load(PAPER.read_text()))
+    p = plan.make_plan(cfg, tmp_path)
+    _, _, by_sweep = p["sae"]
+    assert p["controls"] == {"twin", "permuted"}
+    # per store: max(tokens x SAEs / 4M SAE-tokens/s, tokens x d x 2 B / 1.4 GB/s); the twin sweep (15 SAEs)
+    # trains on DINOv2's 2 stores only, the permuted sweep (1 SAE, disk-bound) on all 4
+    tokens = 100_000_000
+    twin = 2 * max(tokens * 15 / plan.SAE_TOKENS_S, tokens * 768 * 2 / (plan.DISK_READ_GB_S * 1e9)) / 3600
+    permuted = 4 * max(tokens * 1 / plan.SAE_TOKENS_S, tokens * 768 * 2 / (plan.DISK_READ_GB_S * 1e9)) / 3600
+    assert by_sweep["twin"] == pytest.approx(twin) and by_sweep["permuted"] == pytest.approx(permuted)
+    text = plan.format_plan(p, "x")
+    assert f"the claims' control sweeps add {twin + permuted:.2f} GPU h (no new extraction)" in text
+    assert "twin 0.21 (control)" in text

@@ -18,7 +18,7 @@ import pytest
 import reference_sae
 import torch
 from safetensors.torch import load_file
-from synthetic import N_PREFIX, make_store, planted
+from synthetic import N_PREFIX, PLANTED_TRAINING, make_store, planted
 
 from vitsae.data.loader import TokenStream
 from vitsae.data.store import open_store
@@ -152,10 +152,7 @@ def test_single_relu_l1_equals_the_reference_bitwise() -> None:
     assert [{k: r[k] for k in ref_log[0]} for r in rows] == ref_log
 
 
-PLANTED = TrainSettings(
-    batch_size=256, train_tokens=200_000, shuffle_chunks=4, lr_warmup_steps=5, l1_warmup_steps=20,
-    log_every=100, checkpoint_every=1000, dead_steps=50,
-)  # fmt: skip
+PLANTED = PLANTED_TRAINING
 
 
 def test_planted_dictionary_per_architecture(tmp_path: Path) -> None:

@@ -654,17 +654,11 @@ def permutation_test(
 
 
 def compare(
-    fav: Sequence[SAEUnit],
-    other: Sequence[SAEUnit],
-    l0: str | float = "midpoint",
-    n_boot: int = 1000,
-    seed: int = 0,
-    level: float = 0.95,
-    n_perm: int = 10000,
-    names: tuple[str, str] = ("favoured", "other"),
+    fav: Sequence[SAEUnit], other: Sequence[SAEUnit], l0: str | float = "midpoint", **options
 ) -> Comparison:
-    """One comparison of the units' own labels: ``Comparator(...).run()``."""
-    return Comparator(fav, other, l0, n_boot, seed, level, n_perm, names).run()
+    """One comparison of the units' own labels: ``Comparator(fav, other, l0, **options).run()`` (options:
+    ``n_boot``, ``seed``, ``level``, ``n_perm``, ``names``, as :class:`Comparator` takes them)."""
+    return Comparator(fav, other, l0, **options).run()
 
 
 def delta_curve(

@@ -38,9 +38,16 @@ class _Split:
     rules: object
     context: object
     animal_pool: np.ndarray  # split positions of animal images (finding 2's null draws from these)
+    source_rows_N: np.ndarray | None = None  # the statistics' manifest rows this split was built for
 
     @classmethod
-    def build(cls, kind, rows_N, manifest, hierarchy, descriptors_ND, rules) -> _Split:
+    def build(cls, kind, rows_N, manifest, hierarchy, descriptors_ND, rules, shuffle_seed=None) -> _Split:
+        if shuffle_seed is not None:  # the negative control: labels (every rank) permuted among the split
+            perm_N = np.random.default_rng([shuffle_seed, len(rows_N)]).permutation(len(rows_N))
+            manifest = manifest.iloc[rows_N].reset_index(drop=True)
+            label_columns = ["label", *(r for r in RANKS if r in manifest.columns)]
+            manifest[label_columns] = manifest[label_columns].iloc[perm_N].to_numpy()
+            rows_N = np.arange(len(rows_N))
         labels_N = manifest["label"].to_numpy()[rows_N].astype(str)
         if kind == "imagenet":  # ImageNet classes below animal.n.01
             context = concepts.imagenet_context(labels_N, hierarchy, descriptors_ND, rules)
@@ -73,13 +80,19 @@ def sweep_concept_tables(
     out_csv: str | os.PathLike,
     null_csv: str | os.PathLike,
     seed: int,
+    shuffle_seed: int | None = None,
 ) -> tuple[Path, Path]:
     """Two CSVs for the SAEs of one sweep: the concept table of every SAE (``sae_id`` column first, then
     its place: dataset, model, layer, sweep) from its statistics directory, and the null table: the same
     labelling, with the same rules, of random image sets of the same sizes
     (:func:`vitsae.analysis.nulls.null_top_images`, seeded by ``seed`` and the SAE's position), whose
     ``animal`` and ``trait`` columns come from random *animal* images for the observed animal features
-    (:func:`vitsae.analysis.nulls.with_animal_null`)."""
+    (:func:`vitsae.analysis.nulls.with_animal_null`).
+
+    ``shuffle_seed`` (the shuffled-labels control): before any labelling, the manifest's labels of the
+    split's images (``label`` and, for iNat, every taxonomic rank, one row moved as a whole) are permuted
+    among those images (``default_rng([shuffle_seed, n_images]).permutation``). Each feature keeps its top
+    images and maps; only what they are called changes, so no label share may exceed its null."""
     kind = TABLE_KIND.get(dataset_format)
     if kind is None:
         raise ValueError(
@@ -102,8 +115,9 @@ def sweep_concept_tables(
                     "rerun the thumbnails rule"
                 )
             descriptors_ND = thumbs["descriptors"]
-        if split is None or not np.array_equal(split.rows_N, rows_N):
-            split = _Split.build(kind, rows_N, manifest, hierarchy, descriptors_ND, rules)
+        if split is None or not np.array_equal(split.source_rows_N, rows_N):
+            split = _Split.build(kind, rows_N, manifest, hierarchy, descriptors_ND, rules, shuffle_seed)
+            split.source_rows_N = rows_N
         null_FK = nulls.null_top_images(stats.top_image_FK, len(rows_N), seed=seed + i)
         tables = [split.table(top_FK, stats.top_map_FKT) for top_FK in (stats.top_image_FK, null_FK)]
         animal_F = tables[0]["animal"].fillna(False).astype(bool).to_numpy()

@@ -56,3 +56,103 @@ class INatRules(LabelRules):
 #: The rules of each concept table kind, and which table a dataset format gets.
 RULES = {"imagenet": ImageNetRules, "inat": INatRules}
 TABLE_KIND = {"imagenet": "imagenet", "inat2021": "inat"}
+
+
+# ---------------------------------------------------------------------------------------------
+# How the claims are tested (vitsae.analysis.claims)
+
+#: The statistic each claim is about, and the concept tables it reads.
+CLAIM_STATISTICS = {1: "share_abstract", 2: "share_trait_among_animal"}
+CLAIM_FORMATS = {1: ("imagenet",), 2: ("imagenet", "inat2021")}
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One side of a comparison: a model's SAEs of one sweep."""
+
+    model: str
+    sweep: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.model}@{self.sweep}"
+
+
+@dataclass(frozen=True)
+class ComparisonSpec:
+    """One declared comparison (one row of the claims table): the claim says ``favoured`` is higher."""
+
+    name: str
+    claim: int
+    role: str  # primary, secondary or control
+    dataset: str
+    layer: int
+    favoured: Arm
+    other: Arm
+
+    @property
+    def statistic(self) -> str:
+        return CLAIM_STATISTICS[self.claim]
+
+
+@dataclass(frozen=True)
+class ClaimSettings:
+    """The config's ``claims`` section, typed (the schema documents each key)."""
+
+    comparisons: tuple[ComparisonSpec, ...] = ()
+    primary_l0: float | str = "midpoint"
+    n_boot: int = 1000
+    spec_n_boot: int = 200
+    n_perm: int = 10000
+    curve_points: int = 12
+    null_sweep: str | None = None
+    decoder_cosine: float = 0.9
+    top_image_jaccard: float = 0.5
+    alpha: float = 0.05
+    min_seeds: int = 2
+    min_spec_agreement: float = 0.8
+    spec_grid: tuple[
+        tuple[str, tuple[tuple[str, tuple], ...]], ...
+    ] = ()  # ((kind, ((key, values), ...)), ...)
+
+    @property
+    def control_sweeps(self) -> frozenset[str]:
+        """Sweeps that exist only for a control: the null sweep, and sweeps only control rows compare.
+        The findings figures and the feature cards leave them out."""
+        used = {a.sweep for c in self.comparisons if c.role != "control" for a in (c.favoured, c.other)}
+        control = {a.sweep for c in self.comparisons if c.role == "control" for a in (c.favoured, c.other)}
+        return frozenset((control - used) | ({self.null_sweep} if self.null_sweep else set()))
+
+    def grid(self, kind: str) -> dict[str, list]:
+        """The specification-curve grid of one table kind: threshold → values."""
+        return {k: list(v) for k, v in dict(self.spec_grid).get(kind, ())}
+
+
+#: The label thresholds a specification curve may vary: those the saved concept tables can be relabelled
+#: with (vitsae.analysis.relabel). The others (n_top, min_top_images, lca_coverage, null_samples, seed,
+#: abstract_rank, ...) change the tables' own columns and would need the top images again.
+SPEC_KEYS = {
+    "imagenet": ("single_class_share", "alpha", "taxonomic_min_depth", "abstract_min_class_share",
+                 "abstract_min_coverage", "abstract_min_branches", "min_diversity_ratio", "branch_depth",
+                 "trait_min_classes", "trait_max_localization"),
+    "inat": ("single_species_share", "clade_purity", "trait_max_rank", "trait_min_species",
+             "trait_max_localization", "alpha", "abstract_min_coverage"),
+}  # fmt: skip
+
+
+def claim_settings(params: dict) -> ClaimSettings:
+    """A :class:`ClaimSettings` back from its rule params (``vitsae.config.as_params`` of one)."""
+    comparisons = tuple(
+        ComparisonSpec(
+            c["name"],
+            int(c["claim"]),
+            c["role"],
+            c["dataset"],
+            int(c["layer"]),
+            Arm(**c["favoured"]),
+            Arm(**c["other"]),
+        )
+        for c in params["comparisons"]
+    )
+    grid = tuple((kind, tuple((k, tuple(v)) for k, v in g)) for kind, g in params["spec_grid"])
+    return ClaimSettings(**{**params, "comparisons": comparisons, "spec_grid": grid})

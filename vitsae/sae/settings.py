@@ -52,6 +52,7 @@ TRAINING_KEYS = (
     "checkpoint_every",
     "data_seed",
     "compile",
+    "permute_dims",
 )
 #: A feature counts as dead (training log, AuxK) when it has not fired in this many consecutive steps.
 DEAD_STEPS = 10
@@ -90,7 +91,9 @@ class SAESpec:
 @dataclass(frozen=True)
 class TrainSettings:
     """Training settings shared by every SAE of a sweep (one data pass). ``data_seed`` orders the data;
-    a feature is dead (log, AuxK) when it has not fired in ``dead_steps`` steps."""
+    a feature is dead (log, AuxK) when it has not fired in ``dead_steps`` steps. ``permute_dims`` trains
+    the structure-free null: each batch's dimensions are permuted independently across its tokens
+    (:func:`vitsae.sae.train.permute_dims`)."""
 
     batch_size: int = 1024
     train_tokens: int = 200_000
@@ -103,6 +106,7 @@ class TrainSettings:
     log_every: int = 20
     checkpoint_every: int = 100
     compile: bool = False
+    permute_dims: bool = False
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -118,13 +122,19 @@ class Sweep:
     specs: tuple[SAESpec, ...]
     ids: tuple[str, ...]
     training: TrainSettings
+    models: tuple[str, ...] | None = None  # the models it trains on (None: every model)
 
     @classmethod
     def from_config(cls, name: str, sweep: dict) -> Sweep:
         """From a validated config sweep (defaults filled in)."""
         specs = sweep_specs(sweep)
+        models = tuple(sweep["models"]) if sweep.get("models") else None
         return cls(name, sweep["train_split"], tuple(SAESpec(**s) for s in specs), tuple(sweep_ids(sweep)),
-                   TrainSettings(**training_settings(sweep)))  # fmt: skip
+                   TrainSettings(**training_settings(sweep)), models)  # fmt: skip
+
+    def trains(self, model: str) -> bool:
+        """Whether this sweep trains SAEs on ``model``'s stores."""
+        return self.models is None or model in self.models
 
 
 def as_list(v: Any) -> list:

@@ -11,8 +11,11 @@ from vitsae.config import as_params, load
 from vitsae.data.demo import demo_files
 from vitsae.layout import (
     CARDS,
+    CLUSTERS,
     CONCEPTS,
     CONCEPTS_NULL,
+    CONCEPTS_SHUFFLED,
+    CONCEPTS_SHUFFLED_NULL,
     CRATE,
     EVAL,
     FEATURES,
@@ -205,3 +208,17 @@ def concept_rules(wildcards):
 
 
 FEATURE_KEYS = layout.feature_keys(RUN)  # the place of every SAE with statistics, in table order
+FINDING_KEYS = layout.feature_keys(RUN, findings=True)  # ... but those of control sweeps
+
+
+# ---- claims
+def claim_inputs(wildcards=None):
+    """Every concept table with its null, the in-domain evaluations and cfg.json of their SAEs, and the
+    feature clusters."""
+    return {
+        "tables": layout.concept_tables(RUN),
+        "nulls": layout.concept_tables(RUN, null=True),
+        "evals": [EVAL.format(**k, eval_dataset=k["dataset"]) for k in FEATURE_KEYS],
+        "cfgs": [f"{SAE_DIR.format(**k)}/cfg.json" for k in FEATURE_KEYS],
+        "clusters": layout.cluster_tables(RUN),
+    }

@@ -92,6 +92,33 @@ for _sweep in FEATURE_SAES:
         script:
             "../scripts/concepts.py"
 
+    # Feature clusters ("concepts"): features with near-equal decoder rows or top-image sets are one
+    # concept, so that one concept split over many features is not counted many times (claims).
+    rule:
+        name:
+            f"clusters_{_sweep.replace('-', '_')}"
+        input:
+            stats=feature_dirs(_sweep),
+            sae=feature_sae_files(_sweep, "sae.safetensors"),
+        output:
+            fill(CLUSTERS, sweep=_sweep),
+        log:
+            log("clusters", f"{{dataset}}/{{model}}/layer{{layer}}/{_sweep}"),
+        benchmark:
+            benchmark("clusters", f"{{dataset}}/{{model}}/layer{{layer}}/{_sweep}")
+        conda:
+            "../../envs/vitsae.yaml"
+        threads: 1
+        resources:
+            mem_mb=scaled(16000),
+            runtime=scaled(60),
+        params:
+            decoder_cosine=RUN.claims.decoder_cosine,
+            top_image_jaccard=RUN.claims.top_image_jaccard,
+            code=code("clusters"),
+        script:
+            "../scripts/clusters.py"
+
     # The strongest features of each label as cards: top images with the patch map overlaid.
     rule:
         name:
@@ -123,14 +150,46 @@ for _sweep in FEATURE_SAES:
             "../scripts/cards.py"
 
 
+# The shuffled-labels control: the same concept tables with the manifest's labels permuted among the
+# split's images (controls.shuffled_labels names the sweeps). No label share may exceed its null.
+for _sweep in RUN.shuffled_labels:
+
+    rule:
+        name:
+            f"concepts_shuffled_{_sweep.replace('-', '_')}"
+        input:
+            unpack(concept_inputs(_sweep)),
+        output:
+            table=fill(CONCEPTS_SHUFFLED, sweep=_sweep),
+            null=fill(CONCEPTS_SHUFFLED_NULL, sweep=_sweep),
+        log:
+            log("concepts_shuffled", f"{{dataset}}/{{model}}/layer{{layer}}/{_sweep}"),
+        benchmark:
+            benchmark("concepts_shuffled", f"{{dataset}}/{{model}}/layer{{layer}}/{_sweep}")
+        conda:
+            "../../envs/vitsae.yaml"
+        threads: 1
+        resources:
+            mem_mb=scaled(16000),
+            runtime=scaled(120),
+        params:
+            format=dataset_format,
+            rules=concept_rules,
+            seed=RUN.seed,
+            shuffle_seed=RUN.seed,
+            code=code("concepts"),
+        script:
+            "../scripts/concepts.py"
+
+
 # Findings 1 and 2 from every concept table: label shares with bootstrap CIs beside the null model,
 # robustness over every SAE and layer, and the headline statistic against L0 and FVU.
 rule findings:
     input:
-        tables=layout.concept_tables(RUN),
-        nulls=layout.concept_tables(RUN, null=True),
-        evals=[EVAL.format(**k, eval_dataset=k["dataset"]) for k in FEATURE_KEYS],
-        cfgs=[f"{SAE_DIR.format(**k)}/cfg.json" for k in FEATURE_KEYS],
+        tables=layout.concept_tables(RUN, findings=True),
+        nulls=layout.concept_tables(RUN, null=True, findings=True),
+        evals=[EVAL.format(**k, eval_dataset=k["dataset"]) for k in FINDING_KEYS],
+        cfgs=[f"{SAE_DIR.format(**k)}/cfg.json" for k in FINDING_KEYS],
     output:
         abstraction_pdf=report(
             FIGURE.format(figure="semantic_abstraction"),
@@ -162,7 +221,7 @@ rule findings:
     conda:
         "../../envs/vitsae.yaml"
     params:
-        formats=[RUN.datasets[d].format for d, _m, _l, _s in layout.concept_keys(RUN)],
+        formats=[RUN.datasets[d].format for d, _m, _l, _s in layout.finding_keys(RUN)],
         titles={k: FIGURES[k] for k in ("semantic_abstraction", "traits")},
         n_boot=RUN.n_boot,
         note=RUN.note,
@@ -175,9 +234,9 @@ rule findings:
 # Finding 3 at the feature level: decoder directions matched across datasets, against seeds and chance.
 rule transfer_features:
     input:
-        sae=[f"{SAE_DIR.format(**k)}/sae.safetensors" for k in FEATURE_KEYS],
-        cfg=[f"{SAE_DIR.format(**k)}/cfg.json" for k in FEATURE_KEYS],
-        stats=[FEATURES.format(**k) for k in FEATURE_KEYS],
+        sae=[f"{SAE_DIR.format(**k)}/sae.safetensors" for k in FINDING_KEYS],
+        cfg=[f"{SAE_DIR.format(**k)}/cfg.json" for k in FINDING_KEYS],
+        stats=[FEATURES.format(**k) for k in FINDING_KEYS],
     output:
         pdf=report(
             FIGURE.format(figure="transfer_features"),

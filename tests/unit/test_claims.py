@@ -1,0 +1,119 @@
+"""The claims table on synthetic SAEs: verdicts from the rule, Holm over secondary rows, "not comparable"
+with the sweep to change; the controls table's exact McNemar test against a hand count."""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from vitsae.analysis import claims
+from vitsae.analysis.settings import Arm, ClaimSettings, ComparisonSpec
+
+
+def sae_tables(
+    model: str, sweep: str, seed: int, l0: float, share: float, rng, n: int = 600
+) -> claims.SAETables:
+    """An SAE whose live features are labelled abstract with probability ``share`` (ImageNet table)."""
+    abstract = rng.random(n) < share
+    table = pd.DataFrame({
+        "feature": np.arange(n), "n_top": np.full(n, 16), "label": np.where(abstract, "abstract", "unclear"),
+        "trait": np.zeros(n, bool), "animal": np.zeros(n, bool),
+    })  # fmt: skip
+    null = table.assign(label="unclear")
+    return claims.SAETables(("imagenet-x", model, 10, sweep, f"{sweep}-l{l0:g}-s{seed}"), seed, l0, "relu_l1", table,
+                            null, np.arange(n))  # fmt: skip
+
+
+def groups_with(effect: float, seeds: int = 5, l0s=(8.0, 16.0, 32.0), seed: int = 0) -> dict:
+    """Model a (favoured) and b at a share of 0.10 + effect and 0.10, each seed offset by N(0, 0.01)."""
+    rng = np.random.default_rng(seed)
+    out: dict = {}
+    for model, base in (("a", 0.10 + effect), ("b", 0.10)):
+        for s in range(seeds):
+            offset = rng.normal(0, 0.01)
+            for l0 in l0s:
+                sae = sae_tables(model, "paper", s, l0, base + offset, rng)
+                out.setdefault(sae.group, []).append(sae)
+    return out
+
+
+def settings(*rows: ComparisonSpec, primary_l0: float | str = 16.0) -> ClaimSettings:
+    return ClaimSettings(comparisons=rows, primary_l0=primary_l0, n_boot=300, n_perm=1000)
+
+
+def row(
+    name: str, role: str = "primary", fav: str = "a", other: str = "b", sweep: str = "paper"
+) -> ComparisonSpec:
+    return ComparisonSpec(name, 1, role, "imagenet-x", 10, Arm(fav, sweep), Arm(other, sweep))
+
+
+def agreeing(names, share: float = 1.0) -> pd.DataFrame:
+    return pd.DataFrame([{"comparison": n, "comparable": True, "agrees": i < share * 10} for n in names
+                         for i in range(10)])  # fmt: skip
+
+
+def test_a_large_effect_with_five_seeds_is_supported_and_the_same_model_twice_is_not():
+    groups = groups_with(effect=0.10)
+    for group in list(groups):  # model a again, as a "twin" sweep with other seeds' draws
+        if group[1] == "a":
+            twin = groups_with(effect=0.10, seed=1)[group]
+            groups[(group[0], "a", group[2], "twin")] = twin
+    rows = [
+        row("effect"),
+        ComparisonSpec("identity", 1, "control", "imagenet-x", 10, Arm("a", "twin"), Arm("a", "paper")),
+    ]
+    out = claims.claims_table(groups, settings(*rows), agreeing(["effect", "identity"]))
+    assert list(out.columns) == claims.CLAIMS_COLUMNS
+    effect, identity = out.iloc[0], out.iloc[1]
+    assert effect["verdict"] == "supported", effect["reason"]
+    assert effect["n_relabelings"] == math.comb(10, 5) and effect["p_perm"] == pytest.approx(1 / 252)
+    assert effect["ci_low"] > 0 and abs(effect["delta"] - 0.10) < 0.03
+    assert identity["verdict"] == "not supported" and identity["ci_low"] <= 0 <= identity["ci_high"]
+
+
+def test_the_spec_curve_and_holm_can_each_turn_supported_into_inconclusive():
+    groups = groups_with(effect=0.10)
+    # low agreement over the thresholds: inconclusive, naming the agreement
+    out = claims.claims_table(groups, settings(row("effect")), agreeing(["effect"], share=0.5))
+    assert out.iloc[0]["verdict"] == "inconclusive" and "50% of specifications" in out.iloc[0]["reason"]
+    # Holm runs over the secondary rows only: three copies of one p multiply it by three (capped at 1)
+    rows = [row("p"), *(row(f"s{i}", role="secondary") for i in range(3))]
+    out = claims.claims_table(groups, settings(*rows), agreeing([r.name for r in rows])).set_index(
+        "comparison"
+    )
+    assert out.loc["p", "p_holm"] == out.loc["p", "p_perm"]
+    assert np.allclose(out.loc[["s0", "s1", "s2"], "p_holm"], min(1.0, 3 * out.loc["s0", "p_perm"]))
+
+
+def test_arms_whose_l0_ranges_do_not_overlap_are_not_comparable_and_the_sweep_is_named():
+    groups = groups_with(effect=0.10)
+    for key in [k for k in groups if k[1] == "b"]:
+        groups[key] = [
+            claims.SAETables(s.key, s.seed, s.l0 * 10, s.architecture, s.table, s.null, s.cluster_F)
+            for s in groups[key]
+        ]
+    out = claims.claims_table(groups, settings(row("effect")), agreeing(["effect"]))
+    assert out.iloc[0]["verdict"] == "not comparable"
+    assert "sweeps.paper" in out.iloc[0]["reason"] and "80" in out.iloc[0]["reason"]
+
+
+def test_mcnemar_against_scipy_and_the_controls_rows_against_a_hand_count():
+    for up, down in ((8, 2), (0, 5), (3, 3), (40, 21)):
+        ref = stats.binomtest(up, up + down, 0.5, alternative="greater").pvalue if up + down else 1.0
+        assert claims.mcnemar_greater(up, down) == pytest.approx(ref, rel=1e-12)
+    table = pd.DataFrame({
+        "dataset": "d", "model": "m", "layer": 10, "sweep": "s", "feature": range(6),
+        "n_top": [16, 16, 16, 16, 16, 0],
+        "label": ["abstract", "abstract", "abstract", "unclear", "single-class", "unclear"],
+        "trait": [False] * 6,
+    })  # fmt: skip
+    null = table.assign(label=["unclear", "abstract", "unclear", "abstract", "unclear", "abstract"])
+    rows = {r["label"]: r for r in claims.controls_rows("observed", table, null)}
+    abstract = rows["abstract"]
+    # live features 0-4; abstract observed at 0, 1, 2 and in the null at 1, 3 (5 is dead)
+    assert (abstract["n_live"], abstract["count"], abstract["null_count"]) == (5, 3, 2)
+    assert (abstract["discordant_up"], abstract["discordant_down"]) == (2, 1)
+    assert abstract["p"] == pytest.approx(stats.binomtest(2, 3, 0.5, alternative="greater").pvalue)
+    assert rows["single-class"]["count"] == 1 and rows["taxonomic"]["count"] == 0

@@ -1,0 +1,523 @@
+"""Findings 1 and 2 as tested claims: each declared comparison (``claims.comparisons``) as the difference
+between two models at matched sparsity, with its uncertainty, a permutation test, a specification curve
+over the labelling thresholds, nulls beside it and a verdict from a rule fixed in the config.
+
+Inputs are files the DAG already writes: each SAE's concept table and its null table
+(:mod:`vitsae.analysis.concept_tables`), its in-domain evaluation (L0) and ``cfg.json`` (seed,
+architecture), and the sweep's feature clusters (:mod:`vitsae.analysis.clusters`).
+
+Definitions
+-----------
+* **Arm**: one model's SAEs of one sweep on the comparison's dataset and layer (:class:`~vitsae.analysis.
+  settings.Arm`). Each SAE is a unit (:class:`vitsae.analysis.compare.SAEUnit`): its seed, its L0 on its
+  own evaluation split, and per feature the statistic's numerator and denominator
+  (:data:`vitsae.analysis.findings.ABSTRACT`, :data:`~vitsae.analysis.findings.TRAIT`) and cluster.
+* **Matched comparison, uncertainty, permutation test, verdict**: :mod:`vitsae.analysis.compare` (one
+  primary comparison per claim; Holm's correction over each claim's secondary comparisons; a control row
+  is tested alone).
+* **Random-image null at matched L0** (``null_favoured``/``null_other``): the same matched statistic
+  computed on the SAEs' null tables (each feature's top images replaced by random ones).
+* **Structure-free null** (``perm_null_favoured``/``perm_null_other``): the statistic pooled over the
+  features of the arm's model in ``claims.null_sweep`` (SAEs trained with ``permute_dims``), NaN without.
+* **Specification curve** (:func:`spec_curve`): every cell of ``claims.spec_grid`` (the full product of
+  each threshold's values; :func:`vitsae.analysis.relabel.grid_cells`) relabels every SAE's saved table
+  (:func:`vitsae.analysis.relabel.relabel`) and recomputes Δ and its CI with the comparison's bootstrap
+  draws (``claims.spec_n_boot``). ``spec_agreement`` = share of cells whose CI lies above 0 (the claimed
+  direction). A comparison whose dataset kind has no grid gets one cell (the configured thresholds).
+* **Controls table** (:func:`controls_table`): per concept table and label, the share of live features
+  with the label against its null table, paired by feature: an exact one-sided McNemar test (discordant
+  features, Binomial(b + c, 1/2)), Holm's correction within each kind of table (``observed``,
+  ``shuffled-labels``, ``permuted-dims``). ``above_null`` is Holm p < alpha with the share above the null.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import altair as alt
+import numpy as np
+import pandas as pd
+from scipy import stats as sps
+
+from vitsae.analysis import charts, compare, findings, relabel
+from vitsae.analysis.settings import RULES, TABLE_KIND, ClaimSettings, ComparisonSpec
+from vitsae.atomic import atomic_write
+
+STATISTICS = {1: findings.ABSTRACT, 2: findings.TRAIT}
+CLAIM_TEXT = {
+    1: "CLIP learns abstract semantic relationships, DINOv2 doesn't (share of abstract features)",
+    2: "DINOv2 identifies morphological traits in animals more often than CLIP (traits among animal features)",
+}
+CLAIMS_COLUMNS = [
+    "claim", "comparison", "role", "statistic", "dataset", "layer", "architecture", "favoured", "favoured_sweep",
+    "other", "other_sweep", "primary_l0", "overlap_low", "overlap_high", "n_seeds_favoured", "n_seeds_other",
+    "stat_favoured", "stat_other", "delta", "ci_low", "ci_high", "se", "df", "boot_low", "boot_high", "p_perm",
+    "p_min", "n_relabelings", "p_holm", "spec_cells", "spec_agreement", "delta_clusters", "clusters_ci_low",
+    "clusters_ci_high", "stat_favoured_clusters", "stat_other_clusters", "null_favoured", "null_other",
+    "perm_null_favoured", "perm_null_other", "verdict", "reason",
+]  # fmt: skip
+CONTROLS_COLUMNS = [
+    "kind", "dataset", "model", "layer", "sweep", "label", "n_live", "count", "share", "null_count", "null_share",
+    "discordant_up", "discordant_down", "p", "p_holm", "above_null",
+]  # fmt: skip
+
+
+# --------------------------------------------------------------------------------------------
+# Inputs
+
+
+@dataclass(frozen=True)
+class SAETables:
+    """One SAE's concept table, null table and clusters, with what places it (key) and its L0 and seed."""
+
+    key: tuple[str, str, int, str, str]  # dataset, model, layer, sweep, sae_id
+    seed: int
+    l0: float
+    architecture: str
+    table: pd.DataFrame
+    null: pd.DataFrame
+    cluster_F: np.ndarray
+
+    @property
+    def group(self) -> tuple[str, str, int, str]:
+        return self.key[:4]
+
+
+def read_clusters(paths: Sequence[str | os.PathLike]) -> dict[tuple, np.ndarray]:
+    """(dataset, model, layer, sweep, sae_id) → cluster per feature (in feature order)."""
+    out = {}
+    for path in paths:
+        table = pd.read_csv(path)
+        for (d, m, layer, s, sae_id), rows in table.groupby(["dataset", "model", "layer", "sweep", "sae_id"]):
+            rows = rows.sort_values("feature")
+            out[(str(d), str(m), int(layer), str(s), str(sae_id))] = rows["cluster"].to_numpy(np.int64)
+    return out
+
+
+def load_tables(tables: Sequence, nulls: Sequence, evals: Sequence, cfgs: Sequence,
+                clusters: Sequence) -> dict[tuple[str, str, int, str], list[SAETables]]:  # fmt: skip
+    """Every SAE of the concept tables, grouped by (dataset, model, layer, sweep), SAEs in table order."""
+    by_key = read_clusters(clusters)
+    out: dict[tuple, list[SAETables]] = {}
+    for r in findings.concept_records(tables, nulls, evals, cfgs):
+        if r.key not in by_key:
+            raise FileNotFoundError(f"no feature clusters of SAE {'/'.join(map(str, r.key))} among the inputs; "
+                                    "the rule must list its clusters table")  # fmt: skip
+        cluster_F = by_key[r.key]
+        if len(cluster_F) != len(r.table):
+            raise ValueError(f"clusters of {'/'.join(map(str, r.key))} have {len(cluster_F)} features, its concept "
+                             f"table {len(r.table)}; rerun the clusters rule")  # fmt: skip
+        sae = SAETables(r.key, int(r.seed), float(r.l0), str(r.settings.get("architecture")), r.table,
+                        r.null_table, cluster_F)  # fmt: skip
+        out.setdefault(sae.group, []).append(sae)
+    return out
+
+
+def _arm(groups: Mapping, spec: ComparisonSpec, side: str) -> list[SAETables]:
+    arm = getattr(spec, side)
+    saes = groups.get((spec.dataset, arm.model, spec.layer, arm.sweep), [])
+    if not saes:
+        raise ValueError(f"comparison {spec.name}: no concept tables of {arm.model} in sweep {arm.sweep} on "
+                         f"{spec.dataset} layer {spec.layer} among the inputs")  # fmt: skip
+    return saes
+
+
+def _units(saes: Sequence[SAETables], claim: int, tables: Sequence[pd.DataFrame] | None = None) -> list:
+    stat = STATISTICS[claim]
+    tables = [s.table for s in saes] if tables is None else tables
+    return [
+        compare.SAEUnit(s.seed, s.l0, stat.numerator(t), stat.denominator(t), s.cluster_F)
+        for s, t in zip(saes, tables, strict=True)
+    ]
+
+
+def _numden(saes: Sequence[SAETables], claim: int, tables: Sequence[pd.DataFrame]) -> list:
+    stat = STATISTICS[claim]
+    return [(stat.numerator(t), stat.denominator(t)) for t in tables]
+
+
+# --------------------------------------------------------------------------------------------
+# The specification curve
+
+
+def _kind(dataset_format: str) -> str:
+    return TABLE_KIND[dataset_format]
+
+
+class Relabeller:
+    """Each SAE's statistic (numerator, denominator per feature) under each cell's labels, computed once for
+    every comparison that uses it. The same definitions as :data:`findings.ABSTRACT` and
+    :data:`findings.TRAIT`, on the relabelled columns (a test checks the configured cell against them)."""
+
+    def __init__(self, hierarchy=None) -> None:
+        self.hierarchy = hierarchy
+        self._cache: dict = {}
+
+    def numden(
+        self, sae: SAETables, kind: str, cell: int, rules, claim: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        key = (sae.key, cell)
+        if key not in self._cache:
+            new = relabel.relabel(sae.table, kind, rules, self.hierarchy)
+            alive = findings.live(sae.table)
+            self._cache[key] = (alive, new["label"].to_numpy() == "abstract", new["trait"].to_numpy(bool),
+                                new["animal"].to_numpy(bool))  # fmt: skip
+        alive, abstract, trait, animal = self._cache[key]
+        if claim == 1:
+            return alive & abstract, alive
+        return alive & animal & trait, alive & animal
+
+
+def spec_curve(spec: ComparisonSpec, groups: Mapping, kind: str, base_rules, grid: Mapping[str, list],
+               settings: ClaimSettings, relabeller: Relabeller, seed: int = 0) -> pd.DataFrame:  # fmt: skip
+    """One row per cell of the grid: the cell's settings, Δ with its CI, over features and clusters."""
+    fav, oth = _arm(groups, spec, "favoured"), _arm(groups, spec, "other")
+    cells = relabel.grid_cells(base_rules, dict(grid))
+    comparator = compare.Comparator(_units(fav, spec.claim), _units(oth, spec.claim), settings.primary_l0,
+                                    n_boot=settings.spec_n_boot, seed=seed)  # fmt: skip
+    if not comparator.run().comparable:
+        return pd.DataFrame([{"comparison": spec.name, "claim": spec.claim, "role": spec.role, "cell": 0,
+                              "comparable": False}])  # fmt: skip
+    rows = []
+    for i, (cell_settings, rules) in enumerate(cells):
+        res = comparator.run([relabeller.numden(s, kind, i, rules, spec.claim) for s in fav],
+                             [relabeller.numden(s, kind, i, rules, spec.claim) for s in oth])  # fmt: skip
+        rows.append({"comparison": spec.name, "claim": spec.claim, "role": spec.role, "cell": i,
+                     "comparable": True, "settings": json.dumps(cell_settings, sort_keys=True),
+                     **{f"set_{k}": v for k, v in cell_settings.items()}, "l0": res.l0, "stat_favoured": res.stat_fav,
+                     "stat_other": res.stat_other, "delta": res.delta, "ci_low": res.ci_low, "ci_high": res.ci_high,
+                     "delta_clusters": res.delta_clusters, "agrees": bool(res.ci_low > 0)})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def spec_tables(groups: Mapping, formats: Mapping[str, str], settings: ClaimSettings,
+                base_rules: Mapping[str, object], seed: int, hierarchy=None) -> pd.DataFrame:  # fmt: skip
+    """The specification curve of every declared comparison (one frame, ``comparison`` column)."""
+    relabeller = Relabeller(hierarchy)
+    frames = []
+    for spec in settings.comparisons:
+        kind = _kind(formats[spec.dataset])
+        frames.append(spec_curve(spec, groups, kind, base_rules[kind], settings.grid(kind), settings, relabeller,
+                                 seed))  # fmt: skip
+    if not frames:
+        return pd.DataFrame(columns=["comparison", "claim", "role", "cell", "comparable", "settings", "delta",
+                                     "ci_low", "ci_high", "agrees"])  # fmt: skip
+    return pd.concat(frames, ignore_index=True)
+
+
+# --------------------------------------------------------------------------------------------
+# The claims table
+
+
+def _perm_null(groups: Mapping, spec: ComparisonSpec, side: str, null_sweep: str | None) -> float:
+    if null_sweep is None:
+        return float("nan")
+    saes = groups.get((spec.dataset, getattr(spec, side).model, spec.layer, null_sweep), [])
+    if not saes:
+        return float("nan")
+    stat = STATISTICS[spec.claim]
+    num = sum(int(stat.numerator(s.table).sum()) for s in saes)
+    den = sum(int(stat.denominator(s.table).sum()) for s in saes)
+    return num / den if den else float("nan")
+
+
+def _architecture(*arms: Sequence[SAETables]) -> str:
+    names = sorted({s.architecture for arm in arms for s in arm})
+    return " / ".join(names)
+
+
+def claims_table(groups: Mapping, settings: ClaimSettings, spec: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
+    """One row per declared comparison (:data:`CLAIMS_COLUMNS`)."""
+    rules = compare.VerdictRules(settings.alpha, settings.min_seeds, settings.min_spec_agreement)
+    rows, results = [], []
+    for c in settings.comparisons:
+        fav, oth = _arm(groups, c, "favoured"), _arm(groups, c, "other")
+        res = compare.compare(_units(fav, c.claim), _units(oth, c.claim), settings.primary_l0,
+                              n_boot=settings.n_boot, seed=seed, n_perm=settings.n_perm)  # fmt: skip
+        null = None
+        if res.comparable:
+            comparator = compare.Comparator(_units(fav, c.claim), _units(oth, c.claim), res.l0, n_boot=100,
+                                            seed=seed)  # fmt: skip
+            null = comparator.run(_numden(fav, c.claim, [s.null for s in fav]),
+                                  _numden(oth, c.claim, [s.null for s in oth]))  # fmt: skip
+        cells = spec[(spec["comparison"] == c.name) & spec["comparable"].astype(bool)] if len(spec) else spec
+        agreement = float(cells["agrees"].mean()) if len(cells) else float("nan")
+        row = {"claim": c.claim, "comparison": c.name, "role": c.role, "statistic": c.statistic,
+               "dataset": c.dataset, "layer": c.layer, "architecture": _architecture(fav, oth),
+               "favoured": c.favoured.model, "favoured_sweep": c.favoured.sweep, "other": c.other.model,
+               "other_sweep": c.other.sweep, **_result_columns(res), "spec_cells": len(cells),
+               "spec_agreement": agreement,
+               "null_favoured": null.stat_fav if null is not None else float("nan"),
+               "null_other": null.stat_other if null is not None else float("nan"),
+               "perm_null_favoured": _perm_null(groups, c, "favoured", settings.null_sweep),
+               "perm_null_other": _perm_null(groups, c, "other", settings.null_sweep)}  # fmt: skip
+        rows.append(row)
+        results.append(res)
+    out = pd.DataFrame(rows).reindex(columns=CLAIMS_COLUMNS)
+    if not len(out):
+        return out
+    out["p_holm"] = out["p_perm"]
+    for claim in (1, 2):
+        sec = (out["claim"] == claim) & (out["role"] == "secondary")
+        if sec.any():
+            out.loc[sec, "p_holm"] = compare.holm(out.loc[sec, "p_perm"].to_numpy(dtype=float))
+    verdicts, reasons = [], []
+    for i, res in enumerate(results):
+        agreement = float(out.at[i, "spec_agreement"])
+        verdict, reason = compare.verdict(res, float(out.at[i, "p_holm"]), agreement, rules)
+        if not res.comparable:
+            reason = f"{reason} {_sweep_hint(settings.comparisons[i])}"
+        verdicts.append(verdict)
+        reasons.append(reason)
+    return out.assign(verdict=verdicts, reason=reasons)
+
+
+def _sweep_hint(c: ComparisonSpec) -> str:
+    sweeps = sorted({c.favoured.sweep, c.other.sweep})
+    return (f"Change the sparsity settings (l1_coeff or k) of sweeps.{' / sweeps.'.join(sweeps)} so that both "
+            f"models' L0 ranges overlap, or claims.primary_l0.")  # fmt: skip
+
+
+def _result_columns(res) -> dict:
+    r = res.row()
+    return {
+        "primary_l0": r["l0"], "overlap_low": r["overlap_low"], "overlap_high": r["overlap_high"],
+        "n_seeds_favoured": r["n_seeds_fav"], "n_seeds_other": r["n_seeds_other"], "stat_favoured": r["stat_fav"],
+        "stat_other": r["stat_other"], "delta": r["delta"], "ci_low": r["ci_low"], "ci_high": r["ci_high"],
+        "se": r["se"], "df": r["df"], "boot_low": r["boot_low"], "boot_high": r["boot_high"], "p_perm": r["p_perm"],
+        "p_min": r["p_min"], "n_relabelings": r["n_relabelings"], "delta_clusters": r["delta_clusters"],
+        "clusters_ci_low": r["clusters_ci_low"], "clusters_ci_high": r["clusters_ci_high"],
+        "stat_favoured_clusters": r["stat_fav_clusters"], "stat_other_clusters": r["stat_other_clusters"],
+    }  # fmt: skip
+
+
+def delta_curves(groups: Mapping, settings: ClaimSettings, seed: int = 0) -> pd.DataFrame:
+    """Δ with its CI at ``claims.curve_points`` log-spaced L0s across each comparison's overlap."""
+    frames = []
+    for c in settings.comparisons:
+        fav, oth = _arm(groups, c, "favoured"), _arm(groups, c, "other")
+        curve = compare.delta_curve(_units(fav, c.claim), _units(oth, c.claim), n_points=settings.curve_points,
+                                    n_boot=settings.spec_n_boot, seed=seed)  # fmt: skip
+        if len(curve):
+            frames.append(pd.DataFrame(curve).assign(comparison=c.name, claim=c.claim, role=c.role))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+# --------------------------------------------------------------------------------------------
+# Controls
+
+
+def mcnemar_greater(up: int, down: int) -> float:
+    """One-sided exact McNemar p: P(X >= up) for X ~ Binomial(up + down, 1/2) (1 when there are none)."""
+    n = up + down
+    return float(sps.binom.sf(up - 1, n, 0.5)) if n else 1.0
+
+
+def _label_columns(table: pd.DataFrame) -> list[tuple[str, np.ndarray]]:
+    names = findings.table_labels(table)
+    cols = [(name, table["label"].to_numpy() == name) for name in names if name != "unclear"]
+    if "purity_species" not in table.columns:  # ImageNet: trait is a column beside the label
+        cols.append(("trait", table["trait"].fillna(False).astype(bool).to_numpy()))
+    return cols
+
+
+def controls_rows(kind: str, table: pd.DataFrame, null: pd.DataFrame) -> list[dict]:
+    """Per (SAE group, label) of one concept table and its null: shares, discordant pairs, one-sided p."""
+    rows = []
+    for (d, m, layer, s), t in table.groupby(["dataset", "model", "layer", "sweep"], sort=True):
+        n_ = null.loc[t.index]
+        alive = findings.live(t)
+        obs_cols, null_cols = dict(_label_columns(t)), dict(_label_columns(n_))
+        for name, obs in obs_cols.items():
+            o, z = obs[alive], null_cols[name][alive]
+            up, down = int((o & ~z).sum()), int((~o & z).sum())
+            n = int(alive.sum())
+            rows.append({"kind": kind, "dataset": d, "model": m, "layer": int(layer), "sweep": s, "label": name,
+                         "n_live": n, "count": int(o.sum()), "share": o.mean() if n else float("nan"),
+                         "null_count": int(z.sum()), "null_share": z.mean() if n else float("nan"),
+                         "discordant_up": up, "discordant_down": down, "p": mcnemar_greater(up, down)})  # fmt: skip
+    return rows
+
+
+def controls_table(observed: Sequence[tuple[str, str]], shuffled: Sequence[tuple[str, str]],
+                   null_sweep: str | None, alpha: float) -> pd.DataFrame:  # fmt: skip
+    """The controls table (module docstring) from (table, null table) path pairs: the observed tables
+    (those of ``null_sweep`` are the ``permuted-dims`` kind) and the shuffled-labels ones."""
+    rows = []
+    for t_path, n_path in observed:
+        t, n = pd.read_csv(t_path), pd.read_csv(n_path)
+        if len(t) != len(n) or not (t["feature"].to_numpy() == n["feature"].to_numpy()).all():
+            raise ValueError(f"{n_path} does not describe the features of {t_path}; rerun its concepts rule")
+        kind = "permuted-dims" if null_sweep is not None and (t["sweep"] == null_sweep).all() else "observed"
+        rows += controls_rows(kind, t, n)
+    for t_path, n_path in shuffled:
+        rows += controls_rows("shuffled-labels", pd.read_csv(t_path), pd.read_csv(n_path))
+    out = pd.DataFrame(rows).reindex(columns=CONTROLS_COLUMNS)
+    for kind, idx in out.groupby("kind").groups.items():
+        out.loc[idx, "p_holm"] = compare.holm(out.loc[idx, "p"].to_numpy(dtype=float))
+    out["above_null"] = (out["p_holm"] < alpha) & (out["share"] > out["null_share"])
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Figures
+
+VERDICT_COLORS = {"supported": "#1a9850", "not supported": "#d73027", "inconclusive": "#fdae61",
+                  "not comparable": "#999999"}  # fmt: skip
+
+
+def _row_name(d: pd.DataFrame) -> pd.Series:
+    return (
+        "claim " + d["claim"].astype(str) + " · " + d["comparison"] + " (" + d["role"] + "): " + d["favoured"]
+        + "@" + d["favoured_sweep"] + " − " + d["other"] + "@" + d["other_sweep"] + " · " + d["dataset"]
+    )  # fmt: skip
+
+
+def claims_chart(claims: pd.DataFrame, curves: pd.DataFrame, title: str, note: str) -> alt.TopLevelMixin:
+    """Forest plot of Δ (features: filled, with CI; clusters: hollow) coloured by verdict; Δ across the L0
+    overlap per comparison; each arm's statistic at the primary L0 beside its two nulls."""
+    if not len(claims):
+        return alt.Chart(pd.DataFrame({"t": ["no comparisons declared (claims.comparisons)"]})).mark_text(
+            size=14).encode(text="t:N").properties(title=charts.title(title, note), width=400, height=60)  # fmt: skip
+    d = claims.copy()
+    d["row"] = _row_name(d)
+    d["text"] = d["verdict"] + ": Δ " + d["delta"].map("{:+.3f}".format) + " [" + d["ci_low"].map(
+        "{:+.3f}".format) + ", " + d["ci_high"].map("{:+.3f}".format) + "], p " + d["p_holm"].map("{:.3g}".format)  # fmt: skip
+    order = list(d["row"])
+    color = alt.Color(
+        "verdict:N", scale=alt.Scale(domain=list(VERDICT_COLORS), range=list(VERDICT_COLORS.values()))
+    )
+    y = alt.Y("row:N", sort=order, title=None, axis=alt.Axis(labelLimit=520))
+    base = alt.Chart(d).encode(y=y)
+    forest = alt.layer(
+        alt.Chart(pd.DataFrame({"x": [0.0]})).mark_rule(strokeDash=[4, 3], color="black").encode(x="x:Q"),
+        base.mark_rule(size=2).encode(
+            x=alt.X("ci_low:Q", title="Δ = favoured − other at the primary L0 (95% CI)"),
+            x2="ci_high:Q",
+            color=color,
+        ),
+        base.mark_point(filled=True, size=80).encode(x="delta:Q", color=color),
+        base.mark_point(filled=False, size=80, shape="diamond").encode(x="delta_clusters:Q", color=color),
+    ).properties(
+        width=300, height=28 * len(d), title="Δ over features (filled) and over clusters (hollow diamond)"
+    )
+    verdicts = base.mark_text(align="left", dx=4).encode(text="text:N", color=color, x=alt.value(0)).properties(
+        width=260, height=28 * len(d), title="verdict (rule: config claims.verdict)")  # fmt: skip
+    top = alt.hconcat(forest, verdicts)
+    arms = pd.concat([
+        pd.DataFrame({"row": d["row"], "arm": d["favoured"] + "@" + d["favoured_sweep"], "kind": kind, "value": d[col]})
+        for kind, col in (("observed", "stat_favoured"), ("random-image null", "null_favoured"),
+                          ("permuted-dims SAE", "perm_null_favoured"))
+    ] + [
+        pd.DataFrame({"row": d["row"], "arm": d["other"] + "@" + d["other_sweep"], "kind": kind, "value": d[col]})
+        for kind, col in (("observed", "stat_other"), ("random-image null", "null_other"),
+                          ("permuted-dims SAE", "perm_null_other"))
+    ], ignore_index=True).dropna(subset=["value"])  # fmt: skip
+    arms["arm_row"] = arms["row"].str.split(":").str[0] + " · " + arms["arm"]
+    nulls = alt.Chart(arms).mark_point(size=70, filled=True).encode(
+        y=alt.Y("arm_row:N", title=None, axis=alt.Axis(labelLimit=420)),
+        x=alt.X("value:Q", title="statistic at the primary L0 (permuted-dims: pooled)"),
+        shape=alt.Shape("kind:N", legend=None),
+        color=alt.Color("kind:N", title="each arm against its nulls",
+                        scale=alt.Scale(domain=["observed", "random-image null", "permuted-dims SAE"],
+                                        range=["#1f78b4", "#999999", "#6a3d9a"])),
+    ).properties(width=300, height=16 * max(1, arms["arm_row"].nunique()))  # fmt: skip
+    parts = [top, nulls]
+    if len(curves):
+        cv = curves.merge(d[["comparison", "row"]], on="comparison")
+        band = alt.Chart(cv).encode(
+            x=alt.X("l0:Q", scale=alt.Scale(type="log", nice=False, zero=False), title="L0 (log)")
+        )
+        curve = alt.layer(
+            band.mark_area(opacity=0.25).encode(y=alt.Y("ci_low:Q", title="Δ (95% CI)"), y2="ci_high:Q"),
+            band.mark_line().encode(y="delta:Q"),
+            band.mark_rule(strokeDash=[4, 3], color="black").encode(y=alt.datum(0)),
+        ).properties(width=170, height=120).facet(
+            facet=alt.Facet("comparison:N", title="Δ across the overlap of both arms' L0 ranges"), columns=4
+        ).resolve_scale(x="independent", y="independent")  # fmt: skip
+        parts.append(curve)
+    return (
+        alt.vconcat(*parts)
+        .resolve_scale(color="independent", shape="independent")
+        .properties(title=charts.title(title, note))
+    )
+
+
+def spec_chart(spec: pd.DataFrame, title: str, note: str, width: int = 720) -> alt.TopLevelMixin:
+    """Per comparison: the cells sorted by Δ with their CIs (CI above 0: orange) and beneath them which
+    threshold values each cell uses (a black mark)."""
+    panels = []
+    comparable = spec[spec["comparable"].astype(bool)] if len(spec) else spec
+    for name, d in comparable.groupby("comparison", sort=False):
+        d = d.sort_values("delta", kind="stable").assign(rank=np.arange(1, len(d) + 1))
+        agree = d["agrees"].mean()
+        head = f"{name} (claim {d['claim'].iloc[0]}, {d['role'].iloc[0]}): CI above 0 in {agree:.0%} of {len(d)} cells"
+        x = alt.X("rank:Q", title=None, scale=alt.Scale(domain=[0.5, len(d) + 0.5], nice=False),
+                  axis=alt.Axis(labels=False, ticks=False, grid=False))  # fmt: skip
+        agree_color = alt.Color("agrees:N", title="CI above 0", scale=alt.Scale(domain=[False, True],
+                                range=["#555555", "#e66101"]))  # fmt: skip
+        top = alt.layer(
+            alt.Chart(d).mark_rule(opacity=0.5).encode(x=x, y=alt.Y("ci_low:Q", title="Δ (95% CI)"), y2="ci_high:Q",
+                                                       color=agree_color),
+            alt.Chart(d).mark_circle(size=8).encode(x=x, y="delta:Q", color=agree_color),
+            alt.Chart(pd.DataFrame({"y": [0.0]})).mark_rule(strokeDash=[4, 3], color="black").encode(y="y:Q"),
+        ).properties(width=width, height=130, title=alt.TitleParams(head, fontSize=11, anchor="start"))  # fmt: skip
+        keys = [c for c in d.columns if c.startswith("set_") and d[c].nunique() > 1]
+        if keys:
+            m = d.melt(id_vars=["rank"], value_vars=keys, var_name="threshold", value_name="value")
+            m["setting"] = m["threshold"].str[4:] + " = " + m["value"].astype(str)
+            bottom = alt.Chart(m).mark_tick(thickness=1, color="black").encode(
+                x=alt.X("rank:Q", title="cells, sorted by Δ", scale=alt.Scale(domain=[0.5, len(d) + 0.5], nice=False),
+                        axis=alt.Axis(labels=False, ticks=False, grid=False)),
+                y=alt.Y("setting:N", title=None, sort=sorted(m["setting"].unique())),
+            ).properties(width=width, height=10 * m["setting"].nunique())  # fmt: skip
+            panels.append(alt.vconcat(top, bottom, spacing=2))
+        else:
+            panels.append(top)
+    if not panels:
+        return alt.Chart(pd.DataFrame({"t": ["no comparable comparisons"]})).mark_text(size=14).encode(
+            text="t:N").properties(title=charts.title(title, note), width=400, height=60)  # fmt: skip
+    return alt.vconcat(*panels).properties(title=charts.title(title, note))
+
+
+# --------------------------------------------------------------------------------------------
+# The rules' work
+
+
+def _hierarchy(formats: Mapping[str, str], settings: ClaimSettings):
+    if any(TABLE_KIND[formats[c.dataset]] == "imagenet" for c in settings.comparisons):
+        from vitsae.analysis.wordnet import load_hierarchy
+
+        return load_hierarchy()
+    return None
+
+
+def write_spec_curve(tables, nulls, evals, cfgs, clusters, formats: Mapping[str, str], settings: ClaimSettings,
+                     rules: Mapping[str, dict], out_csv, out_pdf, title: str, note: str, seed: int) -> pd.DataFrame:  # fmt: skip
+    groups = load_tables(tables, nulls, evals, cfgs, clusters)
+    base = {kind: RULES[kind](**r) for kind, r in rules.items()}
+    spec = spec_tables(groups, formats, settings, base, seed, _hierarchy(formats, settings))
+    atomic_write(out_csv, lambda p: spec.to_csv(p, index=False, float_format="%.6g"))
+    charts.save(spec_chart(spec, title, note), out_pdf)
+    return spec
+
+
+def write_claims(tables, nulls, evals, cfgs, clusters, spec_csv, settings: ClaimSettings, out_csv, out_pdf,
+                 title: str, note: str, seed: int) -> pd.DataFrame:  # fmt: skip
+    groups = load_tables(tables, nulls, evals, cfgs, clusters)
+    spec = pd.read_csv(spec_csv)
+    claims = claims_table(groups, settings, spec, seed)
+    curves = delta_curves(groups, settings, seed)
+    atomic_write(out_csv, lambda p: claims.to_csv(p, index=False, float_format="%.6g"))
+    charts.save(claims_chart(claims, curves, title, note), out_pdf)
+    return claims
+
+
+def write_controls(tables, nulls, shuffled, shuffled_nulls, null_sweep, alpha, out_csv) -> pd.DataFrame:
+    out = controls_table(list(zip(tables, nulls, strict=True)), list(zip(shuffled, shuffled_nulls, strict=True)),
+                         null_sweep, alpha)  # fmt: skip
+    atomic_write(out_csv, lambda p: out.to_csv(p, index=False, float_format="%.6g"))
+    return out

@@ -1,0 +1,12 @@
+"""Rule claims: one row per declared comparison, with its verdict; the claims figure."""
+
+from vitsae import runtime
+from vitsae.analysis import claims
+from vitsae.analysis.settings import claim_settings
+
+p, i = snakemake.params, snakemake.input
+runtime.run(snakemake, lambda: claims.write_claims(
+    list(i.tables), list(i.nulls), list(i.evals), list(i.cfgs), list(i.clusters), i.spec,
+    claim_settings({**dict(p.claims), "spec_grid": []}), snakemake.output.csv, snakemake.output.pdf, p.title,
+    p.note, p.seed,
+))  # fmt: skip
