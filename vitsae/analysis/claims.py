@@ -14,7 +14,10 @@ Definitions
   (:data:`vitsae.analysis.findings.ABSTRACT`, :data:`~vitsae.analysis.findings.TRAIT`) and cluster.
 * **Matched comparison, uncertainty, permutation test, verdict**: :mod:`vitsae.analysis.compare` (one
   primary comparison per claim; Holm's correction over each claim's secondary comparisons; a control row
-  is tested alone).
+  is tested alone). The bootstrap has two levels, seeds and feature clusters: both statistics are shares
+  of *features* (each labelled once from its top images), so no statistic here is a mean over images and
+  there is no image level to resample; the labels' own uncertainty is what the specification curve and
+  the nulls probe.
 * **Random-image null at matched L0** (``null_favoured``/``null_other``): the same matched statistic
   computed on the SAEs' null tables (each feature's top images replaced by random ones).
 * **Structure-free null** (``perm_null_favoured``/``perm_null_other``): the statistic pooled over the
@@ -52,7 +55,7 @@ CLAIM_TEXT = {
     2: "DINOv2 identifies morphological traits in animals more often than CLIP (traits among animal features)",
 }
 CLAIMS_COLUMNS = [
-    "claim", "comparison", "role", "statistic", "dataset", "layer", "architecture", "favoured", "favoured_sweep",
+    "claim", "comparison", "role", "statistic", "dataset", "layer", "architecture", "sweep", "favoured", "favoured_sweep",
     "other", "other_sweep", "primary_l0", "overlap_low", "overlap_high", "n_seeds_favoured", "n_seeds_other",
     "stat_favoured", "stat_other", "delta", "ci_low", "ci_high", "se", "df", "boot_low", "boot_high", "p_perm",
     "p_min", "n_relabelings", "p_holm", "spec_cells", "spec_agreement", "delta_clusters", "clusters_ci_low",
@@ -224,6 +227,11 @@ def _perm_null(groups: Mapping, spec: ComparisonSpec, side: str, null_sweep: str
     return num / den if den else float("nan")
 
 
+def _sweeps(c: ComparisonSpec) -> str:
+    """The comparison's sweep, or both where the arms differ (the identity control)."""
+    return c.favoured.sweep if c.favoured.sweep == c.other.sweep else f"{c.favoured.sweep} vs {c.other.sweep}"
+
+
 def _architecture(*arms: Sequence[SAETables]) -> str:
     names = sorted({s.architecture for arm in arms for s in arm})
     return " / ".join(names)
@@ -247,6 +255,7 @@ def claims_table(groups: Mapping, settings: ClaimSettings, spec: pd.DataFrame, s
         agreement = float(cells["agrees"].mean()) if len(cells) else float("nan")
         row = {"claim": c.claim, "comparison": c.name, "role": c.role, "statistic": c.statistic,
                "dataset": c.dataset, "layer": c.layer, "architecture": _architecture(fav, oth),
+               "sweep": _sweeps(c),
                "favoured": c.favoured.model, "favoured_sweep": c.favoured.sweep, "other": c.other.model,
                "other_sweep": c.other.sweep, **_result_columns(res), "spec_cells": len(cells),
                "spec_agreement": agreement,
