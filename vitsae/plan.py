@@ -33,7 +33,7 @@ from pathlib import Path
 import yaml
 
 from vitsae import layout
-from vitsae.config import ConfigError, check_models, validate
+from vitsae.config import ConfigError, build, check_models, validate
 from vitsae.data.models import ModelShape, model_shape
 from vitsae.sae.settings import sweep_specs
 
@@ -180,19 +180,6 @@ def sae_hours(config: dict, d_model: int, model: str | None = None) -> dict[str,
     return hours
 
 
-def control_sweeps(config: dict) -> set[str]:
-    """The sweeps that exist for the claims' controls (the null sweep, sweeps only control rows use)."""
-    claims = config.get("claims", {})
-    rows = claims.get("comparisons", [])
-
-    def sweeps(c: dict) -> set[str]:
-        return {c.get("favoured_sweep", c["sweep"]), c.get("other_sweep", c["sweep"])}
-
-    used = set().union(*(sweeps(c) for c in rows if c["role"] != "control"))
-    control = set().union(*(sweeps(c) for c in rows if c["role"] == "control"))
-    return (control - used) | ({claims["null_sweep"]} if claims.get("null_sweep") else set())
-
-
 def make_plan(config: dict, workdir: Path = Path(".")) -> dict:
     """The plan of a validated config: per-store rows, dataset counts with their source, totals."""
     ex = config["extraction"]
@@ -236,7 +223,7 @@ def make_plan(config: dict, workdir: Path = Path(".")) -> dict:
                 for sweep, h in sae_hours(config, shape.d_model, mname).items():
                     sae_h[sweep] = sae_h.get(sweep, 0.0) + h
     return {"stores": stores, "counts": counts, "sae": (n_sae, sae_size, sae_h), "decode": decode,
-            "controls": control_sweeps(config)}  # fmt: skip
+            "controls": set(build(config).claims.control_sweeps)}  # fmt: skip
 
 
 def format_plan(plan: dict, source: str) -> str:

@@ -128,18 +128,13 @@ def _arm(groups: Mapping, spec: ComparisonSpec, side: str) -> list[SAETables]:
     return saes
 
 
-def _units(saes: Sequence[SAETables], claim: int, tables: Sequence[pd.DataFrame] | None = None) -> list:
+def _units(saes: Sequence[SAETables], claim: int) -> list:
     stat = STATISTICS[claim]
-    tables = [s.table for s in saes] if tables is None else tables
-    return [
-        compare.SAEUnit(s.seed, s.l0, stat.numerator(t), stat.denominator(t), s.cluster_F)
-        for s, t in zip(saes, tables, strict=True)
-    ]
+    return [compare.SAEUnit(s.seed, s.l0, *stat.numden(s.table), s.cluster_F) for s in saes]
 
 
-def _numden(saes: Sequence[SAETables], claim: int, tables: Sequence[pd.DataFrame]) -> list:
-    stat = STATISTICS[claim]
-    return [(stat.numerator(t), stat.denominator(t)) for t in tables]
+def _numden(claim: int, tables: Sequence[pd.DataFrame]) -> list:
+    return [STATISTICS[claim].numden(t) for t in tables]
 
 
 # --------------------------------------------------------------------------------------------
@@ -151,9 +146,9 @@ def _kind(dataset_format: str) -> str:
 
 
 class Relabeller:
-    """Each SAE's statistic (numerator, denominator per feature) under each cell's labels, computed once for
-    every comparison that uses it. The same definitions as :data:`findings.ABSTRACT` and
-    :data:`findings.TRAIT`, on the relabelled columns (a test checks the configured cell against them)."""
+    """Each SAE's label columns under each cell's thresholds, relabelled once for every comparison that uses
+    them; the statistic's own rule (:attr:`findings.Statistic.rule`) turns them into its numerator and
+    denominator."""
 
     def __init__(self, hierarchy=None) -> None:
         self.hierarchy = hierarchy
@@ -165,13 +160,9 @@ class Relabeller:
         key = (sae.key, cell)
         if key not in self._cache:
             new = relabel.relabel(sae.table, kind, rules, self.hierarchy)
-            alive = findings.live(sae.table)
-            self._cache[key] = (alive, new["label"].to_numpy() == "abstract", new["trait"].to_numpy(bool),
+            self._cache[key] = (findings.live(sae.table), new["label"].to_numpy(), new["trait"].to_numpy(bool),
                                 new["animal"].to_numpy(bool))  # fmt: skip
-        alive, abstract, trait, animal = self._cache[key]
-        if claim == 1:
-            return alive & abstract, alive
-        return alive & animal & trait, alive & animal
+        return STATISTICS[claim].rule(*self._cache[key])
 
 
 def spec_curve(spec: ComparisonSpec, groups: Mapping, kind: str, base_rules, grid: Mapping[str, list],
@@ -181,7 +172,7 @@ def spec_curve(spec: ComparisonSpec, groups: Mapping, kind: str, base_rules, gri
     cells = relabel.grid_cells(base_rules, dict(grid))
     comparator = compare.Comparator(_units(fav, spec.claim), _units(oth, spec.claim), settings.primary_l0,
                                     n_boot=settings.spec_n_boot, seed=seed)  # fmt: skip
-    if not comparator.run().comparable:
+    if not comparator.ok:
         return pd.DataFrame([{"comparison": spec.name, "claim": spec.claim, "role": spec.role, "cell": 0,
                               "comparable": False}])  # fmt: skip
     rows = []
@@ -221,9 +212,7 @@ def _perm_null(groups: Mapping, spec: ComparisonSpec, side: str, null_sweep: str
     saes = groups.get((spec.dataset, getattr(spec, side).model, spec.layer, null_sweep), [])
     if not saes:
         return float("nan")
-    stat = STATISTICS[spec.claim]
-    num = sum(int(stat.numerator(s.table).sum()) for s in saes)
-    den = sum(int(stat.denominator(s.table).sum()) for s in saes)
+    num, den = np.sum([[n.sum(), d.sum()] for n, d in _numden(spec.claim, [s.table for s in saes])], axis=0)
     return num / den if den else float("nan")
 
 
@@ -243,14 +232,14 @@ def claims_table(groups: Mapping, settings: ClaimSettings, spec: pd.DataFrame, s
     rows, results = [], []
     for c in settings.comparisons:
         fav, oth = _arm(groups, c, "favoured"), _arm(groups, c, "other")
-        res = compare.compare(_units(fav, c.claim), _units(oth, c.claim), settings.primary_l0,
-                              n_boot=settings.n_boot, seed=seed, n_perm=settings.n_perm)  # fmt: skip
-        null = None
-        if res.comparable:
-            comparator = compare.Comparator(_units(fav, c.claim), _units(oth, c.claim), res.l0, n_boot=100,
-                                            seed=seed)  # fmt: skip
-            null = comparator.run(_numden(fav, c.claim, [s.null for s in fav]),
-                                  _numden(oth, c.claim, [s.null for s in oth]))  # fmt: skip
+        comparator = compare.Comparator(_units(fav, c.claim), _units(oth, c.claim), settings.primary_l0,
+                                        n_boot=settings.n_boot, seed=seed, n_perm=settings.n_perm)  # fmt: skip
+        res = comparator.run()
+        # the random-image null at the same L0, with the same draws
+        null = comparator.run(
+            _numden(c.claim, [s.null for s in fav]), _numden(c.claim, [s.null for s in oth])
+        )
+        null = null if null.comparable else None
         cells = spec[(spec["comparison"] == c.name) & spec["comparable"].astype(bool)] if len(spec) else spec
         agreement = float(cells["agrees"].mean()) if len(cells) else float("nan")
         row = {"claim": c.claim, "comparison": c.name, "role": c.role, "statistic": c.statistic,

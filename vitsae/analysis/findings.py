@@ -156,13 +156,23 @@ def from_files(
 
 @dataclass(frozen=True)
 class Statistic:
-    """A share ``#(numerator) / #(denominator)`` over a concept table's live features."""
+    """A share ``#(numerator) / #(denominator)`` over a concept table's live features. ``rule`` maps a
+    table's label columns (``alive``, ``label``, ``trait``, ``animal``: one array each, per feature) to the
+    two boolean arrays; the same rule serves saved tables and relabelled ones
+    (:mod:`vitsae.analysis.claims`)."""
 
     name: str
     title: str
     short: str
-    numerator: Callable[[pd.DataFrame], np.ndarray]
-    denominator: Callable[[pd.DataFrame], np.ndarray]
+    rule: Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
+    uses_animal: bool = False  # reads the trait and animal columns (else they need not exist)
+
+    def numden(self, table: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """(numerator, denominator) per feature of ``table``."""
+        trait = animal = None
+        if self.uses_animal:
+            animal, trait = _bool(table, "animal"), _bool(table, "trait")
+        return self.rule(live(table), table["label"].to_numpy(), trait, animal)
 
 
 def live(table: pd.DataFrame) -> np.ndarray:
@@ -180,12 +190,11 @@ def _bool(table: pd.DataFrame, column: str) -> np.ndarray:
 
 ABSTRACT = Statistic(
     "share_abstract", "share of live features labelled abstract", "share abstract",
-    numerator=lambda t: live(t) & (t["label"].to_numpy() == "abstract"), denominator=live,
+    rule=lambda alive, label, trait, animal: (alive & (label == "abstract"), alive),
 )  # fmt: skip
 TRAIT = Statistic(
     "share_trait_among_animal", "share of trait features among animal features", "trait / animal features",
-    numerator=lambda t: live(t) & _bool(t, "animal") & _bool(t, "trait"),
-    denominator=lambda t: live(t) & _bool(t, "animal"),
+    rule=lambda alive, label, trait, animal: (alive & animal & trait, alive & animal), uses_animal=True,
 )  # fmt: skip
 
 
@@ -302,12 +311,12 @@ def robustness_table(records: Sequence[SAEConcepts], stat: Statistic, n_boot: in
     rows = []
     for r in records:
         alive = live(r.table)
-        obs = ratio_ci(stat.numerator(r.table), stat.denominator(r.table), n_boot, seed)
+        obs = ratio_ci(*stat.numden(r.table), n_boot, seed)
         row = {"statistic_name": stat.name, **_meta(r), **{k: r.settings.get(k) for k in SETTING_KEYS[:4]},
                "l0": r.l0, "fvu": r.fvu, "n_features": len(r.table), "n_live": int(alive.sum()),
                "n_dead": int((~alive).sum()), **obs, "n_boot": n_boot, "headline": r.key in heads}  # fmt: skip
         if r.null_table is not None:
-            nul = ratio_ci(stat.numerator(r.null_table), stat.denominator(r.null_table), n_boot, seed + 1)
+            nul = ratio_ci(*stat.numden(r.null_table), n_boot, seed + 1)
             row.update({f"null_{k}": v for k, v in nul.items()})
         rows.append(row)
     out = pd.DataFrame(rows).reindex(columns=ROBUSTNESS_COLUMNS)
