@@ -3,8 +3,9 @@
 Conventions (so that L1 coefficients can be compared with other tools)
 ----------------------------------------------------------------------
 * **Scalar input normalisation.** Inputs are multiplied by one scalar ``scale`` chosen on a
-  sample of training tokens so that ``E‖x·scale‖² = d_in`` (SAELens' ``expected_average_only_in``;
-  Anthropic's April 2024 update). ``b_dec``, ``b_enc`` and all feature activations live in these
+  sample of training tokens so that ``E‖(x − mean)·scale‖² = d_in`` (``input_norm="centred"``: the
+  spread sets the units, not the offset) or ``E‖x·scale‖² = d_in`` (``"raw"``: SAELens'
+  ``expected_average_only_in``; Anthropic's April 2024 update). ``b_dec``, ``b_enc`` and all feature activations live in these
   normalised units; :meth:`ReluSAE.decode` returns reconstructions in the *original* units.
 * **Architecture.** ``f = relu((x·scale − b_dec) W_enc + b_enc)``, ``x̂·scale = f W_dec + b_dec``.
   ``W_enc`` is ``[d_in, d_sae]`` and ``W_dec`` ``[d_sae, d_in]`` (SAELens' shapes and tensor names);
@@ -16,8 +17,9 @@ Conventions (so that L1 coefficients can be compared with other tools)
   ``Σ_f |f|·‖W_dec,f‖`` (Anthropic's penalty), so ``l1_coeff`` is directly comparable to
   SAELens' ``l1_coefficient`` with ``mse_loss_normalization=None`` and scalar normalisation.
   λ(t) rises linearly from 0 to ``l1_coeff`` over ``l1_warmup_steps``; the Adam learning rate rises
-  linearly to ``lr`` over ``lr_warmup_steps`` and then stays constant.
-* **Init.** Decoder rows are seeded random unit vectors, ``W_enc = W_dec.T``, ``b_enc = 0`` and
+  linearly to ``lr`` over ``lr_warmup_steps``, stays constant, and falls linearly over the last
+  ``lr_decay_steps`` (to ``lr/lr_decay_steps`` at the last step).
+* **Init.** Decoder rows are seeded random unit vectors, ``W_enc = enc_init_scale · W_dec.T``, ``b_enc = 0`` and
   ``b_dec`` = the mean of the normalised init sample. ReLU+L1 fails to recover dictionaries on
   data with per-dimension offsets (as ViT activations have) without the latter (shared/FACTS.md).
 
@@ -53,6 +55,7 @@ class SAEConfig:
     l1_coeff: float = 3.0
     lr: float = 4e-3
     lr_warmup_steps: int = 10
+    lr_decay_steps: int = 0
     l1_warmup_steps: int = 50
     batch_size: int = 1024
     train_tokens: int = 200_000
@@ -60,6 +63,8 @@ class SAEConfig:
     token_kind: str = "patches"
     shuffle_chunks: int = 8
     log_every: int = 20
+    enc_init_scale: float = 1.0
+    input_norm: str = "centred"
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -80,10 +85,17 @@ class ReluSAE(torch.nn.Module):
         self.cfg: dict = dict(cfg or {})
 
     @torch.no_grad()
-    def initialise(self, init_sample_ND: torch.Tensor, seed: int) -> None:
-        """Set ``scale`` (E‖x·scale‖² = d_in), ``b_dec`` (normalised sample mean), seeded weights."""
+    def initialise(
+        self,
+        init_sample_ND: torch.Tensor,
+        seed: int,
+        enc_init_scale: float = 1.0,
+        input_norm: str = "centred",
+    ) -> None:
+        """Set ``scale`` (module docstring), ``b_dec`` (normalised sample mean), seeded weights."""
         sample_ND = init_sample_ND.to(torch.float64)
-        mean_sq = float((sample_ND**2).sum(dim=1).mean())
+        spread_ND = sample_ND - sample_ND.mean(dim=0) if input_norm == "centred" else sample_ND
+        mean_sq = float((spread_ND**2).sum(dim=1).mean())
         if not math.isfinite(mean_sq) or mean_sq <= 0:
             raise ValueError(f"init sample has mean squared norm {mean_sq}; cannot normalise")
         scale = math.sqrt(self.d_in / mean_sq)
@@ -93,7 +105,7 @@ class ReluSAE(torch.nn.Module):
         W_dec_FD = torch.randn(self.d_sae, self.d_in, generator=gen, dtype=torch.float32)
         W_dec_FD /= W_dec_FD.norm(dim=1, keepdim=True)
         self.W_dec_FD.copy_(W_dec_FD)
-        self.W_enc_DF.copy_(W_dec_FD.T)
+        self.W_enc_DF.copy_(W_dec_FD.T * enc_init_scale)
         self.b_enc_F.zero_()
 
     def encode(self, x_BD: torch.Tensor) -> torch.Tensor:
@@ -177,7 +189,7 @@ def train(
     """
     d_sae = d_in * cfg.expansion
     sae = ReluSAE(d_in, d_sae)
-    sae.initialise(init_sample_ND, cfg.seed)
+    sae.initialise(init_sample_ND, cfg.seed, cfg.enc_init_scale, cfg.input_norm)
     sae.to(device)
     opt = torch.optim.Adam(sae.parameters(), lr=cfg.lr)
     n_steps = math.ceil(cfg.train_tokens / cfg.batch_size)
@@ -189,6 +201,8 @@ def train(
         step += 1
         x_BD = x_BD.to(device, torch.float32)
         lr = cfg.lr * min(1.0, step / cfg.lr_warmup_steps) if cfg.lr_warmup_steps else cfg.lr
+        if cfg.lr_decay_steps:  # a linear fall over the last lr_decay_steps steps
+            lr = min(lr, cfg.lr * (n_steps - step + 1) / cfg.lr_decay_steps)
         l1_ramp = min(1.0, (step - 1) / cfg.l1_warmup_steps) if cfg.l1_warmup_steps else 1.0
         l1_coeff = cfg.l1_coeff * l1_ramp
         for group in opt.param_groups:

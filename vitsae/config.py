@@ -32,6 +32,7 @@ from vitsae.analysis.settings import (
     ComparisonSpec,
     ImageNetRules,
     INatRules,
+    QualitySettings,
 )
 from vitsae.atomic import atomic_write
 from vitsae.data.settings import (
@@ -363,6 +364,7 @@ class Run:
     cards: Cards
     claims: ClaimSettings
     shuffled_labels: tuple[str, ...]
+    quality: QualitySettings
     config: dict
 
     def tokens(self, model: str) -> TokenChoice:
@@ -440,7 +442,16 @@ def build(config: dict) -> Run:
         concepts=Concepts(int(co["thumbnail_size"]), rules["imagenet"], rules["inat"]),
         n_boot=int(config["findings"]["n_boot"]), cards=Cards(int(ca["per_label"]), int(ca["n_images"])),
         claims=_claims(config, features), shuffled_labels=tuple(config["controls"]["shuffled_labels"]),
-        config=config,
+        config=config, quality=_quality(config["quality"]),
+    )  # fmt: skip
+
+
+def _quality(q: dict) -> QualitySettings:
+    """The ``quality`` section typed (the schema has checked each value's range)."""
+    return QualitySettings(
+        sample_tokens=int(q["sample_tokens"]), stability_cosine=float(q["stability_cosine"]), tail=float(q["tail"]),
+        max_dead=float(q["max_dead"]), max_dense=float(q["max_dense"]), min_stability=float(q["min_stability"]),
+        max_final_drop=float(q["max_final_drop"]),
     )  # fmt: skip
 
 

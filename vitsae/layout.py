@@ -67,6 +67,7 @@ FIGURES: dict[str, str] = {
 PER_SWEEP: dict[str, str] = {
     "training": "SAE training curves: sweep {sweep}",
     "pareto": "Sparsity against reconstruction: sweep {sweep}",
+    "quality": "SAE quality: stability across seeds, dead and dense features, training convergence: sweep {sweep}",
 }
 #: The findings' tables (beside the transfer and Pareto tables).
 FINDINGS_TABLES = ("semantic_abstraction", "semantic_abstraction_shares", "traits", "traits_shares",
@@ -222,8 +223,9 @@ def figures(run: Run) -> dict[str, str]:
 
 
 def final_tables(run: Run) -> list[str]:
-    """The paper's tables: transfer, each sweep's Pareto table, the findings'."""
-    names = ["transfer", *(f"pareto-{s}" for s in run.sweeps), *FINDINGS_TABLES]
+    """The paper's tables: transfer, each sweep's Pareto and quality tables, the findings'."""
+    per_sweep = [f"{kind}-{s}" for kind in ("pareto", "quality") for s in run.sweeps]
+    names = ["transfer", *per_sweep, *FINDINGS_TABLES]
     return [TABLE.format(table=n) for n in names]
 
 

@@ -152,9 +152,9 @@ def test_ro_crate_parses_as_json_ld_and_names_every_output(demo):
         )
 
     lineage_pages = {p for p in outputs if p.startswith("results/provenance/")}
-    # html + json of every figure: transfer, training curves and Pareto per sweep (3), findings 1 and 2,
-    # features, claims, specification curve
-    assert len(lineage_pages) == 2 * 12
+    # html + json of every figure: transfer, training curves, Pareto and quality checks per sweep (3),
+    # findings 1 and 2, features, claims, specification curve
+    assert len(lineage_pages) == 2 * 15
     assert outputs - lineage_pages <= names  # every artifact, by its path
     run = graph["#run"]
     assert run["@type"] == "CreateAction" and run["instrument"] == {"@id": "workflow/Snakefile"}

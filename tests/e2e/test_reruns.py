@@ -30,10 +30,10 @@ def n_saes(sweep: dict) -> int:
 
 N_IDS = n_saes(CFG["sweeps"]["paper"])  # 2 L1 coefficients x 2 seeds in the demo
 N_FIGURES = len(layout.figures(RUN))  # transfer, findings 1 and 2, feature-level transfer, claims, spec
-# curve, and per sweep its training curves and Pareto plot
-# Every figure a paper-sweep change remakes (transfer, its training curves and Pareto plot), then each
-# figure's lineage page and the run's RO-Crate (they read every record upstream).
-FIGURE_AND_AFTER = {"transfer": 1, "training_curves": 1, "pareto": 1, "ro_crate": 1}
+# curve, and per sweep its training curves, Pareto plot and quality checks
+# Every figure a paper-sweep change remakes (transfer, its training curves, Pareto plot and quality checks),
+# then each figure's lineage page and the run's RO-Crate (they read every record upstream).
+FIGURE_AND_AFTER = {"transfer": 1, "training_curves": 1, "pareto": 1, "quality": 1, "ro_crate": 1}
 
 
 def features_after(jobs: int, sweeps=("paper",)) -> dict[str, int]:
@@ -51,15 +51,15 @@ def features_after(jobs: int, sweeps=("paper",)) -> dict[str, int]:
 
 def sae_and_after(ids_per_job: int) -> dict[str, int]:
     """One training job per (dataset, model), each training the sweep's SAEs; every SAE evaluated on
-    every dataset; lineage pages of transfer, training, Pareto, findings 1 and 2, feature-level transfer,
-    claims and specification curve."""
+    every dataset; lineage pages of transfer, training, Pareto, quality, findings 1 and 2, feature-level
+    transfer, claims and specification curve."""
     jobs = len(MODELS) * len(DATASETS)
     return {
         "all": 1,
         "train_sae_paper": jobs,
         "evaluate": jobs * ids_per_job * len(DATASETS),
         **FIGURE_AND_AFTER,
-        "lineage": 8,
+        "lineage": 9,
         **features_after(jobs),
     }
 
@@ -113,6 +113,7 @@ def test_trainer_edit_reruns_every_sweeps_training_and_what_follows(demo, tree):
         "transfer": 1,
         "training_curves": len(SWEEPS),
         "pareto": len(SWEEPS),
+        "quality": len(SWEEPS),
         "lineage": N_FIGURES,
         "ro_crate": 1,
         **features_after(0, SWEEPS),
@@ -140,6 +141,7 @@ def test_a_chart_edit_reruns_the_figures_and_no_concept_table(demo, tree):
         "transfer": 1,
         "training_curves": len(SWEEPS),
         "pareto": len(SWEEPS),
+        "quality": len(SWEEPS),
         "findings": 1,
         "transfer_features": 1,
         "spec_curve": 1,
@@ -202,6 +204,7 @@ def test_one_demo_image_edited_reruns_that_datasets_branch_only(demo, tree):
         "transfer": 1,
         "training_curves": len(SWEEPS),
         "pareto": len(SWEEPS),
+        "quality": len(SWEEPS),
         "lineage": N_FIGURES,
         "ro_crate": 1,
         **features_after(len(MODELS)),
@@ -224,7 +227,8 @@ def test_a_layer_added_runs_only_the_new_layers_jobs_and_the_figure(demo, tree):
         "transfer": 1,
         "training_curves": 2,
         "pareto": 2,
-        "lineage": 10,
+        "quality": 2,
+        "lineage": 12,
         "ro_crate": 1,
         **features_after(len(DATASETS), ("paper", "permuted")),
     }

@@ -17,7 +17,7 @@ from workflow_helpers import REPO, snakemake, snakemake_cmd
 pytestmark = pytest.mark.e2e
 
 TINY = REPO / "tests" / "configs" / "tiny.yaml"
-GPU_RULES = {"extract", "train_sae", "evaluate", "feature_stats"}
+GPU_RULES = {"extract", "train_sae", "evaluate", "feature_stats", "quality"}
 CPU_RULES = {
     "manifest",
     "thumbnails",
@@ -169,6 +169,7 @@ def test_demo_through_slurm_matches_local_run_and_survives_scancel(tmp_path, loc
         "train_sae": 4,
         "evaluate": 8,
         "feature_stats": 4,
+        "quality": 1,
         "thumbnails": 1,
         "concepts": 4,
         "clusters": 4,

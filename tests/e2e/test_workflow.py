@@ -10,6 +10,7 @@ from pypdf import PdfReader
 from workflow_helpers import DEMO_CONFIG, REPO, job_counts, snakemake
 
 from vitsae import layout
+from vitsae.analysis.quality import COLUMNS
 from vitsae.analysis.transfer import seed_summary
 from vitsae.config import build, validate
 from vitsae.provenance.lineage import lineage
@@ -77,6 +78,19 @@ def test_demo_draws_the_sweeps_training_curves_and_pareto_plot(demo):
         (page,) = PdfReader(demo / f"results/figures/{name}.pdf").pages
         text = page.extract_text()
         assert title in text and "demo: synthetic data, random weights" in text, name
+
+
+def test_demo_checks_the_quality_of_every_sae(demo):
+    run = build(validate(yaml.safe_load(DEMO_CONFIG.read_text())))
+    for sweep in run.sweeps:
+        table = pd.read_csv(demo / f"results/tables/quality-{sweep}.csv")
+        assert list(table.columns) == COLUMNS
+        assert len(table) == len(layout.sae_dirs(run, [(sweep, i) for i in run.sweeps[sweep].ids]))
+        assert table["dead_fraction"].between(0, 1).all() and (table["l0"] > 0).all()
+        with_seeds = table.groupby("setting")["seed"].transform("nunique") > 1
+        assert (table.loc[with_seeds, "stability_seeds"] > 0).all()
+        (page,) = PdfReader(demo / f"results/figures/quality-{sweep}.pdf").pages
+        assert f"sweep {sweep}" in page.extract_text()
 
 
 def test_second_run_does_nothing(demo):

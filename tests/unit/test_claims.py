@@ -117,3 +117,24 @@ def test_mcnemar_against_scipy_and_the_controls_rows_against_a_hand_count():
     assert (abstract["discordant_up"], abstract["discordant_down"]) == (2, 1)
     assert abstract["p"] == pytest.approx(stats.binomtest(2, 3, 0.5, alternative="greater").pvalue)
     assert rows["single-class"]["count"] == 1 and rows["taxonomic"]["count"] == 0
+
+
+def test_quality_failures_are_named_in_the_row_and_its_reason_without_changing_the_verdict():
+    groups = groups_with(effect=0.10)
+    sae_ids = {m: sorted(s.key[4] for s in groups[("imagenet-x", m, 10, "paper")]) for m in ("a", "b")}
+    quality = pd.DataFrame([
+        {"dataset": "imagenet-x", "model": m, "layer": 10, "sweep": "paper", "sae_id": i,
+         "stability": 0.8 if m == "a" else 0.4, "failures": "dead>0.5" if (m, i) == ("b", sae_ids["b"][0]) else np.nan}
+        for m in ("a", "b") for i in sae_ids[m]
+    ])  # fmt: skip
+    base = claims.claims_table(groups, settings(row("effect")), agreeing(["effect"])).iloc[0]
+    assert base["quality_failures"] == "not checked" and math.isnan(base["stability_favoured"])
+    out = claims.claims_table(groups, settings(row("effect")), agreeing(["effect"]), quality=quality).iloc[0]
+    assert out["stability_favoured"] == pytest.approx(0.8) and out["stability_other"] == pytest.approx(0.4)
+    n = len(sae_ids["a"]) + len(sae_ids["b"])
+    assert out["quality_failures"] == f"1 of {n} SAEs fail: b {sae_ids['b'][0]} (dead>0.5)"
+    assert out["verdict"] == base["verdict"] == "supported"
+    assert out["reason"] == f"{base['reason']} Quality warning: {out['quality_failures']}."
+    clean = claims.claims_table(groups, settings(row("effect")), agreeing(["effect"]),
+                                quality=quality.assign(failures=np.nan)).iloc[0]  # fmt: skip
+    assert clean["quality_failures"] == "" and clean["reason"] == base["reason"]

@@ -199,6 +199,28 @@ def test_concept_thresholds_in_the_schema_default_to_the_rules_defaults():
         validate(cfg)
 
 
+def test_sweep_defaults_in_the_schema_are_the_packages():
+    import dataclasses
+
+    from vitsae.config import load_schema
+    from vitsae.sae.settings import GRID_KEYS, TRAINING_KEYS, SAESpec, TrainSettings
+
+    props = load_schema()["properties"]["sweeps"]["additionalProperties"]["properties"]
+    package = {f.name: f.default for c in (SAESpec, TrainSettings) for f in dataclasses.fields(c)}
+    # l1_coeff and k are None in SAESpec: an architecture that does not use one carries no value for it
+    unused_is_none = {"l1_coeff", "k"}
+    keys = [k for k in (*GRID_KEYS, *TRAINING_KEYS) if "default" in props[k] and k not in unused_is_none]
+    assert {k: props[k]["default"] for k in keys} == {k: package[k] for k in keys}
+    assert {k: package[k] for k in unused_is_none} == {"l1_coeff": None, "k": None}
+    assert set(GRID_KEYS) | set(TRAINING_KEYS) <= set(props)  # every setting is a config key
+    # a sweep that sets nothing trains what SAESpec() and TrainSettings() describe
+    cfg = demo_config()
+    cfg["sweeps"]["plain"] = {"l1_coeff": 3.0}
+    sweep = build(validate(cfg)).sweeps["plain"]
+    assert sweep.training == dataclasses.replace(TrainSettings(), dead_steps=sweep.training.dead_steps)
+    assert sweep.specs == (SAESpec(l1_coeff=3.0),)
+
+
 def test_the_typed_run_holds_every_setting_once():
     run = build(validate(demo_config()))
     assert list(run.datasets) == ["imagenet-demo", "inat-demo"] and list(run.models) == [

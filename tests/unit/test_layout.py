@@ -46,8 +46,11 @@ def test_the_demo_runs_keys():
     ]
     assert layout.thumbnails(RUN) == ["results/thumbnails/imagenet-demo/train.npz"]  # iNat has no thumbnails
     assert set(layout.figures(RUN)) == {"transfer", "semantic_abstraction", "traits", "transfer_features",
-                                        "claims", "spec_curve", *(f"{kind}-{s}" for kind in ("training", "pareto")
+                                        "claims", "spec_curve", *(f"{kind}-{s}" for kind in ("training", "pareto", "quality")
                                                                   for s in ("paper", "twin", "permuted"))}  # fmt: skip
+    assert [t for t in layout.final_tables(RUN) if "/quality-" in t] == [
+        f"results/tables/quality-{s}.csv" for s in ("paper", "permuted", "twin")
+    ]
     artifacts = layout.run_artifacts(RUN)
     # manifests, stores, SAE files, evaluations, thumbnails, statistics, concept and null tables, shuffled
     # tables and their nulls, clusters, cards

@@ -43,14 +43,13 @@ def reference(
     c = arr.chunks[0]
     n_chunks = -(-arr.shape[0] // c)
     chunk_tokens = [acts_NTD[i * c : (i + 1) * c].reshape(-1, D) for i in range(n_chunks)]
-    sequence: list[int] = []
+    buffers: list[list[int]] = []  # each epoch's chunk order cut into buffers of C chunks (the last shorter)
     for epoch in range(100):
-        sequence += list(np.random.default_rng([seed, epoch]).permutation(n_chunks))
+        order = list(np.random.default_rng([seed, epoch]).permutation(n_chunks))
+        buffers += [order[j : j + shuffle_chunks] for j in range(0, n_chunks, shuffle_chunks)]
     out, have, g = [], 0, 0
     while have < n_tokens:
-        buf_ND = np.concatenate(
-            [chunk_tokens[i] for i in sequence[g * shuffle_chunks : (g + 1) * shuffle_chunks]]
-        )
+        buf_ND = np.concatenate([chunk_tokens[i] for i in buffers[g]])
         buf_ND = buf_ND[np.random.default_rng([seed, 0x5AE, g]).permutation(len(buf_ND))]
         out.append(buf_ND)
         have += len(buf_ND)
@@ -60,7 +59,8 @@ def reference(
 
 @pytest.mark.parametrize(("batch_size", "shuffle_chunks", "n_tokens", "kind"), [
     (16, 3, 69, "patches"),  # exactly one epoch, ragged last batch
-    (10, 2, 200, "patches"),  # three epochs, buffers straddle epochs (8 chunks, 2 per buffer)
+    (10, 2, 200, "patches"),  # three epochs (8 chunks, 2 per buffer)
+    (10, 3, 200, "patches"),  # three epochs, each ending in a buffer of 2 chunks
     (7, 3, 60, "all"),
     (4, 5, 50, "cls"),
 ])  # fmt: skip
@@ -89,7 +89,7 @@ def test_resume_yields_tail_of_stream(store: Path, start_batch: int) -> None:
 
 
 def test_resume_skips_earlier_buffers_unread(store: Path) -> None:
-    # 69 patch tokens per epoch in chunks of 9 (last 6); shuffle_chunks=2 -> buffers of 18, 18, 18, 15, ...
+    # 69 patch tokens per epoch in chunks of 9 (last 6); shuffle_chunks=2 -> 4 buffers of 2 chunks an epoch
     with TokenStream(store, "train", "patches", 9, 1, 2, 69, start_tokens=45) as stream:
         list(stream)
         order = [int(i) for i in np.random.default_rng([1, 0]).permutation(8)]
@@ -106,12 +106,11 @@ def test_bytes_read_is_one_pass(store: Path) -> None:
         list(stream)
         assert stream.bytes_read == 69 * D * 2
         assert sorted(stream.chunks_read) == [(0, i) for i in range(8)]
-    # 3 chunks per buffer: buffer 2 holds epoch 0's last 2 chunks and epoch 1's first, all needed
+    # 3 chunks per buffer: buffers of 3, 3 and 2 chunks; no buffer reaches into epoch 1
     with TokenStream(store, "train", "patches", 16, 2, 3, 69) as stream:
         list(stream)
-        first = int(np.random.default_rng([2, 1]).permutation(8)[0])
-        assert sorted(stream.chunks_read) == [(0, i) for i in range(8)] + [(1, first)]
-        assert stream.bytes_read == (69 + (6 if first == 7 else 9)) * D * 2
+        assert sorted(stream.chunks_read) == [(0, i) for i in range(8)]
+        assert stream.bytes_read == 69 * D * 2
     with TokenStream(store, "train", "patches", 8, 2, 2, 20) as stream:
         list(stream)
         order = [int(i) for i in np.random.default_rng([2, 0]).permutation(8)]
@@ -119,6 +118,25 @@ def test_bytes_read_is_one_pass(store: Path) -> None:
         n_buf = 1 if sizes[0] + sizes[1] >= 20 else 2
         assert stream.chunks_read == [(0, i) for i in order[: 2 * n_buf]]
         assert stream.bytes_read == sum(sizes[: 2 * n_buf]) * D * 2
+
+
+@pytest.mark.parametrize(
+    ("batch_size", "shuffle_chunks", "epochs"), [(16, 3, 1), (7, 3, 2), (10, 5, 3), (9, 8, 1)]
+)
+def test_k_epochs_see_every_token_exactly_k_times(
+    store: Path, batch_size: int, shuffle_chunks: int, epochs: int
+) -> None:
+    # 8 chunks: with 3 or 5 chunks a buffer the epochs do not split into whole buffers
+    x_ND = open_store(store)["train"][:][:, N_PREFIX:].reshape(-1, D)
+    n = epochs * len(x_ND)
+    with TokenStream(store, "train", "patches", batch_size, 4, shuffle_chunks, n) as stream:
+        seen_ND = torch.cat(list(stream)).numpy()
+    assert len(seen_ND) == n
+    rows, counts = np.unique(seen_ND, axis=0, return_counts=True)  # the store's tokens are all distinct
+    assert len(rows) == len(x_ND) and set(counts.tolist()) == {epochs}
+    np.testing.assert_array_equal(rows, np.unique(x_ND, axis=0))
+    first_ND = seen_ND[: len(x_ND)]  # and the first epoch's tokens are the first len(x) of the stream
+    np.testing.assert_array_equal(np.unique(first_ND, axis=0), np.unique(x_ND, axis=0))
 
 
 def test_peek_is_read_once_and_reused(store: Path) -> None:

@@ -156,7 +156,10 @@ def test_the_null_recovers_no_planted_direction(tmp_path: Path) -> None:
     # random init's decoder rows (0.371) and above that of the coordinate axes (0.326).
     atoms_AD, x_NTD = planted()
     store = make_store(tmp_path / "store.zarr", {"train": x_NTD}, chunk_images=50)
-    specs = [SAESpec("relu_l1", 8, l1_coeff=0.3, lr=8e-3), SAESpec("topk", 8, k=4, lr=8e-3)]
+    specs = [
+        SAESpec("relu_l1", 8, l1_coeff=2.1, lr=8e-3),
+        SAESpec("topk", 8, k=4, lr=8e-3),
+    ]  # 2.1: test_train
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # small matmuls: one thread is as fast, and robust to a busy machine
     try:

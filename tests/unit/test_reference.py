@@ -32,7 +32,13 @@ def test_initialisation_scale_and_b_dec() -> None:
     sae = ReluSAE(16, 64)
     sae.initialise(sample_ND, seed=3)
     scaled_ND = sample_ND.double() * float(sae.scale)
-    assert float((scaled_ND**2).sum(1).mean()) == pytest.approx(16.0, rel=1e-6)
+    centred_ND = scaled_ND - scaled_ND.mean(0)  # the default centred units: the spread, not the offset
+    assert float((centred_ND**2).sum(1).mean()) == pytest.approx(16.0, rel=1e-6)
+    raw = ReluSAE(16, 64)
+    raw.initialise(sample_ND, seed=3, input_norm="raw")
+    assert float(((sample_ND.double() * float(raw.scale)) ** 2).sum(1).mean()) == pytest.approx(
+        16.0, rel=1e-6
+    )
     torch.testing.assert_close(sae.b_dec_D.double(), scaled_ND.mean(0), rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(sae.W_enc_DF, sae.W_dec_FD.T)
     # decode returns original units: a zero code reconstructs the sample mean

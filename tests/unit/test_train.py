@@ -5,6 +5,7 @@ nothing half-written after a failure, checkpoints (vitsae.sae.checkpoint) of eve
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -123,11 +124,16 @@ def test_cpu_stack_cap_splits_stacks_without_changing_results(
         assert same_module(a, b) and rows_a == rows_b
 
 
-def test_single_relu_l1_equals_the_reference_bitwise() -> None:
+@pytest.mark.parametrize(("enc_init_scale", "input_norm", "decay"), [(1.0, "centred", 0), (0.1, "raw", 8)])
+def test_single_relu_l1_equals_the_reference_bitwise(
+    enc_init_scale: float, input_norm: str, decay: int
+) -> None:
     gen = torch.Generator().manual_seed(0)
     batches = [torch.randn(128, 16, generator=gen) * 2 + 1 for _ in range(25)]
     cfg = reference_sae.SAEConfig(expansion=4, l1_coeff=0.3, lr=4e-3, lr_warmup_steps=3, l1_warmup_steps=5,
-                            batch_size=128, train_tokens=128 * 25, log_every=10)  # fmt: skip
+                                  batch_size=128, train_tokens=128 * 25, log_every=10,
+                                  enc_init_scale=enc_init_scale, input_norm=input_norm,
+                                  lr_decay_steps=decay)  # fmt: skip
     ref, ref_log = reference_sae.train(iter(batches), 16, cfg, batches[0])
 
     class ListStream:
@@ -144,12 +150,37 @@ def test_single_relu_l1_equals_the_reference_bitwise() -> None:
             pass
 
     settings = TrainSettings(batch_size=128, train_tokens=128 * 25, lr_warmup_steps=3, l1_warmup_steps=5,
-                             log_every=10)  # fmt: skip
-    spec = SAESpec("relu_l1", 4, l1_coeff=0.3, lr=4e-3, seed=0)
+                             log_every=10, input_norm=input_norm, lr_decay_steps=decay)  # fmt: skip
+    spec = SAESpec("relu_l1", 4, l1_coeff=0.3, lr=4e-3, seed=0, enc_init_scale=enc_init_scale)
     (module, rows), = train_sweep(ListStream, [spec], settings, 16)  # fmt: skip
     for name in ("W_enc_DF", "b_enc_F", "W_dec_FD", "b_dec_D", "scale"):
         assert torch.equal(getattr(module, name), getattr(ref, name)), name
     assert [{k: r[k] for k in ref_log[0]} for r in rows] == ref_log
+
+
+def test_init_scales_the_encoder_and_centred_units_ignore_the_offset() -> None:
+    from vitsae.sae.train import Stack, init_scale_and_mean
+
+    specs = [SAESpec("relu_l1", 2, l1_coeff=1.0, seed=3, enc_init_scale=1.0),
+             SAESpec("relu_l1", 2, l1_coeff=1.0, seed=3)]  # fmt: skip
+    stack = Stack(specs, 8, torch.device("cpu"))
+    stack.initialise(torch.zeros(8))
+    W_enc, W_dec = stack.params["W_enc"].detach(), stack.params["W_dec"].detach()
+    assert torch.equal(W_enc[0], W_dec[0].T) and torch.equal(W_enc[1], W_dec[1].T * 0.1)
+    assert [s.id for s in specs] == [
+        "relu_l1-x2-l1_1-enc_1-lr_0.004-s3",
+        "relu_l1-x2-l1_1-lr_0.004-s3",
+    ]  # 0.1: default
+    # centred: the scale of x and of x + an offset are the same; raw: the offset shrinks it
+    x_ND = torch.randn(4096, 8, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    shifted_ND = x_ND + 30.0
+    c0, c1 = init_scale_and_mean(x_ND, 8)[0], init_scale_and_mean(shifted_ND, 8)[0]
+    assert c0 == pytest.approx(c1, rel=1e-12)
+    assert c0 == pytest.approx(math.sqrt(8 / float(((x_ND - x_ND.mean(0)) ** 2).sum(1).mean())), rel=1e-12)
+    r1 = init_scale_and_mean(shifted_ND, 8, "raw")[0]
+    assert r1 == pytest.approx(math.sqrt(8 / float((shifted_ND**2).sum(1).mean())), rel=1e-12)
+    with pytest.raises(ValueError, match="squared distance from its mean"):
+        init_scale_and_mean(torch.ones(10, 8), 8)
 
 
 PLANTED = PLANTED_TRAINING
@@ -158,14 +189,17 @@ PLANTED = PLANTED_TRAINING
 def test_planted_dictionary_per_architecture(tmp_path: Path) -> None:
     atoms_AD, x_NTD = planted()
     store = make_store(tmp_path / "store.zarr", {"train": x_NTD}, chunk_images=50)
+    # Coefficients, bandwidth and threshold are those first found for raw units (E‖x·scale‖² = d), carried
+    # to the default centred units: this data's centred scale is 7.0x its raw one, so an L1 coefficient
+    # grows 7x (0.3 -> 2.1), JumpReLU's L0 coefficient 49x and its threshold and bandwidth 7x.
     specs = [
-        SAESpec("relu_l1", 8, l1_coeff=0.3, lr=8e-3),
+        SAESpec("relu_l1", 8, l1_coeff=2.1, lr=8e-3),
         SAESpec("topk", 8, k=4, lr=8e-3),  # 4 atoms are active per token
         SAESpec("batchtopk", 8, k=4, lr=8e-3),
         # the default STE bandwidth/threshold (0.001) rarely see an activation in these units: the
         # thresholds would barely move (L0 ~100); a wider window trains them (L0 ~2.5, FVU ~0.19)
-        SAESpec("jumprelu", 8, l1_coeff=0.1, lr=8e-3, jumprelu_bandwidth=0.05, jumprelu_init_threshold=0.1),
-        SAESpec("relu_l1_free", 8, l1_coeff=0.3, lr=8e-3),
+        SAESpec("jumprelu", 8, l1_coeff=4.9, lr=8e-3, jumprelu_bandwidth=0.35, jumprelu_init_threshold=0.7),
+        SAESpec("relu_l1_free", 8, l1_coeff=2.1, lr=8e-3),
     ]
     dirs = [tmp_path / sae_id(s) for s in specs]
     threads = torch.get_num_threads()
@@ -300,7 +334,8 @@ def test_load_round_trips_every_architecture(tiny_store: Path, tmp_path: Path) -
         assert cfg["d_in"] == 16 and cfg["d_sae"] == 32 and cfg["normalisation"]["kind"] == "scalar"
         assert cfg["hook"] == {"model": {"name": "synthetic"}, "layer": 3, "tokens": "patches"}
         assert cfg["k"] == spec.k and cfg["token_kind"] == "patches" and "bytes_read" in cfg["meta"]
-        for key, value in {**spec.to_dict(), **TINY.to_dict()}.items():
+        # every setting, with the encoder scale used (the architecture's when the spec leaves it None)
+        for key, value in {**spec.to_dict(), "enc_init_scale": spec.encoder_scale, **TINY.to_dict()}.items():
             assert cfg[key] == value
         tensors = load_file(str(path))
         extra = ["threshold"] if spec.architecture in ("batchtopk", "jumprelu") else []

@@ -60,7 +60,8 @@ CLAIMS_COLUMNS = [
     "stat_favoured", "stat_other", "delta", "ci_low", "ci_high", "se", "df", "boot_low", "boot_high", "p_perm",
     "p_min", "n_relabelings", "p_holm", "spec_cells", "spec_agreement", "delta_clusters", "clusters_ci_low",
     "clusters_ci_high", "stat_favoured_clusters", "stat_other_clusters", "null_favoured", "null_other",
-    "perm_null_favoured", "perm_null_other", "verdict", "reason",
+    "perm_null_favoured", "perm_null_other", "stability_favoured", "stability_other", "quality_failures",
+    "verdict", "reason",
 ]  # fmt: skip
 CONTROLS_COLUMNS = [
     "kind", "dataset", "model", "layer", "sweep", "label", "n_live", "count", "share", "null_count", "null_share",
@@ -226,8 +227,17 @@ def _architecture(*arms: Sequence[SAETables]) -> str:
     return " / ".join(names)
 
 
-def claims_table(groups: Mapping, settings: ClaimSettings, spec: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
-    """One row per declared comparison (:data:`CLAIMS_COLUMNS`)."""
+def claims_table(
+    groups: Mapping,
+    settings: ClaimSettings,
+    spec: pd.DataFrame,
+    seed: int = 0,
+    quality: pd.DataFrame | None = None,
+) -> pd.DataFrame:
+    """One row per declared comparison (:data:`CLAIMS_COLUMNS`). ``quality`` (the sweeps' quality tables,
+    :mod:`vitsae.analysis.quality`) gives each arm's mean seed stability and names the arms' SAEs that fail
+    a quality check, in ``quality_failures`` and in the reason; the verdict does not change (a failing SAE
+    is reported, never dropped)."""
     rules = compare.VerdictRules(settings.alpha, settings.min_seeds, settings.min_spec_agreement)
     rows, results = [], []
     for c in settings.comparisons:
@@ -251,7 +261,8 @@ def claims_table(groups: Mapping, settings: ClaimSettings, spec: pd.DataFrame, s
                "null_favoured": null.stat_fav if null is not None else float("nan"),
                "null_other": null.stat_other if null is not None else float("nan"),
                "perm_null_favoured": _perm_null(groups, c, "favoured", settings.null_sweep),
-               "perm_null_other": _perm_null(groups, c, "other", settings.null_sweep)}  # fmt: skip
+               "perm_null_other": _perm_null(groups, c, "other", settings.null_sweep),
+               **_quality_columns(quality, c)}  # fmt: skip
         rows.append(row)
         results.append(res)
     out = pd.DataFrame(rows).reindex(columns=CLAIMS_COLUMNS)
@@ -268,9 +279,34 @@ def claims_table(groups: Mapping, settings: ClaimSettings, spec: pd.DataFrame, s
         verdict, reason = compare.verdict(res, float(out.at[i, "p_holm"]), agreement, rules)
         if not res.comparable:
             reason = f"{reason} {_sweep_hint(settings.comparisons[i])}"
+        failures = out.at[i, "quality_failures"]
+        if isinstance(failures, str) and failures not in ("", "not checked"):
+            reason = f"{reason} Quality warning: {failures}."
         verdicts.append(verdict)
         reasons.append(reason)
     return out.assign(verdict=verdicts, reason=reasons)
+
+
+def _quality_columns(quality: pd.DataFrame | None, c: ComparisonSpec) -> dict:
+    """Each arm's mean seed stability and the arms' SAEs that fail a quality check (``""``: none; NaN and
+    ``"not checked"`` without quality tables)."""
+    if quality is None:
+        return {
+            "stability_favoured": float("nan"),
+            "stability_other": float("nan"),
+            "quality_failures": "not checked",
+        }
+    out, failing, n = {}, [], 0
+    for side in ("favoured", "other"):
+        arm = getattr(c, side)
+        q = quality[(quality["dataset"] == c.dataset) & (quality["model"] == arm.model)
+                    & (quality["layer"] == c.layer) & (quality["sweep"] == arm.sweep)]  # fmt: skip
+        out[f"stability_{side}"] = float(q["stability"].mean()) if len(q) else float("nan")
+        n += len(q)
+        bad = q[q["failures"].fillna("").astype(str) != ""]
+        failing += [f"{arm.model} {r.sae_id} ({r.failures})" for r in bad.itertuples()]
+    out["quality_failures"] = f"{len(failing)} of {n} SAEs fail: {'; '.join(failing)}" if failing else ""
+    return out
 
 
 def _sweep_hint(c: ComparisonSpec) -> str:
@@ -504,10 +540,11 @@ def write_spec_curve(tables, nulls, evals, cfgs, clusters, formats: Mapping[str,
 
 
 def write_claims(tables, nulls, evals, cfgs, clusters, spec_csv, settings: ClaimSettings, out_csv, out_pdf,
-                 title: str, note: str, seed: int) -> pd.DataFrame:  # fmt: skip
+                 title: str, note: str, seed: int, quality: Sequence[str] = ()) -> pd.DataFrame:  # fmt: skip
     groups = load_tables(tables, nulls, evals, cfgs, clusters)
     spec = pd.read_csv(spec_csv)
-    claims = claims_table(groups, settings, spec, seed)
+    q = pd.concat([pd.read_csv(p) for p in quality]) if quality else None
+    claims = claims_table(groups, settings, spec, seed, q)
     curves = delta_curves(groups, settings, seed)
     atomic_write(out_csv, lambda p: claims.to_csv(p, index=False, float_format="%.6g"))
     charts.save(claims_chart(claims, curves, title, note), out_pdf)

@@ -123,9 +123,35 @@ class ClaimSettings:
         control = {a.sweep for c in self.comparisons if c.role == "control" for a in (c.favoured, c.other)}
         return frozenset((control - used) | ({self.null_sweep} if self.null_sweep else set()))
 
+    @property
+    def sweeps(self) -> tuple[str, ...]:
+        """The sweeps the comparisons read, in order of first mention."""
+        return tuple(dict.fromkeys(a.sweep for c in self.comparisons for a in (c.favoured, c.other)))
+
     def grid(self, kind: str) -> dict[str, list]:
         """The specification-curve grid of one table kind: threshold → values."""
         return {k: list(v) for k, v in dict(self.spec_grid).get(kind, ())}
+
+
+# ---------------------------------------------------------------------------------------------
+# Quality checks on every trained SAE (vitsae.analysis.quality)
+
+
+@dataclass(frozen=True)
+class QualitySettings:
+    """The config's ``quality`` section, typed (the schema documents each key): the sample each SAE is
+    checked on, how stability and convergence are measured, and the thresholds of the checks."""
+
+    sample_tokens: int = 32768
+    stability_cosine: float = 0.7
+    tail: float = 0.25
+    max_dead: float = 0.5
+    max_dense: float = 0.1
+    min_stability: float = 0.5
+    max_final_drop: float = 0.05
+
+    def to_dict(self) -> dict:
+        return asdict(self)
 
 
 #: The label thresholds a specification curve may vary: those the saved concept tables can be relabelled

@@ -8,13 +8,19 @@ and one batched matmul serves them all (no Python loop over SAEs in a step). The
 Conventions (so that coefficients compare with other tools):
 
 * **Scalar input normalisation.** Inputs are multiplied by one ``scale`` chosen on the init sample
-  (``stream.peek(INIT_SAMPLE_TOKENS)``, shared by the sweep) so that ``E‖x·scale‖² = d_in`` (SAELens'
-  ``expected_average_only_in``). ``b_dec``, ``b_enc`` and all features live in these normalised units.
-* **Init.** Seeded unit-norm decoder rows, ``W_enc = W_dec.T``, ``b_enc = 0``, ``b_dec`` = the normalised
-  sample mean (ReLU+L1 recovers no dictionary on data with per-dimension offsets without it; FACTS.md).
+  (``stream.peek(INIT_SAMPLE_TOKENS)``, shared by the sweep). With ``input_norm: centred`` (the
+  default) ``E‖(x − mean)·scale‖² = d_in``: the tokens' spread around their mean, not their offset, sets
+  the units, so a sparsity coefficient means the same pressure on stores whose mean differs (ViT
+  activations' offsets can be several times their spread). ``raw`` is SAELens' ``expected_average_only_in``
+  (``E‖x·scale‖² = d_in``). ``b_dec``, ``b_enc`` and all features live in these normalised units.
+* **Init.** Seeded unit-norm decoder rows, ``W_enc = s · W_dec.T`` (``s``: ``SAESpec.encoder_scale``,
+  0.1 for the ReLU SAEs by default), ``b_enc = 0``, ``b_dec`` =
+  the normalised sample mean (ReLU+L1 recovers no dictionary on data with per-dimension offsets without
+  it; FACTS.md).
 * **Loss.** ``mean_batch ‖x̂ − x‖²`` (summed over d, normalised units) plus the architecture's sparsity
   term; the Adam learning rate and the sparsity coefficient rise linearly over ``lr_warmup_steps`` and
-  ``l1_warmup_steps``.
+  ``l1_warmup_steps``, and the learning rate falls linearly over the last ``lr_decay_steps``
+  (:func:`lr_schedule`).
 * **Unit decoder.** For architectures that keep unit-norm decoder rows, the gradient component along
   each row is removed after backward and rows are renormalised after each step.
 
@@ -62,7 +68,7 @@ STATE_FILE = "state.pt"
 INIT_SAMPLE_TOKENS = 65_536
 ADAM_BETAS = (0.9, 0.999)
 ADAM_EPS = 1e-8
-STATE_VERSION = 1
+STATE_VERSION = 2  # 2: the token stream's buffers no longer span epochs
 #: On CPU a stack holds at most this many bytes of ``[S, B, F]`` float32 activations: glibc serves larger
 #: blocks by mmap, so every such temporary of every step is page-faulted and zeroed afresh (8 relu_l1 SAEs
 #: of d_sae 3072 at batch 1024 in one stack stepped ~15% slower than one after another). 32 MiB is glibc's
@@ -99,16 +105,17 @@ class Stack:
 
     @torch.no_grad()
     def initialise(self, b_dec_D: torch.Tensor) -> None:
-        """Seeded unit-norm decoder rows per SAE, ``W_enc = W_dec.T``, ``b_enc = 0``, ``b_dec`` = the
-        normalised init-sample mean."""
-        W_dec = []
+        """Seeded unit-norm decoder rows per SAE, ``W_enc = encoder_scale · W_dec.T``, ``b_enc = 0``,
+        ``b_dec`` = the normalised init-sample mean."""
+        W_dec, W_enc = [], []
         for spec in self.specs:
             gen = torch.Generator().manual_seed(int(spec.seed))
             W_dec_FD = torch.randn(self.F, self.D, generator=gen, dtype=torch.float32)
             W_dec.append(W_dec_FD / W_dec_FD.norm(dim=1, keepdim=True))
+            W_enc.append(W_dec[-1].T * spec.encoder_scale)  # x 1.0 is exact: the old init, bitwise
         W_dec_SFD = torch.stack(W_dec).to(self.device)
         self.params = {
-            "W_enc": W_dec_SFD.transpose(1, 2).contiguous(),
+            "W_enc": torch.stack(W_enc).to(self.device).contiguous(),
             "b_enc": torch.zeros(self.S, self.F, device=self.device),
             "W_dec": W_dec_SFD,
             "b_dec": b_dec_D.to(self.device, torch.float32).expand(self.S, self.D).clone(),  # own storage
@@ -257,12 +264,26 @@ def _permute_by_sorting(x_BD: torch.Tensor, key: list[int]) -> torch.Tensor:
     return x_BD.gather(0, keys_BD.argsort(dim=0))
 
 
-def init_scale_and_mean(sample_ND: torch.Tensor, d_in: int) -> tuple[float, torch.Tensor]:
-    """``scale`` with ``E‖x·scale‖² = d_in`` on the sample and the normalised sample mean (float32)."""
+def lr_schedule(step: int, n_steps: int, warmup: int, decay: int) -> float:
+    """The learning rate's multiplier at ``step`` (1-based) of ``n_steps``: a linear rise over the first
+    ``warmup`` steps and a linear fall over the last ``decay`` (to ``1/decay`` at the last step)."""
+    scale = min(1.0, step / warmup) if warmup else 1.0
+    return min(scale, (n_steps - step + 1) / decay) if decay else scale
+
+
+def init_scale_and_mean(
+    sample_ND: torch.Tensor, d_in: int, normalisation: str = "centred"
+) -> tuple[float, torch.Tensor]:
+    """``scale`` with ``E‖(x − mean)·scale‖² = d_in`` (``centred``) or ``E‖x·scale‖² = d_in`` (``raw``) on
+    the sample, and the normalised sample mean (float32)."""
     sample_ND = sample_ND.to(torch.float64)
-    mean_sq = float((sample_ND**2).sum(dim=1).mean())
+    if normalisation not in ("centred", "raw"):
+        raise ValueError(f"normalisation must be 'centred' or 'raw', got {normalisation!r}")
+    spread_ND = sample_ND - sample_ND.mean(dim=0) if normalisation == "centred" else sample_ND
+    mean_sq = float((spread_ND**2).sum(dim=1).mean())
     if not math.isfinite(mean_sq) or mean_sq <= 0:
-        raise ValueError(f"init sample has mean squared norm {mean_sq}; cannot normalise")
+        what = "squared distance from its mean" if normalisation == "centred" else "squared norm"
+        raise ValueError(f"init sample has mean {what} {mean_sq}; cannot normalise")
     scale = math.sqrt(d_in / mean_sq)
     return scale, (sample_ND * scale).mean(dim=0).to(torch.float32)
 
@@ -365,7 +386,7 @@ def train_sweep(
             sample_ND = torch.from_numpy(stream.peek(INIT_SAMPLE_TOKENS))
             if sample_ND.shape[0] == 0:
                 raise ValueError("no batches to train on")
-            scale, b_dec_D = init_scale_and_mean(sample_ND, d_in)
+            scale, b_dec_D = init_scale_and_mean(sample_ND, d_in, settings.input_norm)
             for stack in stacks:
                 stack.initialise(b_dec_D)
         else:
@@ -383,8 +404,7 @@ def train_sweep(
             if settings.permute_dims:  # the structure-free null
                 x_BD = permute_dims(x_BD, settings.data_seed, step)
             xn_BD = x_BD * scale
-            w = settings.lr_warmup_steps
-            lr_scale = min(1.0, step / w) if w else 1.0
+            lr_scale = lr_schedule(step, n_steps, settings.lr_warmup_steps, settings.lr_decay_steps)
             w = settings.l1_warmup_steps
             l1_ramp = min(1.0, (step - 1) / w) if w else 1.0
             tokens += x_BD.shape[0]
@@ -442,6 +462,7 @@ def sweep_cfg_json(
         "normalisation": {
             "kind": "scalar",
             "scale": float(module.scale),
+            "fit": settings.input_norm,  # how scale was chosen (TrainSettings.input_norm)
             "note": "encode multiplies inputs by scale; b_dec and features are in scaled units; "
             "decode divides by scale",
         },
@@ -452,6 +473,7 @@ def sweep_cfg_json(
             "tokens": settings.token_kind,
         },
         **spec.to_dict(),
+        "enc_init_scale": spec.encoder_scale,  # the value used (None in the spec: the architecture's)
         **settings.to_dict(),
         "sae_id": spec.id,
         "meta": meta,

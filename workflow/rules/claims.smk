@@ -48,6 +48,7 @@ rule claims:
     input:
         **claim_inputs(),
         spec=TABLE.format(table="spec_curve"),
+        quality=[TABLE.format(table=f"quality-{s}") for s in RUN.claims.sweeps],
     output:
         csv=report(
             TABLE.format(table="claims"),

@@ -171,6 +171,26 @@ def sweep_evals(wildcards):
     return layout.evals(RUN, [(wildcards.sweep, i) for i in RUN.sweeps[wildcards.sweep].ids], in_domain=True)
 
 
+def sweep_store_keys(wildcards):
+    """(dataset, model, layer) of every store a sweep trains on."""
+    sweep = RUN.sweeps[wildcards.sweep]
+    return [[d, m, layer] for d in RUN.datasets for m, layer in layout.model_layers(RUN) if sweep.trains(m)]
+
+
+def sweep_quality_inputs(wildcards):
+    """Every SAE of a sweep (weights, cfg.json, training log) and the stores it was trained on, one per
+    entry of sweep_store_keys, in that order."""
+    picked = [(wildcards.sweep, i) for i in RUN.sweeps[wildcards.sweep].ids]
+    return {
+        "saes": layout.sae_files(RUN, "sae.safetensors", picked),
+        "cfgs": layout.sae_files(RUN, "cfg.json", picked),
+        "logs": layout.sae_files(RUN, "train_log.csv", picked),
+        "stores": [
+            STORE.format(dataset=d, model=m, layer=layer) for d, m, layer in sweep_store_keys(wildcards)
+        ],
+    }
+
+
 # ---- features and concepts
 def feature_sae_files(sweep, name):
     """``name`` of each SAE of ``sweep`` that gets statistics, as input patterns."""

@@ -1,5 +1,5 @@
 # Evaluations and training logs → the transfer table and figure (finding 3) and, per sweep, the
-# training curves and the sparsity–reconstruction (Pareto) plot.
+# training curves, the sparsity–reconstruction (Pareto) plot and the SAEs' quality checks.
 
 
 rule transfer:
@@ -83,3 +83,43 @@ rule pareto:
         code=code("pareto"),
     script:
         "../scripts/pareto.py"
+
+
+# Per sweep: every SAE checked on a sample of its own training data (stability across seeds, dead and
+# dense features, whether the loss had flattened); failing SAEs are named, never dropped. A GPU job: the
+# paper's sweep is 60 SAEs of 12,288 features, each encoding the sample.
+rule quality:
+    input:
+        unpack(sweep_quality_inputs),
+    output:
+        pdf=report(
+            FIGURE.format(figure="quality-{sweep}"),
+            caption="../report/quality.rst",
+            category="SAE sweeps",
+        ),
+        csv=report(
+            TABLE.format(table="quality-{sweep}"),
+            caption="../report/quality.rst",
+            category="SAE sweeps",
+        ),
+    log:
+        log("quality", "{sweep}"),
+    benchmark:
+        benchmark("quality", "{sweep}")
+    conda:
+        "../../envs/vitsae.yaml"
+    threads: 2
+    resources:
+        gpu=1,
+        cpus_per_gpu=2,
+        mem_mb=scaled(16000),
+        runtime=scaled(120),
+    params:
+        title=lambda w: FIGURES[f"quality-{w.sweep}"],
+        note=RUN.note,
+        settings=as_params(RUN.quality),
+        dense_threshold=RUN.evaluation.dense_threshold,
+        store_keys=sweep_store_keys,
+        code=code("quality"),
+    script:
+        "../scripts/quality.py"

@@ -8,5 +8,5 @@ p, i = snakemake.params, snakemake.input
 runtime.run(snakemake, lambda: claims.write_claims(
     list(i.tables), list(i.nulls), list(i.evals), list(i.cfgs), list(i.clusters), i.spec,
     claim_settings({**dict(p.claims), "spec_grid": []}), snakemake.output.csv, snakemake.output.pdf, p.title,
-    p.note, p.seed,
+    p.note, p.seed, list(i.quality),
 ))  # fmt: skip
