@@ -150,9 +150,6 @@ class QualitySettings:
     min_stability: float = 0.5
     max_final_drop: float = 0.05
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
 
 #: The label thresholds a specification curve may vary: those the saved concept tables can be relabelled
 #: with (vitsae.analysis.relabel). The others (n_top, min_top_images, lca_coverage, null_samples, seed,
