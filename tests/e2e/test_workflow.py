@@ -156,9 +156,10 @@ def test_every_artifact_has_a_provenance_record_and_the_figure_verifies(demo):
     run = build(validate(yaml.safe_load(DEMO_CONFIG.read_text())))
     n_sae = len(layout.sae_dirs(run))  # every sweep's, the claims' control sweeps included
     n_evals = len(set(layout.evals(run, in_domain=True)) | set(layout.evals(run, run.transfer_saes)))
-    # tables: transfer, a Pareto table per sweep, findings 1 and 2 with their label shares, feature-level
-    # transfer, claims, specification curve, controls; figures: every one of the run
-    n_tables = 1 + len(run.sweeps) + 4 + 1 + 3
+    # tables: transfer, a Pareto and a quality table per sweep, findings 1 and 2 with their label shares,
+    # feature-level transfer, claims, specification curve, controls; figures: every one of the run
+    n_tables = 1 + 2 * len(run.sweeps) + 4 + 1 + 3
+    assert n_tables == len(layout.final_tables(run))
     assert len(artifacts) == 2 + 4 + 3 * n_sae + n_evals + n_tables + len(layout.figures(run))
     for a in artifacts:
         rec = read_record(a)
