@@ -44,6 +44,7 @@ from vitsae.analysis.settings import QualitySettings
 from vitsae.atomic import atomic_write
 from vitsae.data.loader import TokenStream
 from vitsae.sae import checkpoint
+from vitsae.sae.evaluate import sample_metrics
 from vitsae.sae.settings import split_seed
 
 logger = logging.getLogger(__name__)
@@ -178,20 +179,9 @@ def sae_quality(
     sae: checkpoint.SparseAutoencoder, x_ND: torch.Tensor, batch_tokens: int = 2048
 ) -> SAEQuality:
     """L0, FVU and each feature's firing count of ``sae`` on the sample ``x_ND`` (float64 sums)."""
-    device = sae.W_enc_DF.device
-    mean_D = x_ND.to(torch.float64).mean(dim=0)
-    total = float(((x_ND.to(torch.float64) - mean_D) ** 2).sum())
-    err, active = 0.0, 0
-    fired_F = torch.zeros(sae.d_sae, dtype=torch.int64)
-    for x_BD in x_ND.split(batch_tokens):
-        xhat_BD, f_BF = sae(x_BD.to(device))
-        err += float(((xhat_BD.cpu().to(torch.float64) - x_BD.to(torch.float64)) ** 2).sum())
-        active_BF = (f_BF > 0).cpu()
-        active += int(active_BF.sum())
-        fired_F += active_BF.sum(dim=0)
-    n = x_ND.shape[0]
-    return SAEQuality(l0=active / n, fvu=err / total if total > 0 else math.nan, fired_F=fired_F.numpy(),
-                      n_tokens=n, W_dec_FD=sae.W_dec_FD.detach().cpu().numpy().astype(np.float32))  # fmt: skip
+    m = sample_metrics(sae, x_ND, batch_tokens)
+    return SAEQuality(l0=m["l0"], fvu=m["fvu"], fired_F=m["fired_F"], n_tokens=m["n_tokens"],
+                      W_dec_FD=sae.W_dec_FD.detach().cpu().numpy().astype(np.float32))  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -94,6 +94,27 @@ def evaluate(
     }
 
 
+@torch.no_grad()
+def sample_metrics(sae: SparseAutoencoder, x_ND: torch.Tensor, batch_tokens: int = 8192) -> dict:
+    """The metrics of :func:`evaluate` on tokens in memory (``x_ND``, original units), with each feature's
+    firing count: ``n_tokens``, ``fvu`` (against the sample's own mean, float64), ``l0``, ``fired_F``
+    (int64 NumPy ``[F]``)."""
+    device = sae.W_enc_DF.device
+    x64_ND = x_ND.to(torch.float64)
+    total = float(((x64_ND - x64_ND.mean(dim=0)) ** 2).sum())
+    err, active = 0.0, 0
+    fired_F = torch.zeros(sae.d_sae, dtype=torch.int64)
+    for x_BD in x_ND.split(batch_tokens):
+        xhat_BD, f_BF = sae(x_BD.to(device))
+        err += float(((xhat_BD.cpu().to(torch.float64) - x_BD.to(torch.float64)) ** 2).sum())
+        active_BF = (f_BF > 0).cpu()
+        active += int(active_BF.sum())
+        fired_F += active_BF.sum(dim=0)
+    n = x_ND.shape[0]
+    return {"n_tokens": n, "fvu": err / total if total > 0 else float("nan"), "l0": active / n,
+            "fired_F": fired_F.numpy()}  # fmt: skip
+
+
 def identity(sae: SparseAutoencoder) -> dict:
     """Which SAE this is, from its ``cfg.json``: model, layer, sweep, sae_id and the dataset it was
     trained on (``train_dataset``)."""

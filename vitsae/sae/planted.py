@@ -363,26 +363,17 @@ def evaluate(
     :data:`DENSE_SHARE` of them)."""
     import torch
 
-    x_ND = np.asarray(x_ND, np.float32)
-    err, active, fired_F = 0.0, 0, np.zeros(sae.d_sae, np.int64)
-    with torch.no_grad():
-        for a in range(0, len(x_ND), batch):
-            xb = torch.from_numpy(x_ND[a : a + batch])
-            xhat, f = sae(xb)
-            err += float(((xhat.double() - xb.double()) ** 2).sum())
-            on = f > 0
-            active += int(on.sum())
-            fired_F += on.sum(dim=0).numpy()
-    x64 = x_ND.astype(np.float64)
-    total = float(((x64 - x64.mean(axis=0)) ** 2).sum())
+    from vitsae.sae.evaluate import sample_metrics
+
+    m = sample_metrics(sae, torch.from_numpy(np.asarray(x_ND, np.float32)), batch)
+    fired_F, n = m["fired_F"], m["n_tokens"]
     cos_A = max_cosines(directions_AD, sae.W_dec_FD.detach().numpy())
-    n = len(x_ND)
     true_l0 = float((np.asarray(codes_NA) > 0).sum() / n)
-    l0 = active / n
+    l0 = m["l0"]
     return {
         "mmcs": float(cos_A.mean()),
         "recovered": float((cos_A > RECOVERED_COS).mean()),
-        "fvu": err / total,
+        "fvu": m["fvu"],
         "l0": l0,
         "true_l0": true_l0,
         "l0_ratio": l0 / true_l0,
