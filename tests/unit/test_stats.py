@@ -221,6 +221,7 @@ def test_patch_subset_store_records_grid_cells(tmp_path):
     )
     cells = np.stack([np.sort(rng.choice(4, kept, replace=False)) for _ in range(n)]).astype(np.int16)
     zarr.open_group(str(path), mode="r+").create_array("val_patch_index", data=cells)
+    zarr.consolidate_metadata(str(path))  # a published store's zarr.json lists its arrays
     featstats.compute_feature_stats(_sae(), path, "val", tmp_path / "st", k=K)
     st = featstats.load_feature_stats(tmp_path / "st")
     has = st.top_image_FK >= 0

@@ -86,3 +86,54 @@ def test_patch_index_of_a_store_with_every_patch(tmp_path):
     )
     idx = store.patch_index(g, "train", 1, 3)
     assert idx.shape == (2, 4) and (idx == np.arange(4)).all()
+
+
+def test_xarray_opens_a_store_with_named_dimensions_and_no_warning(tmp_path):
+    """A third-party reader: xarray sees every array under its dimension names, each split with its own
+    image axis, and reads the same values as the store's own reader; Snakemake's timestamp file inside the
+    store (it adds one to every directory output) is never listed, as the metadata is consolidated."""
+    import warnings
+
+    import xarray as xr
+
+    rng = np.random.default_rng(1)
+    acts = {"train": rng.normal(size=(7, 5, 6)), "val": rng.normal(size=(3, 5, 6))}
+    path = store.write_arrays(tmp_path / "layer1.zarr", {"token_layout": LAYOUT}, acts, chunk_images=4)
+    (path / ".snakemake_timestamp").touch()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ds = xr.open_zarr(path)
+        zarr.open_group(str(path), mode="r").members()
+    assert ds["train"].dims == ("train_image", "token", "dim") and ds["val"].dims == (
+        "val_image",
+        "token",
+        "dim",
+    )
+    assert (
+        ds["train_rows"].dims == ("train_image",)
+        and ds.sizes["train_image"] == 7
+        and ds.sizes["val_image"] == 3
+    )
+    ours = store.split_array(store.open_store(path), "train")
+    np.testing.assert_array_equal(
+        ds["train"].isel(train_image=slice(2, 6), token=slice(1, 5)).values, ours[2:6, 1:5]
+    )
+    np.testing.assert_array_equal(ds["train_rows"].values, np.arange(7))
+    sub = store.create_split(store.create_group(tmp_path / "s.zarr", {}), "val", (3, 4, 6), 2, subset_k=4)
+    assert sub.metadata.dimension_names == ("val_image", "token", "dim")
+    assert store.dimensions("val", 4, 2) == ("val_image", "token", "patch")
+
+
+def test_a_chunk_changed_on_disk_fails_when_read_and_is_named(tmp_path):
+    acts = {"train": np.arange(8 * 5 * 6, dtype=np.float16).reshape(8, 5, 6)}
+    path = store.write_arrays(tmp_path / "layer1.zarr", {"token_layout": LAYOUT}, acts, chunk_images=4)
+    assert store.check_chunks(path) == (4, [])  # two chunks of train, two of train_rows
+    chunk = path / "train" / "c" / "1" / "0" / "0"
+    data = bytearray(chunk.read_bytes())
+    data[10] ^= 0x01  # one bit, under an intact checksum
+    chunk.write_bytes(bytes(data))
+    arr = store.split_array(store.open_store(path), "train")
+    np.testing.assert_array_equal(arr[:4], acts["train"][:4])  # the other chunk still reads
+    with pytest.raises(ValueError, match="checksum do not match"):
+        arr[4:]
+    assert store.check_chunks(path) == (4, [f"corrupt chunk: {chunk} (its crc32c does not match its bytes)"])

@@ -267,17 +267,11 @@ sweep.train_sweep_from_store({store!r}, "train", specs, settings, {dirs!r}, {{}}
 """
 
 
-def test_resume_after_sigkill_is_bitwise_exact(tiny_store: Path, tmp_path: Path) -> None:
-    settings = TrainSettings(**{**TINY.to_dict(), "train_tokens": 64 * 60, "checkpoint_every": 4,
-                                "log_every": 7})  # 60 steps, 15 epochs of the tiny split  # fmt: skip
-    specs = [ALL_ARCHS[0], SAESpec("relu_l1", 2, l1_coeff=1.0, seed=1), ALL_ARCHS[2], ALL_ARCHS[3]]
-    ref = train_sweep_from_store(tiny_store, "train", specs, settings, [tmp_path / "ref" / str(i) for i in range(4)],
-                                 {})  # fmt: skip
-    dirs = [str(tmp_path / "run" / str(i)) for i in range(4)]
-    state = tmp_path / "state"
-    script = tmp_path / "run.py"
+def train_and_kill(specs: list[SAESpec], settings: TrainSettings, store: Path, dirs: list[str], state: Path,
+                   script: Path) -> int:  # fmt: skip
+    """Train in a subprocess, SIGKILL it a few steps after its first checkpoint; the step it saved."""
     script.write_text(RESUME_SCRIPT.format(repo=str(REPO), specs=[s.to_dict() for s in specs],
-                                           settings=settings.to_dict(), store=str(tiny_store), dirs=dirs,
+                                           settings=settings.to_dict(), store=str(store), dirs=dirs,
                                            state=str(state)))  # fmt: skip
     proc = subprocess.Popen([sys.executable, str(script)], env={**os.environ, "HF_HUB_OFFLINE": "1"})
     try:
@@ -292,7 +286,18 @@ def test_resume_after_sigkill_is_bitwise_exact(tiny_store: Path, tmp_path: Path)
         proc.wait()
     assert proc.returncode == -signal.SIGKILL
     assert not any((Path(d) / "sae.safetensors").exists() for d in dirs)
-    killed_at = torch.load(state / "state.pt", weights_only=False)["step"]
+    return int(torch.load(state / "state.pt", weights_only=False)["step"])
+
+
+def test_resume_after_sigkill_is_bitwise_exact(tiny_store: Path, tmp_path: Path) -> None:
+    settings = TrainSettings(**{**TINY.to_dict(), "train_tokens": 64 * 60, "checkpoint_every": 4,
+                                "log_every": 7})  # 60 steps, 15 epochs of the tiny split  # fmt: skip
+    specs = [ALL_ARCHS[0], SAESpec("relu_l1", 2, l1_coeff=1.0, seed=1), ALL_ARCHS[2], ALL_ARCHS[3]]
+    ref = train_sweep_from_store(tiny_store, "train", specs, settings, [tmp_path / "ref" / str(i) for i in range(4)],
+                                 {})  # fmt: skip
+    dirs = [str(tmp_path / "run" / str(i)) for i in range(4)]
+    state = tmp_path / "state"
+    killed_at = train_and_kill(specs, settings, tiny_store, dirs, state, tmp_path / "run.py")
     assert 0 < killed_at < 60
 
     paths = train_sweep_from_store(tiny_store, "train", specs, settings, dirs, {}, state_dir=state)
@@ -301,6 +306,35 @@ def test_resume_after_sigkill_is_bitwise_exact(tiny_store: Path, tmp_path: Path)
         assert p.read_bytes() == r.read_bytes()
         assert (p.parent / "train_log.csv").read_text() == (r.parent / "train_log.csv").read_text()
         assert json.loads((p.parent / "cfg.json").read_text())["meta"]["start_tokens"] == killed_at * 64
+
+
+def test_state_of_a_rebuilt_store_is_discarded(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Killed mid-training; the store is then rebuilt from other images (three removed, as after a manifest
+    change) at the same path; the rerun must train afresh on the new store, not resume from the old one."""
+    _, x_NTD = planted(n_images=40, n_tokens=5, d=16, n_atoms=32, k=2, seed=1)
+    store = tmp_path / "store.zarr"
+    make_store(store, {"train": x_NTD, "val": x_NTD[:8]}, 4)
+    settings = TrainSettings(**{**TINY.to_dict(), "train_tokens": 64 * 60, "checkpoint_every": 4})
+    specs = [ALL_ARCHS[0], ALL_ARCHS[2]]
+    dirs = [str(tmp_path / "run" / str(i)) for i in range(2)]
+    state = tmp_path / "state"
+    killed_at = train_and_kill(specs, settings, store, dirs, state, tmp_path / "run.py")
+    assert 0 < killed_at < 60
+
+    kept = np.delete(x_NTD, [3, 17, 30], axis=0)  # three images gone; the store rebuilt in place
+    make_store(store, {"train": kept, "val": kept[:8]}, 4)
+    fresh = train_sweep_from_store(store, "train", specs, settings, [tmp_path / "fresh" / str(i) for i in range(2)],
+                                   {})  # fmt: skip
+    with caplog.at_level("WARNING", logger="vitsae.sae.train"):
+        paths = train_sweep_from_store(store, "train", specs, settings, dirs, {}, state_dir=state)
+    assert (
+        f"discarding {state / 'state.pt'}: it was written at step {killed_at} for other data" in caplog.text
+    )
+    for p, f in zip(paths, fresh):
+        assert p.read_bytes() == f.read_bytes()
+        cfg = json.loads((p.parent / "cfg.json").read_text())
+        assert cfg["meta"]["start_tokens"] == 0
+        assert cfg["normalisation"] == json.loads((f.parent / "cfg.json").read_text())["normalisation"]
 
 
 def test_mismatched_state_dir_raises(tiny_store: Path, tmp_path: Path) -> None:

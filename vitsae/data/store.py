@@ -14,6 +14,11 @@ keeps a seeded subset of patches, ``{split}_patch_index`` (int16 [images, k]), t
     model: {...}, preprocessing: {...}, layer: int, dataset: str, manifest_sha256: str,
     splits: {split: n_images}
 
+Every array has dimension names (``{split}_image``, ``token``, ``dim``: :func:`dimensions`) and a crc32c
+checksum after each chunk's bytes (:func:`checksum_codecs`; :func:`check_chunks` reads them all), and
+the published group's ``zarr.json`` holds every array's metadata (consolidated), so that third-party
+readers (``xarray.open_zarr``) open a store without listing its directory.
+
 ``kept`` says which of the model's ``model_tokens`` tokens (CLS, registers, patches) the store holds;
 :func:`token_slice` turns a token kind into positions of *this* store, and refuses a kind the store
 does not hold. A store without ``kept`` (written before it existed) holds all tokens.
@@ -31,14 +36,18 @@ readers never see parts and the assembled store costs no extra disk.
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
 import shutil
+import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+import google_crc32c
 import numpy as np
 import zarr
+from zarr.codecs import Crc32cCodec
 
 from vitsae.atomic import partial_dir
 
@@ -201,36 +210,61 @@ def create_group(tmp: Path, attrs: dict) -> zarr.Group:
 def create_split(
     group: zarr.Group, split: str, shape: tuple[int, int, int], chunk_images: int, subset_k: int | None = None
 ) -> zarr.Array:
-    """An fp16 ``[images, tokens, d]`` array, one chunk per ``chunk_images`` images, uncompressed,
-    with its per-image arrays (``{split}_rows``; ``{split}_patch_index`` when ``subset_k`` is given)
-    chunked the same way, so that a part of the images writes whole chunks of every array.
+    """An fp16 ``[images, tokens, d]`` array, one chunk per ``chunk_images`` images, with its per-image
+    arrays (``{split}_rows``; ``{split}_patch_index`` when ``subset_k`` is given) chunked the same way,
+    so that a part of the images writes whole chunks of every array.
 
-    fp16 activations compress by ~8% at best (shared/FACTS.md), so no codec: writes and reads
-    stay at disk speed.
+    Dimension names (:data:`dimensions`): ``{split}_image``, ``token``, ``dim``, so that xarray opens the
+    store as a Dataset (each split's image axis has its own name, as splits differ in length).
+
+    fp16 activations compress by ~8% at best (shared/FACTS.md), so no compression, only a crc32c
+    checksum appended to every chunk (:func:`checksum_codecs`): a chunk changed on disk fails when it is read,
+    and :func:`check_chunks` names it.
     """
     n, t, d = shape
     b = max(1, min(chunk_images, n))
-    arr = group.create_array(
-        split,
-        shape=shape,
-        chunks=(b, t, d),
-        dtype="float16",
-        compressors=None,
-        fill_value=np.nan,
-    )
-    group.create_array(
-        f"{split}_rows", shape=(n,), chunks=(b,), dtype="int64", compressors=None, fill_value=-1
-    )
+    image, token, patch = dimensions(split, t, subset_k)
+    arr = group.create_array(split, shape=shape, chunks=(b, t, d), dtype="float16", compressors=checksum_codecs(),
+                             fill_value=np.nan, dimension_names=(image, token, "dim"))  # fmt: skip
+    group.create_array(f"{split}_rows", shape=(n,), chunks=(b,), dtype="int64", compressors=checksum_codecs(),
+                       fill_value=-1, dimension_names=(image,))  # fmt: skip
     if subset_k is not None:
-        group.create_array(
-            f"{split}_patch_index",
-            shape=(n, subset_k),
-            chunks=(b, subset_k),
-            dtype="int16",
-            compressors=None,
-            fill_value=-1,
-        )
+        group.create_array(f"{split}_patch_index", shape=(n, subset_k), chunks=(b, subset_k), dtype="int16",
+                           compressors=checksum_codecs(), fill_value=-1, dimension_names=(image, patch))  # fmt: skip
     return arr
+
+
+def checksum_codecs() -> list:
+    """The codecs after the bytes codec of every array: a crc32c of the chunk's bytes, appended to it."""
+    return [Crc32cCodec()]
+
+
+def dimensions(split: str, n_tokens: int, subset_k: int | None = None) -> tuple[str, str, str]:
+    """The dimension names of a split's arrays: its images (``{split}_image``: splits differ in length),
+    the tokens of an image (``token``) and, for ``{split}_patch_index``, its columns: ``token`` as well when
+    the store keeps exactly those patches (one grid index per kept token), else ``patch``."""
+    return f"{split}_image", "token", "token" if subset_k in (None, n_tokens) else "patch"
+
+
+def check_chunks(path: str | os.PathLike) -> tuple[int, list[str]]:
+    """Read every chunk file of the store at ``path`` and check it against its crc32c (the last 4 bytes,
+    little-endian, over the bytes before them; arrays whose codecs have ``crc32c``). Returns the number of
+    chunks checked and one line per chunk that fails, naming its file."""
+    path = Path(path)
+    checked, bad = 0, []
+    for meta in sorted(path.rglob("zarr.json")):
+        info = json.loads(meta.read_text())
+        if info.get("node_type") != "array" or not any(
+            c.get("name") == "crc32c" for c in info.get("codecs", [])
+        ):
+            continue
+        for chunk in sorted(p for p in (meta.parent / "c").rglob("*") if p.is_file()):
+            data = chunk.read_bytes()
+            checked += 1
+            stored = int.from_bytes(data[-4:], "little") if len(data) >= 4 else None
+            if stored != google_crc32c.value(data[:-4]):
+                bad.append(f"corrupt chunk: {chunk} (its crc32c does not match its bytes)")
+    return checked, bad
 
 
 def publish(tmp: Path, final: Path, expected: dict[str, int], written: dict[str, int] | None = None) -> None:
@@ -252,6 +286,11 @@ def publish(tmp: Path, final: Path, expected: dict[str, int], written: dict[str,
         if done != written[split]:
             raise StoreError(f"{final}: split {split!r} has {done} of {written[split]} images written")
     group.attrs["complete"] = True
+    # Every array's metadata in the group's zarr.json: readers (zarr, xarray) then never list the
+    # directory, where Snakemake puts its .snakemake_timestamp after the job.
+    with warnings.catch_warnings():  # "consolidated metadata is not part of the v3 spec" (zarr 3.1)
+        warnings.simplefilter("ignore", category=UserWarning)
+        zarr.consolidate_metadata(str(tmp))
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
@@ -366,6 +405,22 @@ def write_arrays(
     group.attrs["written"] = {k: int(v.shape[0]) for k, v in arrays.items()}
     publish(tmp, final, {k: int(v.shape[0]) for k, v in arrays.items()})
     return final
+
+
+def data_key(path: str | os.PathLike, split: str, token_kind: str) -> str:
+    """What a reader of ``split``'s ``token_kind`` tokens gets from the store at ``path``, as a sha256: the
+    store's metadata (the group's ``zarr.json``, whose attrs name the manifest's digest, the model and
+    its weights, the token layout and the image counts, and the split's ``zarr.json``: shape, chunks,
+    codecs), the split and the token kind. A store rebuilt from other images or another model gets
+    another key; it reads no chunk, so it costs milliseconds at any size."""
+    path = Path(path)
+    h = hashlib.sha256(f"{split}\0{token_kind}\0".encode())
+    for meta in (path / "zarr.json", path / split / "zarr.json"):
+        try:
+            h.update(meta.read_bytes() + b"\0")
+        except FileNotFoundError:
+            raise StoreError(f"{meta} does not exist: {path} is not a store with split {split!r}") from None
+    return h.hexdigest()
 
 
 def attrs_json(path: str | os.PathLike) -> dict:

@@ -55,7 +55,7 @@ import torch
 
 from vitsae.atomic import atomic_write
 from vitsae.data.loader import TokenStream
-from vitsae.data.store import open_store, split_array
+from vitsae.data.store import data_key, open_store, split_array
 from vitsae.sae.architectures import REGISTRY, StepInput
 from vitsae.sae.checkpoint import SparseAutoencoder
 from vitsae.sae.settings import SAESpec, TrainSettings
@@ -327,6 +327,7 @@ def train_sweep(
     device: str | torch.device = "cpu",
     state_dir: str | os.PathLike | None = None,
     log: Callable[[str, dict], None] | None = None,
+    data_key: str | None = None,
 ) -> list[tuple[SparseAutoencoder, list[dict]]]:
     """Train every SAE of ``specs`` in one pass over ``stream_factory(start_tokens)``'s batches.
 
@@ -338,7 +339,10 @@ def train_sweep(
     With ``state_dir``, ``state.pt`` is written atomically every ``checkpoint_every`` steps (stacked
     parameters, Adam moments, running state, token position, log rows, RNG states, and a digest of
     specs, settings and ``d_in``); a matching one is resumed from, so a killed run finishes with the
-    same weights, bitwise on CPU, as an uninterrupted one. A mismatching one raises ValueError.
+    same weights, bitwise on CPU, as an uninterrupted one. A state for other specs, settings or
+    stacking raises ValueError (the same sweep must not silently restart); one written for other data
+    (``data_key``, e.g. :func:`vitsae.data.store.data_key`: the store was rebuilt since) is discarded
+    with a log line, and training starts afresh.
     Returns ``(module, log_rows)`` per spec, in order.
 
     With ``settings.permute_dims``, batch ``t`` (1-based) is :func:`permute_dims` ``(x_BD,
@@ -370,7 +374,14 @@ def train_sweep(
     state = None
     if state_path is not None and state_path.exists():
         state = torch.load(state_path, weights_only=False)
-        if state.get("digest") != digest or state.get("members", members) != members:
+        if state.get("data_key") != data_key:
+            logger.warning(
+                "discarding %s: it was written at step %d for other data (data key %s, now %s); "
+                "training afresh", state_path, int(state["step"]), state.get("data_key"), data_key,
+            )  # fmt: skip
+            state_path.unlink()
+            state = None
+        elif state.get("digest") != digest or state.get("members", members) != members:
             raise ValueError(
                 f"{state_path} was written for other specs/settings or stacking (digest mismatch); "
                 f"delete {state_path.parent} to start this sweep afresh"
@@ -423,7 +434,8 @@ def train_sweep(
             if state_path is not None and step % settings.checkpoint_every == 0 and not last:
                 state_path.parent.mkdir(parents=True, exist_ok=True)
                 state = {
-                    "digest": digest, "members": members, "step": step, "position": tokens, "scale": scale,
+                    "digest": digest, "data_key": data_key, "members": members, "step": step, "position": tokens,
+                    "scale": scale,
                     "stacks": [s.state() for s in stacks], "log_rows": rows,
                     "torch_rng": torch.get_rng_state(), "numpy_rng": np.random.get_state(),
                 }  # fmt: skip
@@ -513,7 +525,8 @@ def train_sweep_from_store(
         return stream
 
     d_in = int(split_array(open_store(store_path), split).shape[2])
-    results = train_sweep(factory, specs, settings, d_in, device=device, state_dir=state_dir)
+    key = data_key(store_path, split, settings.token_kind)
+    results = train_sweep(factory, specs, settings, d_in, device=device, state_dir=state_dir, data_key=key)
     store_attrs = dict(open_store(store_path).attrs)
     base_meta = {"store": str(store_path), "split": split, **meta}
     base_meta.setdefault("dataset", store_attrs.get("dataset"))
