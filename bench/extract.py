@@ -8,6 +8,10 @@
   images/s of the same model to the same layer on already-decoded tensors in memory (the limit: what the
   model alone costs). Both with 2 torch threads, the same batch size; synthetic 500x375 JPEGs, a
   random-weight model with the real architecture. Goal >= 0.8.
+* ``sha256_vs_decode``: what the extraction's integrity check (each image's sha256 against the manifest's,
+  in the DataLoader worker) costs beside what the worker does anyway: seconds per image of hashing the
+  file's bytes against seconds per image of decoding them with PIL and applying the model's transform
+  (the best of 3 passes over the same bytes each). Goal: a few percent at most.
 
 The extraction time is the whole ``extract()`` call given the loaded model: manifest, loader start-up, store
 creation, validation and publishing included; building the random-weight model (~1-2 s here) is not. The 2 cores of this machine are shared with other work, so the two are
@@ -17,6 +21,8 @@ measured in alternation, ``--rounds`` times, and the ratio is the median of the 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import io
 import json
 import shutil
 import statistics
@@ -67,6 +73,30 @@ def forward_only(vm: VisionModel, layer: int, paths: list[Path], batch: int) -> 
     return measure
 
 
+def sha256_vs_decode(vm: VisionModel, paths: list[Path], repeats: int = 3) -> tuple[float, float]:
+    """Seconds per image (best of ``repeats``): sha256 of the file's bytes; PIL decode + the model's transform."""
+    datas = [p.read_bytes() for p in paths]
+
+    def hash_all() -> None:
+        for data in datas:
+            hashlib.sha256(data).hexdigest()
+
+    def decode_all() -> None:
+        for data in datas:
+            with Image.open(io.BytesIO(data)) as im:
+                vm.transform(im.convert("RGB"))
+
+    best = []
+    for work in (hash_all, decode_all):
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            work()
+            times.append(time.perf_counter() - t0)
+        best.append(min(times) / len(datas))
+    return best[0], best[1]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=128)
@@ -94,6 +124,12 @@ def main() -> None:
             spec
         )  # built once: model construction is neither decoding, nor the model, nor writing
         forward = forward_only(vm, args.layer, paths, args.batch)
+        hash_s, decode_s = sha256_vs_decode(vm, paths)
+        print(
+            f"per image: sha256 {hash_s * 1e3:.3f} ms, PIL decode + transform {decode_s * 1e3:.2f} ms: "
+            f"{hash_s / decode_s:.4f}",
+            flush=True,
+        )
         fwd, ext, ratios = [], [], []
         for r in range(args.rounds):
             fwd.append(forward())
@@ -126,6 +162,9 @@ def main() -> None:
                     "rounds": [round(x, 3) for x in ratios],
                     "extract_img_s": round(statistics.median(ext), 2),
                     "forward_img_s": round(statistics.median(fwd), 2),
+                    "sha256_vs_decode": round(hash_s / decode_s, 4),
+                    "sha256_ms": round(hash_s * 1e3, 3),
+                    "decode_ms": round(decode_s * 1e3, 2),
                     "images": args.n,
                     "arch": args.arch,
                     "image_size": args.image_size,

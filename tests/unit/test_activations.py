@@ -1,4 +1,7 @@
+import errno
+import hashlib
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -169,7 +172,7 @@ def test_pil_path_is_the_models_reference_transform(dataset):
 
     vm = load_model(SPEC)
     paths = df["path"].tolist()
-    ds = _Images(root, paths, vm.transform)
+    ds = _Images(root, paths, df["sha256"].tolist(), "dataset 'toy'", vm.transform)
     for i, p in enumerate(paths):
         np.testing.assert_array_equal(
             ds[i].numpy(), vm.transform(Image.open(root / p).convert("RGB")).numpy()
@@ -214,8 +217,8 @@ def test_tensor_path_matches_the_pil_path(tmp_path, spec):
     assert max(diffs) <= level + 1e-5, (diffs, level)
 
 
-def test_a_writer_error_surfaces_and_nothing_is_published(dataset, tmp_path, monkeypatch):
-    root, manifest, _ = dataset
+def _failing_writes(monkeypatch, error: OSError) -> None:
+    """The second write of activations (a 3-D array) raises ``error``, as the chunk write of a failing disk."""
     import zarr
 
     calls = {"n": 0}
@@ -225,14 +228,39 @@ def test_a_writer_error_surfaces_and_nothing_is_published(dataset, tmp_path, mon
         if self.ndim == 3:
             calls["n"] += 1
             if calls["n"] == 2:
-                raise OSError(28, "No space left on device")
+                raise error
         return original(self, key, value)
 
     monkeypatch.setattr(zarr.Array, "__setitem__", failing)
+
+
+def test_a_writer_error_surfaces_and_nothing_is_published(dataset, tmp_path, monkeypatch):
+    root, manifest, _ = dataset
+    _failing_writes(monkeypatch, OSError(errno.EIO, "Input/output error"))
     out = tmp_path / "l1.zarr"
-    with pytest.raises(OSError, match="No space left"):
+    with pytest.raises(OSError, match="Input/output error"):
         extract(manifest, root, "toy", SPEC, 1, out, ["train"], batch_size=2)
     assert not out.exists()
+
+
+def test_a_full_disk_names_the_store_and_the_space_it_needs_and_removes_it(dataset, tmp_path, monkeypatch):
+    from vitsae.data.activations import StoreSpaceError
+
+    root, manifest, _ = dataset
+    _failing_writes(monkeypatch, OSError(errno.ENOSPC, "No space left on device"))
+    out = tmp_path / "acts" / "l1.zarr"
+    with pytest.raises(StoreSpaceError) as err:
+        extract(manifest, root, "toy", SPEC, 1, out, ["train", "val"], batch_size=2)
+    needed = (10 + 4) * 17 * 384 * 2  # images x tokens (1 CLS + 4 x 4 patches) x d x 2 bytes (fp16)
+    message = str(err.value)
+    assert err.value.errno == errno.ENOSPC and isinstance(err.value, OSError)
+    assert message.startswith(
+        f"[Errno 28] No space left on device writing store {out} (dataset 'toy'): it needs about {needed:,} "
+        f"bytes (0.00 GB: 14 images x 17 tokens x 384 dims x 2 bytes, fp16, as `vitsae plan` sizes a store) and "
+    )
+    assert re.search(r"and [\d,]+ bytes are free there now; the unfinished store .*/acts/\.l1\.zarr\.partial-\d+ "
+                     r"was removed\. Free that much space \(or put the results on a larger disk\) and rerun$", message)  # fmt: skip
+    assert list(out.parent.iterdir()) == []  # neither the store nor its partial one
 
 
 def test_nan_activations_name_the_images_and_publish_nothing(dataset, tmp_path, monkeypatch):
@@ -255,15 +283,42 @@ def test_nan_activations_name_the_images_and_publish_nothing(dataset, tmp_path, 
     assert not out.exists()
 
 
-@pytest.mark.parametrize("decode", ["pil", "tensor"])
-def test_an_image_corrupted_after_the_manifest_names_the_file(tmp_path, decode):
-    from vitsae.data.activations import ImageDecodeError
+@pytest.mark.parametrize(("decode", "workers"), [("pil", 0), ("tensor", 0), ("pil", 1)])
+def test_an_image_changed_after_the_manifest_names_the_file(tmp_path, decode, workers):
+    """Bytes that differ from the manifest's sha256 stop the extraction, whether they still decode or not."""
+    from vitsae.data.activations import ImageChangedError, ImageDecodeError
 
     root = tmp_path / "data"
     make_folder(root, {"train": 2})
-    write_manifest(build_manifest("toy", "imagefolder", root, {"train": "train"}), tmp_path / "m.parquet")
-    (root / "train" / "dog" / "dog_1.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    manifest = tmp_path / "m.parquet"
+    df = build_manifest("toy", "imagefolder", root, {"train": "train"})
+    write_manifest(df, manifest)
+    changed = root / "train" / "dog" / "dog_1.jpg"
+    recorded = df.loc[df["path"] == "train/dog/dog_1.jpg", "sha256"].item()
     out = tmp_path / "s.zarr"
+    for data in [(root / "train" / "cat" / "cat_0.jpg").read_bytes(), b"\xff\xd8\xff\xe0 truncated"]:
+        changed.write_bytes(data)  # another valid JPEG, then a truncated one
+        with pytest.raises(ImageChangedError) as err:
+            extract(
+                manifest,
+                root,
+                "toy",
+                SPEC,
+                1,
+                out,
+                ["train"],
+                batch_size=2,
+                decode=decode,
+                num_workers=workers,
+            )
+        assert (
+            f"dataset 'toy' (manifest {manifest}): image {changed} has changed since the manifest was built "
+            f"(its sha256 is {hashlib.sha256(data).hexdigest()}, the manifest has {recorded}); restore the file, "
+            "or delete the manifest so that it is rebuilt (and the stores made from it)"
+        ) in str(err.value)
+        assert not out.exists()
+    changed.unlink()
     with pytest.raises(ImageDecodeError, match=r"cannot decode .*train/dog/dog_1\.jpg.*delete the manifest"):
-        extract(tmp_path / "m.parquet", root, "toy", SPEC, 1, out, ["train"], batch_size=2, decode=decode)
-    assert not out.exists()
+        extract(
+            manifest, root, "toy", SPEC, 1, out, ["train"], batch_size=2, decode=decode, num_workers=workers
+        )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -264,3 +265,71 @@ def test_inat_json_id_mismatch(demo_roots: dict[str, Path], tmp_path: Path) -> N
     (root / "val.json").write_text(json.dumps(coco))
     with pytest.raises(ValueError, match="category id 99"):
         build_manifest("inat", "inat2021", root, INAT_SPLITS)
+
+
+def test_a_root_that_is_a_file_says_so(tmp_path: Path) -> None:
+    root = tmp_path / "imagenet.tar"
+    root.write_bytes(b"an archive, not yet unpacked")
+    with pytest.raises(NotADirectoryError) as err:
+        build_manifest("imnet", "imagenet", root, IMAGENET_SPLITS)
+    assert str(err.value) == (
+        f"dataset 'imnet': root {root} is a file, not a directory; set datasets.imnet.root in the config "
+        "to the directory that holds the split folders"
+    )
+    split = tmp_path / "data"
+    split.mkdir()
+    (split / "val").write_text("")
+    with pytest.raises(
+        NotADirectoryError, match=f"split 'val' directory {split / 'val'} is a file, not a dir"
+    ):
+        build_manifest("folder", "imagefolder", split, {"val": "val"})
+
+
+def test_a_broken_symlink_is_a_corrupt_row_or_an_error(imagenet_copy: Path, tmp_path: Path) -> None:
+    link = imagenet_copy / "val" / "n04487394" / "n04487394_9.JPEG"
+    target = tmp_path / "elsewhere" / "gone.JPEG"
+    link.symlink_to(target)
+    with pytest.raises(CorruptImageError) as err:
+        build_manifest("imnet", "imagenet", imagenet_copy, IMAGENET_SPLITS)
+    assert str(err.value) == (
+        f"dataset 'imnet': image {link} cannot be read (broken symbolic link to {target} "
+        "(FileNotFoundError: No such file or directory)); replace or delete it, or set "
+        "datasets.imnet.on_corrupt: skip to record it as corrupt and go on"
+    )
+
+    df = build_manifest("imnet", "imagenet", imagenet_copy, IMAGENET_SPLITS, on_corrupt="skip")
+    bad = df[df["status"] != "ok"]
+    assert bad["path"].tolist() == ["val/n04487394/n04487394_9.JPEG"]
+    assert bad[["status", "sha256", "width", "height"]].values.tolist() == [["corrupt", "", -1, -1]]
+    assert bad["error"].tolist() == [
+        f"broken symbolic link to {target} (FileNotFoundError: No such file or directory)"
+    ]
+    assert len(df) == len(demo.IMAGENET_DEMO_CLASSES) * (TRAIN + VAL) + 1
+
+
+def test_a_name_that_is_not_utf8_is_named_before_any_decoding(
+    imagenet_copy: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from vitsae.data import manifest
+
+    class_dir = imagenet_copy / "train" / "n02085620"
+    bad = os.fsdecode(b"caf\xe9.JPEG")  # latin-1 é: an undecodable byte, a surrogate escape in Python
+    shutil.copy(class_dir / "n02085620_0.JPEG", os.path.join(os.fsencode(class_dir), b"caf\xe9.JPEG"))
+    assert (class_dir / bad).is_file()
+
+    def no_decoding(path: Path) -> dict:
+        raise AssertionError(f"{path} was decoded before the listing was checked")
+
+    monkeypatch.setattr(manifest, "_inspect", no_decoding)
+    with pytest.raises(ValueError) as err:
+        build_manifest("imnet", "imagenet", imagenet_copy, IMAGENET_SPLITS)
+    assert str(err.value) == (
+        f"dataset 'imnet': directory {class_dir} holds a name that is not valid UTF-8: 'caf\\udce9.JPEG'; "
+        "rename it to UTF-8 (e.g. convmv -f latin1 -t utf8 --notest), the manifest stores names as UTF-8 text"
+    )
+    (class_dir / bad).unlink()
+    os.rename(os.fsencode(class_dir), os.path.join(os.fsencode(class_dir.parent), b"n0208\xff620"))
+    with pytest.raises(
+        ValueError, match=r"directory .*/train holds a name that is not valid UTF-8: 'n0208\\udcff620'"
+    ):
+        build_manifest("imnet", "imagenet", imagenet_copy, IMAGENET_SPLITS)

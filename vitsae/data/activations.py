@@ -7,8 +7,11 @@ a temporary name, validated, and only then renamed into place.
 The input pipeline keeps the accelerator busy (shared/FACTS.md: a GPU runs ViT-B/14 at ~6,000
 img/s, CPU JPEG decoding on 16 cores gives ~2,000):
 
-* DataLoader workers read each image's raw bytes. ``decode="pil"`` (the default on CPU) decodes
-  them in the workers with PIL and applies the model's own transform (``VisionModel.transform``).
+* DataLoader workers read each image's raw bytes and check their sha256 against the manifest's: an
+  image changed since the manifest was built stops the extraction (:class:`ImageChangedError`, naming
+  it). Hashing the bytes already read costs little beside decoding them (bench/extract.py,
+  ``sha256_vs_decode``). ``decode="pil"`` (the default on CPU) decodes them in the workers with PIL
+  and applies the model's own transform (``VisionModel.transform``).
   ``decode="tensor"`` (the default on CUDA) decodes the batch with ``torchvision.io.decode_jpeg`` on
   the compute device (nvJPEG on a GPU) and applies :func:`tensor_transform`, the same resize, crop
   and normalisation in torch ops; an image nvJPEG cannot decode (CMYK, a PNG named .JPEG) falls back
@@ -16,6 +19,8 @@ img/s, CPU JPEG decoding on 16 cores gives ~2,000):
 * On CUDA: pinned host memory, non-blocking copies both ways, bf16 autocast (``precision``).
 * A writer thread with a bounded queue writes batch i while the model computes batch i+1; an error
   there (including NaN/Inf in the activations) is raised in the calling thread, and nothing is published.
+  A full disk (``ENOSPC``) removes the unfinished store and raises :class:`StoreSpaceError`, naming the
+  store and the space it needs.
 
 Parts: ``part=(i, n)`` writes only the chunk range :func:`vitsae.data.store.part_ranges` gives part i of
 every split, as a published *part* store; :func:`vitsae.data.store.assemble` joins the parts into the one
@@ -28,10 +33,13 @@ patches per image (chosen per image from ``(seed, manifest row)``, so independen
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import io
 import logging
 import math
 import queue
+import shutil
 import threading
 import time
 from collections.abc import Callable
@@ -52,6 +60,14 @@ log = logging.getLogger("vitsae.data.activations")
 
 class ImageDecodeError(ValueError):
     """An image listed as ok in the manifest cannot be decoded any more."""
+
+
+class ImageChangedError(ValueError):
+    """An image's bytes differ from the sha256 the manifest recorded for it."""
+
+
+class StoreSpaceError(OSError):
+    """The disk filled up while a store was written (``errno`` is ``ENOSPC``)."""
 
 
 def _decode_error(path: Path, e: BaseException) -> ImageDecodeError:
@@ -110,39 +126,55 @@ def select_tokens(
 # Input pipeline
 
 
-class _Images(torch.utils.data.Dataset):
-    """PIL path: the worker reads the file and applies the model's own transform."""
+class _Checked(torch.utils.data.Dataset):
+    """Reads image ``i``'s bytes and checks them against ``sha256s[i]``, the manifest's hash of the file;
+    ``source`` names the dataset and manifest in the error."""
 
-    def __init__(self, root: Path, paths: list[str], transform) -> None:
-        self.root, self.paths, self.transform = root, paths, transform
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, i: int) -> torch.Tensor:
-        path = self.root / self.paths[i]
-        try:
-            with Image.open(io.BytesIO(path.read_bytes())) as im:
-                return self.transform(im.convert("RGB"))
-        except Exception as e:
-            raise _decode_error(path, e) from e
-
-
-class _JpegBytes(torch.utils.data.Dataset):
-    """Tensor path: the worker only reads the file's bytes; decoding happens on the compute device."""
-
-    def __init__(self, root: Path, paths: list[str]) -> None:
-        self.root, self.paths = root, paths
+    def __init__(self, root: Path, paths: list[str], sha256s: list[str], source: str) -> None:
+        if len(sha256s) != len(paths):
+            raise ValueError(f"{len(paths)} paths but {len(sha256s)} sha256s")
+        self.root, self.paths, self.sha256s, self.source = root, paths, sha256s, source
 
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, i: int) -> torch.Tensor:
+    def _read(self, i: int) -> tuple[Path, bytes]:
         path = self.root / self.paths[i]
         try:
             data = path.read_bytes()
         except OSError as e:
             raise _decode_error(path, e) from e
+        digest = hashlib.sha256(data).hexdigest()
+        if digest != self.sha256s[i]:
+            raise ImageChangedError(
+                f"{self.source}: image {path} has changed since the manifest was built (its sha256 is "
+                f"{digest}, the manifest has {self.sha256s[i]}); restore the file, or delete the manifest "
+                "so that it is rebuilt (and the stores made from it)"
+            )
+        return path, data
+
+
+class _Images(_Checked):
+    """PIL path: the worker reads and checks the file and applies the model's own transform."""
+
+    def __init__(self, root: Path, paths: list[str], sha256s: list[str], source: str, transform) -> None:
+        super().__init__(root, paths, sha256s, source)
+        self.transform = transform
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        path, data = self._read(i)
+        try:
+            with Image.open(io.BytesIO(data)) as im:
+                return self.transform(im.convert("RGB"))
+        except Exception as e:
+            raise _decode_error(path, e) from e
+
+
+class _JpegBytes(_Checked):
+    """Tensor path: the worker only reads and checks the file's bytes; decoding happens on the compute device."""
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        _, data = self._read(i)
         return torch.frombuffer(bytearray(data), dtype=torch.uint8)
 
 
@@ -280,6 +312,8 @@ def resolve_decode(decode: str, device: str) -> str:
 def _loader(
     dataset_root: Path,
     paths: list[str],
+    sha256s: list[str],
+    source: str,
     vm: VisionModel,
     mode: str,
     batch_size: int,
@@ -287,10 +321,10 @@ def _loader(
     pin: bool,
 ) -> torch.utils.data.DataLoader:
     if mode == "pil":
-        data = _Images(dataset_root, paths, vm.transform)
+        data = _Images(dataset_root, paths, sha256s, source, vm.transform)
         collate = None
     else:
-        data, collate = _JpegBytes(dataset_root, paths), _as_list
+        data, collate = _JpegBytes(dataset_root, paths, sha256s, source), _as_list
     return torch.utils.data.DataLoader(
         data,
         batch_size=batch_size,
@@ -328,6 +362,9 @@ def extract(
     ``decode``: ``auto`` (tensor on CUDA, PIL on CPU), ``pil`` or ``tensor``. ``precision``: the
     autocast dtype on CUDA (``bf16``) or none (``fp32``); the CPU always computes in fp32. ``model``: the
     loaded model of ``spec`` on ``device``, to reuse one (benchmarks); by default it is loaded here.
+
+    Raises :class:`ImageChangedError` for an image whose bytes differ from the manifest's sha256, and
+    :class:`StoreSpaceError` (after removing the unfinished store) when the disk fills up.
     """
     out_path, dataset_root = Path(out_path), Path(dataset_root)
     mode = resolve_decode(decode, device)
@@ -374,11 +411,12 @@ def extract(
     }
     if part is not None:
         attrs["part"] = {"index": index, "of": nparts, "ranges": {s: list(r) for s, r in ranges.items()}}
-    group = store.create_group(tmp, attrs)
+    source = f"dataset '{dataset}' (manifest {manifest_path})"
     written = {s: 0 for s in selected}
     writer = _Writer(writer_depth)
     t_start = time.perf_counter()
     try:
+        group = store.create_group(tmp, attrs)
         for split, rows in selected.items():
             arr = store.create_split(
                 group,
@@ -409,27 +447,57 @@ def extract(
                 cuda and precision == "bf16",
                 writer,
                 written,
+                source=source,
             )
         writer.close()
-    except BaseException:
+        elapsed = time.perf_counter() - t_start
+        n_done = sum(written.values())
+        log.info(
+            "%s %s layer %d: %d images in %.1f s (%.1f img/s; store writes busy %.1f s)",
+            dataset,
+            spec.name,
+            layer,
+            n_done,
+            elapsed,
+            n_done / max(elapsed, 1e-9),
+            writer.busy_s,
+        )
+        group.attrs["written"] = dict(written)
+        store.publish(tmp, out_path, n_images, written={s: b - a for s, (a, b) in ranges.items()})
+    except BaseException as e:
         writer.abandon()
+        if _no_space(e):
+            n = sum(b - a for a, b in ranges.values())
+            raise _space_error(out_path, tmp, dataset, n, layout["n_tokens"], int(vm.d_model)) from e
         raise
-    elapsed = time.perf_counter() - t_start
-    n_done = sum(written.values())
-    log.info(
-        "%s %s layer %d: %d images in %.1f s (%.1f img/s; store writes busy %.1f s)",
-        dataset,
-        spec.name,
-        layer,
-        n_done,
-        elapsed,
-        n_done / max(elapsed, 1e-9),
-        writer.busy_s,
-    )
-    group.attrs["written"] = dict(written)
-    store.publish(tmp, out_path, n_images, written={s: b - a for s, (a, b) in ranges.items()})
     log.info("published %s", out_path)
     return out_path
+
+
+def _no_space(e: BaseException | None) -> bool:
+    """Whether ``e``, or an exception it was raised from, is a full disk (``ENOSPC``)."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+            return True
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return False
+
+
+def _space_error(out_path: Path, tmp: Path, dataset: str, n: int, n_tokens: int, d: int) -> StoreSpaceError:
+    """Remove the unfinished store ``tmp``; the error names the store and the bytes it needs: its
+    activations, ``n`` images × ``n_tokens`` × ``d`` × 2 bytes (fp16), as ``vitsae plan`` sizes a store."""
+    shutil.rmtree(tmp, ignore_errors=True)
+    needed = n * n_tokens * d * 2
+    free = shutil.disk_usage(out_path.parent).free if out_path.parent.exists() else 0
+    return StoreSpaceError(
+        errno.ENOSPC,
+        f"No space left on device writing store {out_path} (dataset '{dataset}'): it needs about {needed:,} "
+        f"bytes ({needed / 1e9:.2f} GB: {n} images x {n_tokens} tokens x {d} dims x 2 bytes, fp16, as "
+        f"`vitsae plan` sizes a store) and {free:,} bytes are free there now; the unfinished store {tmp} "
+        "was removed. Free that much space (or put the results on a larger disk) and rerun",
+    )
 
 
 def _extract_range(
@@ -451,13 +519,16 @@ def _extract_range(
     autocast: bool,
     writer: _Writer,
     written: dict[str, int],
+    source: str,
 ) -> None:
-    """Images ``start .. start + len(rows)`` of ``split``: model → kept tokens → fp16 → writer thread."""
+    """Images ``start .. start + len(rows)`` of ``split``: model → kept tokens → fp16 → writer thread.
+    Each image's bytes are checked against ``rows["sha256"]``; ``source`` names the dataset and manifest."""
     cuda = str(device).startswith("cuda")
     paths = rows["path"].tolist()
     rows_N = rows.index.to_numpy(dtype=np.int64)
     n_total, n_tokens = arr.shape[0], arr.shape[1]
-    loader = _loader(dataset_root, paths, vm, mode, batch_size, num_workers, pin=cuda)
+    sha256s = rows["sha256"].tolist()
+    loader = _loader(dataset_root, paths, sha256s, source, vm, mode, batch_size, num_workers, pin=cuda)
     rows_arr = group[f"{split}_rows"]
     index_arr = group[f"{split}_patch_index"] if choice.kept == "subset" else None
     t0, done = time.perf_counter(), 0

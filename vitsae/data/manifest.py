@@ -9,7 +9,11 @@
                    supercategory from ``root/<split dir>.json`` when that file exists ("" otherwise)
 - ``imagefolder``: ``root/<split dir>/<class>/*``; label = class folder name
 
-Images are files ending in .jpg, .jpeg or .png (any case); hidden files and folders are skipped.
+Images are files ending in .jpg, .jpeg or .png (any case); hidden files and folders are skipped. A
+broken symbolic link (or any image file that cannot be read) is an image that cannot be read: a
+corrupt row, as an image that does not decode is (``on_corrupt``). Every class folder and image name must
+be valid UTF-8 (the manifest stores them as Parquet strings); the listing checks this before any image
+is read.
 Columns: ``path`` (posix, relative to root), ``split``, ``label``, ``width``, ``height``, ``sha256``
 (of the file bytes), ``status`` ("ok" | "corrupt"), ``error`` ("" when ok); inat2021 adds ``kingdom,
 phylum, class, order, family, genus, species`` ("Genus epithet"), ``category_id``, ``common_name``,
@@ -73,6 +77,25 @@ def _visible(entries: Iterator[Path]) -> list[Path]:
     return sorted((p for p in entries if not p.name.startswith(".")), key=lambda p: p.name)
 
 
+def _check_name(dataset: str, entry: Path) -> None:
+    """Raise when ``entry``'s name is not valid UTF-8 (undecodable bytes arrive as surrogate escapes)."""
+    try:
+        entry.name.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(
+            f"dataset '{dataset}': directory {entry.parent} holds a name that is not valid UTF-8: "
+            f"{entry.name!a}; rename it to UTF-8 (e.g. convmv -f latin1 -t utf8 --notest), the manifest "
+            "stores names as UTF-8 text"
+        ) from None
+
+
+def _is_image(entry: Path) -> bool:
+    """An image file by its suffix: a file, or a symbolic link whose target is missing (a corrupt row)."""
+    return entry.suffix.lower() in IMAGE_SUFFIXES and (
+        entry.is_file() or (entry.is_symlink() and not entry.exists())
+    )
+
+
 def parse_inat_dir(name: str, dataset: str = "?") -> dict:
     """Taxonomy of an iNat2021 species directory name ``<id:05d>_<Kingdom>_..._<Genus>_<epithet>``."""
     parts = name.split("_")
@@ -113,6 +136,11 @@ def _inat_categories(json_path: Path, dataset: str) -> dict[str, dict]:
 def _list_split(name: str, fmt: str, root: Path, split: str, dir_name: str) -> list[tuple[str, Path]]:
     """(label, file) pairs of one split, sorted by label then path; checks the layout as it goes."""
     split_dir = root / dir_name
+    if split_dir.is_file():
+        raise NotADirectoryError(
+            f"dataset '{name}': split '{split}' directory {split_dir} is a file, not a directory; "
+            f"fix datasets.{name}.splits.{split}"
+        )
     if not split_dir.is_dir():
         present = ", ".join(p.name for p in _visible(root.iterdir()) if p.is_dir()) or "none"
         raise FileNotFoundError(
@@ -121,6 +149,8 @@ def _list_split(name: str, fmt: str, root: Path, split: str, dir_name: str) -> l
         )
     entries = _visible(split_dir.iterdir())
     class_dirs = [p for p in entries if p.is_dir()]
+    for class_dir in class_dirs:
+        _check_name(name, class_dir)
     if not class_dirs:
         loose = [p for p in entries if p.suffix.lower() in IMAGE_SUFFIXES]
         hint = (
@@ -142,9 +172,9 @@ def _list_split(name: str, fmt: str, root: Path, split: str, dir_name: str) -> l
             )
         if fmt == "inat2021":
             parse_inat_dir(label, name)
-        files = [
-            p for p in _visible(class_dir.iterdir()) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-        ]
+        files = [p for p in _visible(class_dir.iterdir()) if _is_image(p)]
+        for f in files:
+            _check_name(name, f)
         if not files:
             raise ValueError(
                 f"dataset '{name}': class directory {class_dir} has no images "
@@ -171,9 +201,17 @@ def _subset(pairs: list[tuple[str, Path]], split: str, k: int, seed: int) -> lis
 
 
 def _inspect(path: Path) -> dict:
-    """sha256 of the bytes, size, and whether PIL fully decodes the image."""
-    data = path.read_bytes()
-    row = {"sha256": hashlib.sha256(data).hexdigest(), "width": -1, "height": -1, "status": "ok", "error": ""}
+    """sha256 of the bytes, size, and whether PIL fully decodes the image (a file that cannot be read,
+    such as a broken symbolic link, is corrupt with an empty sha256)."""
+    row = {"sha256": "", "width": -1, "height": -1, "status": "corrupt", "error": ""}
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        reason = f"{type(e).__name__}: {e.strerror}"
+        broken = path.is_symlink() and not path.exists()
+        row["error"] = f"broken symbolic link to {os.readlink(path)} ({reason})" if broken else reason
+        return row
+    row.update(sha256=hashlib.sha256(data).hexdigest(), status="ok")
     try:
         with Image.open(io.BytesIO(data)) as im:
             width, height = im.size
@@ -200,9 +238,15 @@ def build_manifest(
     ``splits`` maps the split name used downstream to its directory under ``root``
     (e.g. ``{"train": "train_mini", "val": "val"}``). ``max_per_class`` keeps a seeded random subset of
     each (split, label). ``on_corrupt="error"`` raises :class:`CorruptImageError` at the first image
-    that does not decode; ``"skip"`` keeps it as a row with status "corrupt" and goes on.
+    that cannot be read (a broken symbolic link) or decoded; ``"skip"`` keeps it as a row with status
+    "corrupt" and goes on. Names that are not UTF-8 raise ``ValueError`` while listing, before any decoding.
     """
     root = Path(root)
+    if root.is_file():
+        raise NotADirectoryError(
+            f"dataset '{name}': root {root} is a file, not a directory; set datasets.{name}.root in the config "
+            "to the directory that holds the split folders"
+        )
     if not root.is_dir():
         raise FileNotFoundError(
             f"dataset '{name}': root {root} does not exist; set datasets.{name}.root in the config"
@@ -233,8 +277,11 @@ def build_manifest(
                 batch, pool.map(_inspect, [f for _, _, f in batch]), strict=True
             ):
                 if info["status"] != "ok" and on_corrupt == "error":
+                    shown, what = (
+                        (file.absolute(), "read") if not info["sha256"] else (file.resolve(), "decoded")
+                    )
                     raise CorruptImageError(
-                        f"dataset '{name}': image {file.resolve()} cannot be decoded ({info['error']}); "
+                        f"dataset '{name}': image {shown} cannot be {what} ({info['error']}); "
                         f"replace or delete it, or set datasets.{name}.on_corrupt: skip to record it as "
                         "corrupt and go on"
                     )
