@@ -39,6 +39,7 @@ rule all:
         layout.final_tables(RUN),
         [LINEAGE_HTML.format(figure=f) for f in FIGURES],
         CRATE,
+        CRATE_METADATA,
         layout.concept_tables(RUN),
         layout.card_dirs(RUN),
 

@@ -17,14 +17,19 @@ In data-flow order::
     results/tables/clusters/{dataset}/{model}/layer{layer}/{sweep}.csv feature clusters ("concepts")
     results/figures/features/{dataset}/{model}/layer{layer}/{sweep}/   feature cards
     results/figures/{figure}.pdf, results/tables/{table}.csv           the paper's figures and tables
-    results/provenance/{figure}.html|json, results/provenance/ro-crate/
+    results/provenance/{figure}.html|json, results/ro-crate-metadata.json (+ results/provenance/ro-crate/)
 """
 
 from __future__ import annotations
 
+import json
+import os
 import re
 from collections.abc import Iterable
+from pathlib import Path
 from typing import TYPE_CHECKING
+
+from vitsae.atomic import atomic_write
 
 if TYPE_CHECKING:
     from vitsae.config import Run
@@ -50,9 +55,12 @@ FIGURE = "results/figures/{figure}.pdf"
 TABLE = "results/tables/{table}.csv"
 LINEAGE_HTML = "results/provenance/{figure}.html"
 LINEAGE_JSON = "results/provenance/{figure}.json"
-CRATE = "results/provenance/ro-crate"
+CRATE = "results/provenance/ro-crate"  # copies of what lies outside results/ (workflow, resolved config)
+CRATE_METADATA = "results/ro-crate-metadata.json"  # the run's RO-Crate, rooted at results/
 LOG = "results/logs/{rule}/{job}.log"
 BENCHMARK = "results/benchmarks/{rule}/{job}.tsv"
+#: The config files of the last Snakemake run in a working directory (what `vitsae verify` compares with).
+CONFIGFILES = ".snakemake/vitsae/configfiles.json"
 
 #: The paper's figures by name, with their titles (one per run) ...
 FIGURES: dict[str, str] = {
@@ -90,6 +98,20 @@ def log(rule: str, job: str) -> str:
 def benchmark(rule: str, job: str) -> str:
     """The benchmark file of one job of ``rule`` (as :func:`log`)."""
     return BENCHMARK.format(rule=rule, job=job)
+
+
+def remember_configfiles(paths: Iterable[str | os.PathLike], workdir: str | os.PathLike = ".") -> Path:
+    """Write :data:`CONFIGFILES` under ``workdir``: the absolute paths of the config files this run reads
+    (Snakemake's ``workflow.configfiles``, later ones overriding earlier ones), written atomically."""
+    out = Path(workdir) / CONFIGFILES
+    text = json.dumps([str(Path(p).resolve()) for p in paths], indent=1) + "\n"
+    return atomic_write(out, lambda tmp: tmp.write_text(text))
+
+
+def remembered_configfiles(workdir: str | os.PathLike) -> list[Path] | None:
+    """The config files :func:`remember_configfiles` wrote under ``workdir``, or None if it never did."""
+    path = Path(workdir) / CONFIGFILES
+    return [Path(p) for p in json.loads(path.read_text())] if path.is_file() else None
 
 
 def figure_titles(sweeps: Iterable[str]) -> dict[str, str]:

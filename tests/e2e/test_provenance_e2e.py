@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 import yaml
 from PIL import Image
-from workflow_helpers import DEMO_CONFIG, REPO, copy_tree, snakemake
+from workflow_helpers import DEMO_CONFIG, copy_tree, snakemake
 
 from vitsae.layout import FIGURES
-from vitsae.provenance.records import RECORD_SUFFIX, read_record
+from vitsae.provenance.records import RECORD_SUFFIX, read_record, record_path
 
 pytestmark = pytest.mark.e2e
 
@@ -127,61 +127,71 @@ def test_verify_passes_then_names_a_flipped_byte_a_deleted_store_and_edited_code
     assert verify(demo).returncode == 0  # the checkout's own code: still verified
 
 
-def test_ro_crate_parses_as_json_ld_and_names_every_output(demo):
-    import rdflib
-    from rocrate.rocrate import ROCrate
-
-    crate_dir = demo / "results/provenance/ro-crate"
-    meta = json.loads((crate_dir / "ro-crate-metadata.json").read_text())
-    graph = {e["@id"]: e for e in meta["@graph"]}
-
-    # JSON-LD: expand with the RO-Crate context the rocrate package ships (no network here)
-    import rocrate
-
-    context = json.loads((Path(rocrate.__file__).parent / "data/ro-crate.jsonld").read_text())["@context"]
-    doc = {**meta, "@context": context}
-    g = rdflib.Graph().parse(data=json.dumps(doc), format="json-ld", base=crate_dir.as_uri() + "/")
-    names = {str(o) for o in g.objects(None, rdflib.URIRef("http://schema.org/name"))}
-    assert len(g) > 500
-
-    outputs = recorded_artifacts(demo) - {"results/provenance/ro-crate"}
-
-    def copied_kind(path: str) -> bool:  # figures and tables of the paper and lineage pages, not their parts
-        return path.startswith("results/provenance/") or (
-            path.startswith(("results/figures/", "results/tables/")) and path.count("/") == 2
-        )
-
-    lineage_pages = {p for p in outputs if p.startswith("results/provenance/")}
-    # html + json of every figure: transfer, training curves, Pareto and quality checks per sweep (3),
-    # findings 1 and 2, features, claims, specification curve
-    assert len(lineage_pages) == 2 * 15
-    assert outputs - lineage_pages <= names  # every artifact, by its path
-    run = graph["#run"]
-    assert run["@type"] == "CreateAction" and run["instrument"] == {"@id": "workflow/Snakefile"}
-    result_ids = {r["@id"] for r in run["result"]}
-    by_name = {graph[i]["name"]: graph[i] for i in result_ids}
-    assert set(by_name) == outputs
-    for path, entity in by_name.items():
-        if copied_kind(path):
-            copied = crate_dir / entity["@id"]  # copied into the crate, byte for byte
-            assert copied.read_bytes() == (demo / path).read_bytes(), path
-        else:  # described where it lies: the id resolves from the crate to the artifact
-            assert (crate_dir / entity["@id"]).resolve() == (demo / path).resolve(), path
-        if path not in lineage_pages:
-            record_file = crate_dir / entity["subjectOf"]["@id"]
-            assert json.loads(record_file.read_text())["artifact"] == path
-            assert entity["identifier"] == read_record(demo / path)["digest"]
-    # the run's parameters, one PropertyValue per setting, and the workflow it ran
+def test_verify_names_a_changed_config_key_an_edited_record_and_a_rewritten_chunk(demo, tmp_path):
+    # (a) the config changed without a rerun: named key by key, against the run's own config by default
+    ok = verify(demo)
+    assert ok.returncode == 0 and f"comparing each record's config with {DEMO_CONFIG}" in ok.stderr, ok.stderr
     cfg = yaml.safe_load(DEMO_CONFIG.read_text())
-    assert graph["#pv-sweeps.paper.lr"]["value"] == cfg["sweeps"]["paper"]["lr"]
-    assert json.loads(graph["#pv-sweeps.paper.l1_coeff"]["value"]) == cfg["sweeps"]["paper"]["l1_coeff"]
-    assert {"#model-dinov2-s14", "#model-clip-b16", "#dataset-imagenet-demo"} <= {
-        o["@id"] for o in run["object"]
-    }
-    assert (crate_dir / "workflow/Snakefile").read_bytes() == (REPO / "Snakefile").read_bytes()
-    assert "https://w3id.org/ro/wfrun/workflow/0.5" in {c["@id"] for c in graph["./"]["conformsTo"]}
-    crate = ROCrate(crate_dir)  # and the library reads it back
-    assert crate.mainEntity.id == "workflow/Snakefile"
+    was = cfg["sweeps"]["paper"]["lr"]
+    cfg["sweeps"]["paper"]["lr"] = 0.5
+    changed = tmp_path / "changed.yaml"
+    changed.write_text(yaml.safe_dump(cfg))
+    out = subprocess.run([str(VITSAE), "verify", FIGURE, "--configfile", str(changed)], cwd=demo,
+                         capture_output=True, text=True, check=False)  # fmt: skip
+    assert out.returncode == 1
+    lines = out.stdout.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(
+        f"config changed: sweeps.paper.lr: recorded {json.dumps(was)}, now 0.5 (in "
+    ), out.stdout
+
+    # (b) a value inside an SAE's record edited (the l1 coefficient it was trained with)
+    sae = next((demo / "results/sae").rglob("paper/*/sae.safetensors"))
+    path = record_path(sae)
+    original, stat = path.read_bytes(), path.stat()
+    rec = json.loads(original)
+
+    def bump(node):  # the first float l1_coeff in the params, times ten
+        if isinstance(node, dict):
+            if isinstance(node.get("l1_coeff"), float):
+                node["l1_coeff"] *= 10
+                return True
+            return any(bump(v) for v in node.values())
+        return isinstance(node, list) and any(bump(v) for v in node)
+
+    edited = json.loads(original)
+    assert bump(edited["params"]), edited["params"]
+    try:
+        path.write_text(json.dumps(edited, indent=1, sort_keys=True))
+        out = verify(demo)
+        assert out.returncode == 1
+        assert f"edited record: {record_path(sae.relative_to(demo))} says id {rec['id']}" in out.stdout, (
+            out.stdout
+        )
+    finally:
+        path.write_bytes(original)
+        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
+    # (c) a chunk of a store changed in place, same size, under its old checksum: --deep reads it
+    store = demo / "results/activations/inat-demo/clip-b16/layer10.zarr"
+    chunk = store / "train" / "c" / "0" / "0" / "0"
+    original, stat = chunk.read_bytes(), chunk.stat()
+    flipped = bytearray(original)
+    flipped[100] ^= 0x01
+    try:
+        chunk.write_bytes(bytes(flipped))
+        assert verify(demo).returncode == 0  # the shallow check reads 4 bytes per chunk: unseen
+        out = subprocess.run([str(VITSAE), "verify", FIGURE, "--deep"], cwd=demo, capture_output=True,
+                             text=True, check=False)  # fmt: skip
+        assert out.returncode == 1
+        assert out.stdout.splitlines() == [
+            f"corrupt chunk: {chunk.relative_to(demo)} (its crc32c does not match its bytes)"
+        ], out.stdout
+    finally:
+        chunk.write_bytes(original)
+        os.utime(chunk, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    deep = subprocess.run([str(VITSAE), "verify", FIGURE, "--deep"], cwd=demo, capture_output=True, text=True,
+                          check=False)  # fmt: skip
+    assert deep.returncode == 0 and "(every store chunk read)" in deep.stdout, deep.stdout + deep.stderr
 
 
 def browser(tmp_path: Path):

@@ -13,13 +13,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import zarr
 
 from vitsae.cli import main
-from vitsae.data.store import write_arrays
+from vitsae.data.store import check_chunks, write_arrays
 from vitsae.provenance.lineage import lineage, verify
 from vitsae.provenance.page import write_lineage
 from vitsae.provenance.records import (
     code_version,
+    content_sha256,
     digest_artifact,
     environment,
     read_record,
@@ -95,25 +97,29 @@ def test_digest_of_a_file_is_its_sha256_and_missing_names_the_path(tmp_path):
         digest_artifact(tmp_path / "nope.bin")
 
 
-def test_tree_digest_sees_metadata_and_files_but_never_reads_chunks(tmp_path):
+def test_tree_digest_sees_metadata_sizes_and_chunk_checksums(tmp_path):
     store = write_arrays(tmp_path / "s.zarr", {"model": MODEL}, {"train": np.ones((4, 2, 3))}, 2)
     d0 = digest_artifact(store)
     assert d0.startswith("tree:") and digest_artifact(store) == d0
-    chunk = next(
-        p
-        for p in store.rglob("*")
-        if p.is_file() and p.name != "zarr.json" and "train" in p.parts and "train_rows" not in p.parts
-    )
+    chunk = store / "train/c/0/0/0"
+    # A chunk rewritten in place with other values of the same size: its crc32c trailer changes.
+    zarr.open_group(str(store), mode="r+")["train"][0] = 2.0
+    assert chunk.stat().st_size == len(chunk.read_bytes()) and digest_artifact(store) != d0
+    d1 = digest_artifact(store)
+    # Bit rot under an intact trailer is left to --deep (check_chunks), which reads every chunk.
     data = bytearray(chunk.read_bytes())
     data[0] ^= 0xFF
     chunk.write_bytes(bytes(data))
-    assert digest_artifact(store) == d0  # shallow by design: same size, chunk bytes unread
+    assert digest_artifact(store) == d1
+    assert check_chunks(store) == (4, [f"corrupt chunk: {chunk} (its crc32c does not match its bytes)"])
+    with pytest.raises(ValueError, match="checksum do not match"):
+        zarr.open_group(str(store), mode="r")["train"][:]
     meta = store / "zarr.json"
     meta.write_text(meta.read_text().replace("dino_s", "dino_b"))
-    d1 = digest_artifact(store)
-    assert d1 != d0
+    d2 = digest_artifact(store)
+    assert d2 != d1
     chunk.unlink()
-    assert digest_artifact(store) != d1
+    assert digest_artifact(store) != d2
 
 
 def test_environment_names_versions_host_and_slurm_without_cuda_here(monkeypatch):
@@ -175,8 +181,10 @@ def test_records_hold_every_field(chain):
             "path": str(chain["store"]),
             "digest": digest_artifact(chain["store"]),
             "record": read_record(chain["store"])["id"],
+            "record_sha256": "sha256:" + hashlib.sha256(record_path(chain["store"]).read_bytes()).hexdigest(),
         }
     ]
+    assert rec["content_sha256"] == content_sha256(rec)
     assert rec["params"] == {"lr": pytest.approx(1e-3), "steps": 10, "out": "x"}
     assert type(rec["params"]["steps"]) is int
     assert rec["config"] == {"seed": 0} and rec["seed"] == 0 and rec["wildcards"] == {"dataset": "toy"}
@@ -274,16 +282,49 @@ def test_verify_names_an_upstream_remade_without_rebuilding_its_consumer(chain):
     assert verify(chain["figure"]) == [f"changed: {chain['sae']} (recorded {old}, now {now})"]
 
 
-def test_verify_names_code_changed_since_the_record(chain):
-    path = record_path(chain["sae"])
-    rec = json.loads(path.read_text())
-    rec["code"]["modules"]["vitsae.sae.train"] = "0123456789abcdef"
-    path.write_text(json.dumps(rec))
-    expected = (
-        f"code changed: {chain['sae']} was made by vitsae.sae.train 0123456789abcdef, "
-        f"source is now {source_digest('vitsae.sae.train')}"
-    )
+def test_verify_names_code_changed_since_the_record(chain, monkeypatch):
+    from vitsae.provenance import lineage as lineage_module
+
+    real = lineage_module.source_digest
+    monkeypatch.setattr(lineage_module, "source_digest",
+                        lambda m: "0123456789abcdef" if m == "vitsae.sae.train" else real(m))  # fmt: skip
+    recorded = read_record(chain["sae"])["code"]["modules"]["vitsae.sae.train"]
+    expected = f"code changed: {chain['sae']} was made by vitsae.sae.train {recorded}, source is now 0123456789abcdef"
     assert verify(chain["figure"]) == [expected]
+
+
+def test_verify_names_an_edited_record(chain):
+    path = record_path(chain["sae"])
+    clean = path.read_text()
+    rec = json.loads(clean)
+    rec["params"]["lr"] = 0.5  # an edit to what made it: its id no longer matches
+    path.write_text(json.dumps(rec))
+    problems = verify(chain["figure"])
+    assert any(
+        p.startswith(f"edited record: {path} says id {rec['id']}, its content gives ") for p in problems
+    )
+    rec = json.loads(clean)
+    rec["config"]["seed"] = 7  # outside the id: the record's own content digest sees it
+    path.write_text(json.dumps(rec))
+    problems = verify(chain["figure"])
+    assert any(p.startswith(f"edited record: {path} says content {rec['content_sha256']}") for p in problems)
+    rec["content_sha256"] = content_sha256(rec)  # a careful edit: the consumer's copy of the digest sees it
+    path.write_text(json.dumps(rec))
+    read_as = json.loads(record_path(chain["figure"]).read_text())["inputs"][0]["record_sha256"]
+    now = "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
+    assert verify(chain["figure"]) == [
+        f"edited record: {path} (read by {chain['figure']} as {read_as}, now {now})"
+    ]
+    path.write_text(clean)
+    assert verify(chain["figure"]) == []
+
+
+def test_verify_names_each_config_key_changed_since_the_records(chain):
+    assert verify(chain["figure"], config={"seed": 0}) == []
+    assert verify(chain["figure"], config={"seed": 1, "sweeps": {"paper": {"lr": 0.01}}}) == [
+        "config changed: seed: recorded 0, now 1 (in 4 of 4 records)",
+        'config changed: sweeps.paper.lr: recorded "<absent>", now 0.01 (in 4 of 4 records)',
+    ]
 
 
 def test_verify_names_a_lost_record(chain):
@@ -300,7 +341,7 @@ def test_cli_as_a_module_exit_codes(chain, tmp_path):
             [sys.executable, "-m", "vitsae.cli", *args],
             capture_output=True,
             text=True,
-            cwd=REPO,
+            cwd=tmp_path,  # no Snakemake run there: the config is not compared
             timeout=60,
             check=False,
         )

@@ -9,12 +9,21 @@ else the current directory.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from pathlib import Path, PurePath
 from typing import Any
 
-from vitsae.provenance.records import digest_artifact, read_record, record_path, store_attrs
+from vitsae.provenance.records import (
+    content_sha256,
+    digest_artifact,
+    read_record,
+    record_digest,
+    record_id,
+    record_path,
+    store_attrs,
+)
 from vitsae.provenance.source import source_digest
 
 
@@ -90,20 +99,45 @@ def lineage(artifact: str | os.PathLike) -> dict:
 # Verification
 
 
-def verify(artifact: str | os.PathLike) -> list[str]:
+def verify(artifact: str | os.PathLike, config: Mapping | None = None) -> list[str]:
     """Recompute every digest along ``artifact``'s lineage; one line per problem (empty: all good).
 
     Checked: each recorded artifact against its own record, each input against the digest its
     consumer recorded (so a re-made upstream that its consumers were not rebuilt from is caught),
-    and each record's module digests against the current source.
+    each record's module digests against the current source, each record against its own id and
+    against the sha256 its consumers recorded of it (an edited record), and, given ``config`` (today's
+    resolved config), each record's config against it, one line per changed key.
     """
-    return verify_lineage(lineage(artifact))
+    return verify_lineage(lineage(artifact), config)
 
 
-def verify_lineage(lin: Mapping) -> list[str]:
+def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` → ``{"a.b": 1}``; lists stay values."""
+    if isinstance(obj, Mapping):
+        out: dict[str, Any] = {}
+        for k, v in obj.items():
+            out.update(flatten(v, f"{prefix}{k}."))
+        return out
+    return {prefix[:-1]: obj}
+
+
+def config_changes(recorded: Mapping, now: Mapping) -> list[tuple[str, Any, Any]]:
+    """``(key, recorded value, value now)`` for every dotted key whose value differs (``<absent>`` where
+    one side lacks it), in key order; both sides compared as JSON values."""
+    old, new = (
+        flatten(json.loads(json.dumps(recorded, default=str))),
+        flatten(json.loads(json.dumps(now, default=str))),
+    )
+    return [(k, old.get(k, "<absent>"), new.get(k, "<absent>")) for k in sorted(set(old) | set(new))
+            if old.get(k, "<absent>") != new.get(k, "<absent>")]  # fmt: skip
+
+
+def verify_lineage(lin: Mapping, config: Mapping | None = None) -> list[str]:
     """:func:`verify` on a lineage already walked."""
     base = Path(lin["workdir"])
     problems: list[str] = []
+    changed_keys: dict[tuple[str, str, str], int] = {}
+    record_sha: dict[str, str | None] = {}
     digests: dict[str, str | None] = {}
     sources: dict[str, str | None] = {}
 
@@ -136,6 +170,19 @@ def verify_lineage(lin: Mapping) -> list[str]:
         if node.get("leaf"):
             continue  # checked below, against what each consumer recorded
         check(path, node["digest"])
+        if "id" in node and record_id(node) != node["id"]:
+            problems.append(
+                f"edited record: {record_path(path)} says id {node['id']}, its content gives {record_id(node)}"
+            )
+        elif "content_sha256" in node and content_sha256(node) != node["content_sha256"]:
+            problems.append(
+                f"edited record: {record_path(path)} says content {node['content_sha256']}, "
+                f"its content gives {content_sha256(node)}"
+            )
+        if config is not None and "config" in node:
+            for key, was, now in config_changes(node["config"], config):
+                line = (key, json.dumps(was), json.dumps(now))
+                changed_keys[line] = changed_keys.get(line, 0) + 1
         for module, recorded in node.get("code", {}).get("modules", {}).items():
             if module not in sources:
                 try:
@@ -149,6 +196,25 @@ def verify_lineage(lin: Mapping) -> list[str]:
                 )
         for entry in node.get("inputs", []):
             check(entry["path"], entry["digest"])
+            recorded = entry.get("record_sha256")
+            upstream = lin["nodes"].get(entry["path"], {})
+            # A re-made or lost upstream is named above; its record's bytes are checked only otherwise.
+            if (
+                recorded is not None
+                and not upstream.get("missing")
+                and current(entry["path"]) == entry["digest"]
+            ):
+                src = entry["path"]
+                if src not in record_sha:
+                    record_sha[src] = record_digest(resolve(base, src))
+                if record_sha[src] != recorded:
+                    line = (f"edited record: {record_path(src)} (read by {path} as {recorded}, "
+                            f"now {record_sha[src] or 'missing'})")  # fmt: skip
+                    if line not in problems:
+                        problems.append(line)
+    n_records = sum(1 for n in lin["nodes"].values() if "config" in n)
+    for (key, was, now), n in changed_keys.items():
+        problems.append(f"config changed: {key}: recorded {was}, now {now} (in {n} of {n_records} records)")
     return problems
 
 

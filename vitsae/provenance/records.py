@@ -2,7 +2,8 @@
 
 Every rule's job ends with :func:`write_record`, which puts ``<artifact>.prov.json`` beside each of its
 outputs (for a Zarr store ``x.zarr`` the record is ``x.zarr.prov.json``, outside the store). A record
-holds the rule, wildcards, inputs with their digests and their own records' ids, params, the config
+holds the rule, wildcards, inputs with their digests, their own records' ids and the sha256 of those
+record files (so an edited record is named by its consumers' verification), params, the config
 subset, the code (git commit, dirty flag, diff digest, package version, digests of the modules the
 rule ran), the environment, the seed and the times. Its ``id`` depends only on what the artifact *is*
 and how it was made (not on times or host), so a bitwise-identical rerun gets the same id.
@@ -62,10 +63,14 @@ def record_path(artifact: str | os.PathLike) -> Path:
 def digest_artifact(path: str | os.PathLike) -> str:
     """``"sha256:<hex>"`` of a file's bytes, or ``"tree:<hex>"`` of a directory (a Zarr store).
 
-    The tree digest is *shallow*: sha256 over the sorted (relative posix path, size) of every file
-    plus the bytes of every Zarr metadata file (``zarr.json``; its attrs name the model, weights and
-    manifest), leaving out Snakemake's ``.snakemake_timestamp``. Chunk data is never read, so a store of any size digests in milliseconds; a change
-    inside a chunk that keeps its size goes unseen (a deleted, added or resized chunk does not).
+    The tree digest is *shallow*: sha256 over the sorted (relative posix path, size, last 4 bytes) of
+    every file plus the bytes of every Zarr metadata file (``zarr.json``; its attrs name the model,
+    weights and manifest), leaving out Snakemake's ``.snakemake_timestamp``. A store's chunks end in
+    their crc32c (:func:`vitsae.data.store.create_split`), so the last 4 bytes of a chunk stand for all
+    of it: a chunk rewritten in place with other data changes the digest, while only 4 bytes are read
+    per file, so a store of any size digests in well under a second. A change that keeps a chunk's
+    checksum (bit rot under an intact trailer) is what ``vitsae verify --deep`` finds, by reading every
+    chunk (:func:`vitsae.data.store.check_chunks`).
     """
     path = Path(path)
     if path.is_file():
@@ -85,9 +90,15 @@ def digest_artifact(path: str | os.PathLike) -> str:
                 full = Path(dirpath, name)
                 files.append((full.relative_to(path).as_posix(), full))
         for rel, full in sorted(files):
-            h.update(f"{rel}\0{full.stat().st_size}\n".encode())
             if full.name in ZARR_METADATA:
+                h.update(f"{rel}\0{full.stat().st_size}\n".encode())
                 h.update(full.read_bytes() + b"\0")
+                continue
+            with open(full, "rb") as f:
+                size = f.seek(0, os.SEEK_END)
+                f.seek(max(0, size - 4))
+                tail = f.read(4)
+            h.update(f"{rel}\0{size}\0{tail.hex()}\n".encode())
         return f"tree:{h.hexdigest()}"
     raise FileNotFoundError(f"{path}: no such file or directory, so it cannot be digested")
 
@@ -229,6 +240,13 @@ def record_id(record: Mapping) -> str:
     return hashlib.sha256(_canonical(core)).hexdigest()[:16]
 
 
+def content_sha256(record: Mapping) -> str:
+    """sha256 of everything in a record but this digest itself (``content_sha256``): verify recomputes
+    it, so an edit anywhere in a record (its config, its times) is seen, the root's included."""
+    rest = {k: v for k, v in record.items() if k != "content_sha256"}
+    return f"sha256:{hashlib.sha256(_canonical(rest)).hexdigest()}"
+
+
 def _iso(t: float) -> str:
     return dt.datetime.fromtimestamp(t, tz=dt.timezone.utc).isoformat()
 
@@ -249,11 +267,18 @@ def store_attrs(path: Path) -> dict | None:
     return None
 
 
-def _read_id(artifact: Path) -> str | None:
+def _read_id(artifact: Path) -> tuple[str | None, str | None]:
+    """The id of ``artifact``'s record and the sha256 of the record file's bytes (None, None: no record)."""
     try:
-        return json.loads(record_path(artifact).read_text()).get("id")
+        data = record_path(artifact).read_bytes()
+        return json.loads(data).get("id"), f"sha256:{hashlib.sha256(data).hexdigest()}"
     except (OSError, ValueError, AttributeError):
-        return None
+        return None, None
+
+
+def record_digest(artifact: str | os.PathLike) -> str | None:
+    """sha256 of the bytes of ``artifact``'s record file, as its consumers keep it (None: no record)."""
+    return _read_id(Path(artifact))[1]
 
 
 def write_json(path: str | os.PathLike, data: Any) -> Path:
@@ -291,11 +316,14 @@ def write_record(
     wildcards = _jsonable(wildcards, f"rule {rule}: wildcards")
     params = _jsonable(params, f"rule {rule}: params")
     config = _jsonable(config, f"rule {rule}: config")
-    input_entries = [
-        {"path": str(p), "digest": _digest(p, f"rule {rule}: input {p} does not exist, so its provenance "
-                                              "cannot be recorded"), "record": _read_id(Path(p))}
-        for p in inputs
-    ]  # fmt: skip
+    input_entries = []
+    for p in inputs:
+        digest = _digest(p, f"rule {rule}: input {p} does not exist, so its provenance cannot be recorded")
+        rid, rsha = _read_id(Path(p))
+        entry = {"path": str(p), "digest": digest, "record": rid}
+        if rsha is not None:  # the record as its consumer read it: an edit to it is seen by verify
+            entry["record_sha256"] = rsha
+        input_entries.append(entry)
     code = code_version(list(modules))
     env = environment()
     written = []
@@ -325,6 +353,7 @@ def write_record(
             # Kept in the record so the lineage still names the weights after the store is deleted.
             record["store"] = {k: attrs.get(k) for k in ("model", "weights", "manifest_sha256")}
         record["id"] = record_id(record)
+        record["content_sha256"] = content_sha256(record)
         path = record_path(out_path)
         write_json(path, record)
         written.append(path)

@@ -1,5 +1,6 @@
 # The run (its config validated once and typed: vitsae.config), the run's names, and the input
 # functions and params of the rule files. Every path comes from vitsae.layout.
+import os
 import re
 import sys
 from pathlib import Path
@@ -17,6 +18,7 @@ from vitsae.layout import (
     CONCEPTS_SHUFFLED,
     CONCEPTS_SHUFFLED_NULL,
     CRATE,
+    CRATE_METADATA,
     EVAL,
     FEATURES,
     FIGURE,
@@ -46,6 +48,9 @@ RUN = load(
 )
 config.clear()
 config.update(RUN.config)
+if workflow.is_main_process and not workflow.dryrun:
+    # The config files this run reads, for `vitsae verify` to compare each record's config with today's.
+    layout.remember_configfiles(workflow.configfiles)
 
 DATASETS = list(RUN.datasets)
 GENERATED = [d for d, ds in RUN.datasets.items() if ds.generate is not None]
@@ -242,3 +247,19 @@ def claim_inputs(wildcards=None):
         "cfgs": [f"{SAE_DIR.format(**k)}/cfg.json" for k in FEATURE_KEYS],
         "clusters": layout.cluster_tables(RUN),
     }
+
+
+def rule_sources(wildcards):
+    """Each rule's file and script, relative to the workflow's base directory, for the crate's
+    steps (one per rule) and tools (the script each rule's jobs ran)."""
+    base = Path(workflow.basedir)
+    sources = {}
+    for r in workflow.rules:
+        script = None
+        if r.script:
+            script = os.path.relpath(Path(str(r.basedir)) / r.script, base)
+        sources[r.name] = {
+            "snakefile": os.path.relpath(str(r.snakefile), base),
+            "script": script,
+        }
+    return sources

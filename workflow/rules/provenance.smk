@@ -1,5 +1,6 @@
 # Provenance a reviewer can open: each figure's full upstream graph as one page and as JSON, and the
-# run as a Workflow Run RO-Crate (workflow, parameters, inputs and every output).
+# run as a Workflow Run and Provenance Run RO-Crate rooted at results/ (workflow, parameters, inputs,
+# one action per job, every output described in place).
 
 
 rule lineage:
@@ -35,7 +36,10 @@ rule ro_crate:
         artifacts=layout.run_artifacts(RUN),
         pages=[p.format(figure=f) for f in FIGURES for p in (LINEAGE_HTML, LINEAGE_JSON)],
     output:
-        directory(CRATE),
+        # The crate's root is results/: its metadata file sits there and describes every artifact in
+        # place; CRATE holds the copies of what lives outside results/ (workflow, resolved config).
+        copies=directory(CRATE),
+        metadata=CRATE_METADATA,
     log:
         log("ro_crate", "all"),
     benchmark:
@@ -46,6 +50,7 @@ rule ro_crate:
     params:
         # The crate holds the resolved config: any change to it remakes the crate.
         config_digest=RUN.digest(),
+        rule_sources=rule_sources,
         code=code("ro_crate"),
     script:
         "../scripts/ro_crate.py"

@@ -1,4 +1,5 @@
-"""Rule ro_crate: the run as a Workflow Run RO-Crate (vitsae.provenance.crate)."""
+"""Rule ro_crate: the run as a Workflow Run and Provenance Run RO-Crate rooted at results/
+(vitsae.provenance.crate)."""
 
 from pathlib import Path
 
@@ -8,8 +9,8 @@ from vitsae import runtime
 from vitsae.provenance.crate import write_crate
 
 runtime.run(snakemake, lambda: write_crate(
-    snakemake.output[0], finals=list(snakemake.input.finals), artifacts=list(snakemake.input.artifacts),
-    copies=[*snakemake.input.finals, *snakemake.input.pages], config=dict(snakemake.config),
+    snakemake.output.copies, metadata=snakemake.output.metadata, finals=list(snakemake.input.finals),
+    artifacts=[*snakemake.input.artifacts, *snakemake.input.pages], config=dict(snakemake.config),
     workflow_dir=Path(snakemake.scriptdir).resolve().parent.parent,  # scriptdir is workflow/scripts
-    snakemake_version=_snakemake_pkg.__version__,
+    rule_sources=snakemake.params.rule_sources, snakemake_version=_snakemake_pkg.__version__,
 ))  # fmt: skip
