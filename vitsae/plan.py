@@ -35,6 +35,7 @@ import yaml
 from vitsae import layout
 from vitsae.config import ConfigError, build, check_models, validate
 from vitsae.data.models import ModelShape, model_shape
+from vitsae.data.store import store_bytes
 from vitsae.sae.settings import sweep_specs
 
 #: Full-model forward, img/s on one H100/H200-class GPU (bf16, batch 256), by (arch, image size).
@@ -83,7 +84,7 @@ class StorePlan:
 
     @property
     def bytes(self) -> int:
-        return self.n_images * self.tokens * self.d_model * 2
+        return store_bytes(self.n_images, self.tokens, self.d_model)
 
     @property
     def gpu_hours(self) -> float:

@@ -489,7 +489,7 @@ def _space_error(out_path: Path, tmp: Path, dataset: str, n: int, n_tokens: int,
     """Remove the unfinished store ``tmp``; the error names the store and the bytes it needs: its
     activations, ``n`` images × ``n_tokens`` × ``d`` × 2 bytes (fp16), as ``vitsae plan`` sizes a store."""
     shutil.rmtree(tmp, ignore_errors=True)
-    needed = n * n_tokens * d * 2
+    needed = store.store_bytes(n, n_tokens, d)
     free = shutil.disk_usage(out_path.parent).free if out_path.parent.exists() else 0
     return StoreSpaceError(
         errno.ENOSPC,

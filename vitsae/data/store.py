@@ -407,6 +407,12 @@ def write_arrays(
     return final
 
 
+def store_bytes(n_images: int, n_tokens: int, d: int) -> int:
+    """The bytes of a store's activations: ``n_images`` × ``n_tokens`` × ``d`` fp16 values (what
+    ``vitsae plan`` reports and a full disk's error asks for)."""
+    return n_images * n_tokens * d * 2
+
+
 def data_key(path: str | os.PathLike, split: str, token_kind: str) -> str:
     """What a reader of ``split``'s ``token_kind`` tokens gets from the store at ``path``, as a sha256: the
     store's metadata (the group's ``zarr.json``, whose attrs name the manifest's digest, the model and
