@@ -88,6 +88,32 @@ class VisionModel:
             (prefix_BRD,) = out["image_intermediates_prefix"]
         return torch.cat([prefix_BRD, patches_BPD], dim=1)
 
+    @torch.inference_mode()
+    def finish(self, acts_BTD: torch.Tensor, layer: int) -> torch.Tensor:
+        """The model's final image representation ``[B, D_out]`` from block ``layer``'s output (all tokens,
+        as :meth:`block_output` gives them): blocks ``layer + 1`` to the last, then the model's own head.
+        DINOv2 (timm, no classifier): ``norm``, then ``forward_head`` (the CLS token); CLIP (open_clip):
+        ``_pool`` (``ln_post`` and the CLS token, in the model's order) and ``proj``, the image embedding.
+        ``finish(block_output(x, l), l)`` is the full forward pass, ``module(x)``."""
+        self.check_layer(layer)
+        if acts_BTD.shape[1] != self.token_layout["n_tokens"]:
+            raise ValueError(
+                f"model '{self.spec.name}' has {self.token_layout['n_tokens']} tokens per image, "
+                f"got {acts_BTD.shape[1]}: finish() needs all tokens of block {layer}'s output"
+            )
+        param = next(self.module.parameters())
+        x_BTD = acts_BTD.to(device=param.device, dtype=param.dtype)
+        if self.spec.family == "dinov2":
+            for block in self.module.blocks[layer + 1 :]:
+                x_BTD = block(x_BTD)
+            return self.module.forward_head(self.module.norm(x_BTD))
+        transformer = self.module.transformer
+        x = x_BTD if transformer.batch_first else x_BTD.transpose(0, 1)
+        for block in transformer.resblocks[layer + 1 :]:
+            x = block(x, attn_mask=None)
+        pooled_BD, _ = self.module._pool(x if transformer.batch_first else x.transpose(0, 1))
+        return pooled_BD if self.module.proj is None else pooled_BD @ self.module.proj
+
     def blocks(self) -> torch.nn.ModuleList:
         """The transformer blocks, for forward hooks (tests compare hooks to ``block_output``)."""
         if self.spec.family == "dinov2":
