@@ -2,7 +2,10 @@
 cards, and which planted concepts the SAEs recover."""
 
 import json
+import shutil
+import subprocess
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -11,9 +14,11 @@ from pypdf import PdfReader
 from workflow_helpers import DEMO_CONFIG
 
 from vitsae import layout
+from vitsae.analysis.decoders import KIND_LABELS, KINDS
 from vitsae.analysis.planted import planted_recovery
 from vitsae.config import build, validate
 from vitsae.data.demo import PLANTED
+from vitsae.data.store import attrs_json
 from vitsae.layout import FIGURES
 from vitsae.sae.settings import sweep_ids
 
@@ -44,11 +49,41 @@ def test_findings_have_one_row_per_sae_with_ci_and_null(demo):
         assert FIGURES[name].split(":")[0] in text and "demo: synthetic data, random weights" in text, name
 
 
-def test_feature_level_transfer_has_every_kind_of_pair(demo):
+def test_feature_level_transfer_has_every_kind_of_pair(demo, tmp_path):
     table = pd.read_csv(demo / "results/tables/transfer_features.csv")
-    assert set(table["kind"]) == {"cross", "cross-same-seed", "ceiling", "floor"}
-    mean = table.groupby("kind")["mean_best_ab"].mean()
-    assert mean["floor"] < mean["cross"] and mean["floor"] < mean["ceiling"]
+    assert set(table["kind"]) == set(KINDS)
+    # the demo has 2 seeds per setting: 2 seed pairs of each kind per (model, setting), their min-max range
+    assert (table["n_pairs"] == 2).all() and (table["ci_method"] == "range").all()
+    for _, g in table.groupby(["kind", "model", "setting"]):
+        assert g["mean_best_ab_ci_low"].iloc[0] == pytest.approx(g["mean_best_ab"].min(), abs=1e-5)
+        assert g["mean_best_ab_ci_high"].iloc[0] == pytest.approx(g["mean_best_ab"].max(), abs=1e-5)
+    # the covariance floor is drawn from the stores' (anisotropic) activations: it is not the isotropic one
+    floors = table[table["kind"].str.startswith("floor")].pivot_table(
+        "mean_best_ab", ["model", "setting", "sae_a"], "kind"
+    )
+    assert (floors["floor-covariance"] > floors["floor-isotropic"] + 0.1).all()
+    cov = table[table["kind"] == "floor-covariance"]
+    d_model = {m: attrs_json(demo / "results/activations/imagenet-demo" / m / "layer10.zarr")["d_model"]
+               for m in cov["model"]}  # fmt: skip
+    assert (cov["cov_tokens"] > 1000).all()
+    assert (cov["cov_effective_dim"] < 0.5 * cov["model"].map(d_model)).all()
+    # the figure explains its pair kinds, has its lineage page down to the stores, and renders as an image
+    pdf = demo / "results/figures/transfer_features.pdf"
+    text = PdfReader(pdf).pages[0].extract_text()
+    assert all(KIND_LABELS[k] in text for k in KINDS) and "initial decoder" in text
+    lineage = json.loads((demo / layout.LINEAGE_JSON.format(figure="transfer_features")).read_text())
+    assert (demo / layout.LINEAGE_HTML.format(figure="transfer_features")).exists()
+    stores = {str(p.relative_to(demo)) for p in (demo / "results/activations").glob("*/*/layer10.zarr")}
+    figure = lineage["root"]
+    assert stores and stores <= {src for src, dst in lineage["edges"] if dst == figure}  # read by the rule
+    if shutil.which("pdftoppm") is None:
+        pytest.skip("pdftoppm (poppler-utils) is not installed: the figure is not rendered")
+    subprocess.run(
+        ["pdftoppm", "-png", "-r", "60", "-singlefile", str(pdf), str(tmp_path / "fig")], check=True
+    )
+    with Image.open(tmp_path / "fig.png") as im:
+        gray = np.asarray(im.convert("L"), dtype=np.float32)
+    assert gray.shape[1] > 500 and gray.shape[0] > gray.shape[1] and gray.std() > 10
 
 
 def test_every_sae_has_cards_with_captions(demo):
