@@ -33,6 +33,7 @@ from vitsae.analysis.settings import (
     ImageNetRules,
     INatRules,
     QualitySettings,
+    TransferSettings,
 )
 from vitsae.atomic import atomic_write
 from vitsae.data.settings import (
@@ -358,6 +359,7 @@ class Run:
     sweeps: dict[str, Sweep]
     evaluation: Evaluation
     transfer_saes: tuple[tuple[str, str], ...]
+    transfer: TransferSettings
     features: Features
     concepts: Concepts
     n_boot: int
@@ -437,12 +439,23 @@ def build(config: dict) -> Run:
     return Run(
         run_name=config["run_name"], demo=bool(config["demo"]), seed=seed, device=config["device"],
         datasets=datasets, models=models, extraction=extraction, sweeps=sweeps,
-        evaluation=Evaluation(ev["split"], float(ev["dense_threshold"])), transfer_saes=transfer,
+        evaluation=Evaluation(ev["split"], float(ev["dense_threshold"])), transfer_saes=transfer, transfer=_transfer(config["transfer"]),
         features=Features(features, fe["split"], int(fe["top_k"]), int(fe["batch_tokens"])),
         concepts=Concepts(int(co["thumbnail_size"]), rules["imagenet"], rules["inat"]),
         n_boot=int(config["findings"]["n_boot"]), cards=Cards(int(ca["per_label"]), int(ca["n_images"])),
         claims=_claims(config, features), shuffled_labels=tuple(config["controls"]["shuffled_labels"]),
         config=config, quality=_quality(config["quality"]),
+    )  # fmt: skip
+
+
+def _transfer(t: dict) -> TransferSettings:
+    """The ``transfer`` section typed, but for ``saes`` (:attr:`Run.transfer_saes`)."""
+    return TransferSettings(
+        max_extrapolation=float(t["max_extrapolation"]), gap_margin=float(t["gap_margin"]),
+        min_accuracy_recovered=float(t["min_accuracy_recovered"]), probe=t["probe"], ridge=float(t["ridge"]),
+        probe_max_images=int(t["probe_max_images"]), min_accuracy_span=float(t["min_accuracy_span"]),
+        label_map=tuple(sorted(t["label_map"].items())), floor_draws=int(t["floor_draws"]), n_null=int(t["n_null"]),
+        baseline_tokens=int(t["baseline_tokens"]),
     )  # fmt: skip
 
 

@@ -11,7 +11,10 @@ In data-flow order::
     results/activations/{dataset}/{model}/layer{layer}.zarr            one store per (dataset, model, layer)
     results/sae/{dataset}/{model}/layer{layer}/{sweep}/{sae_id}/       sae.safetensors, cfg.json, train_log.csv
     results/eval/{dataset}/{model}/layer{layer}/{sweep}/{sae_id}/{eval_dataset}.json
+    results/transfer/baselines/{model}/layer{layer}.csv                finding 3: PCA and re-centred baselines
+    results/transfer/downstream/{dataset}/{model}/layer{layer}.csv     finding 3: accuracy recovered
     results/features/{dataset}/{model}/layer{layer}/{sweep}/{sae_id}/  per-feature statistics
+    results/features_on/{eval_dataset}/{dataset}/.../{sae_id}/         ... of an SAE on another dataset
     results/thumbnails/{dataset}/{split}.npz                           model-free image descriptors
     results/tables/concepts/{dataset}/{model}/layer{layer}/{sweep}.csv (and .null.csv; .shuffled[.null].csv)
     results/tables/clusters/{dataset}/{model}/layer{layer}/{sweep}.csv feature clusters ("concepts")
@@ -43,7 +46,16 @@ SAE_DIR = "results/sae/{dataset}/{model}/layer{layer}/{sweep}/{sae_id}"
 SAE_FILES = ("sae.safetensors", "cfg.json", "train_log.csv")  # the files of an SAE_DIR
 TRAIN_STATE = "results/.state/sae/{dataset}/{model}/layer{layer}/{sweep}"
 EVAL = "results/eval/{dataset}/{model}/layer{layer}/{sweep}/{sae_id}/{eval_dataset}.json"
+#: Finding 3's baselines per (model, layer): PCA fitted on the source, the source SAE re-centred on the target.
+BASELINES = "results/transfer/baselines/{model}/layer{layer}.csv"
+#: Downstream fidelity on one dataset ({dataset}: the evaluated one) of every transfer SAE of (model, layer).
+DOWNSTREAM = "results/transfer/downstream/{dataset}/{model}/layer{layer}.csv"
 FEATURES = "results/features/{dataset}/{model}/layer{layer}/{sweep}/{sae_id}"
+#: Statistics of the SAE trained on {dataset} computed on {eval_dataset}'s store (features on the other
+#: dataset), and their concept table in {eval_dataset}'s format, with its null table.
+FEATURES_ON = "results/features_on/{eval_dataset}/{dataset}/{model}/layer{layer}/{sweep}/{sae_id}"
+CONCEPTS_ON = "results/tables/concepts_on/{eval_dataset}/{dataset}/{model}/layer{layer}/{sweep}.csv"
+CONCEPTS_ON_NULL = "results/tables/concepts_on/{eval_dataset}/{dataset}/{model}/layer{layer}/{sweep}.null.csv"
 THUMBNAILS = "results/thumbnails/{dataset}/{split}.npz"
 CONCEPTS = "results/tables/concepts/{dataset}/{model}/layer{layer}/{sweep}.csv"
 CONCEPTS_NULL = "results/tables/concepts/{dataset}/{model}/layer{layer}/{sweep}.null.csv"
@@ -68,7 +80,8 @@ FIGURES: dict[str, str] = {
     "semantic_abstraction": "Finding 1: abstract semantic features (share of live SAE features)",
     "traits": "Finding 2: morphological-trait features among animal features",
     "transfer_features": "SAE transfer at the feature level: decoder directions across datasets",
-    "claims": "Findings 1 and 2 tested: difference between models at matched L0, with 95% CI and verdict",
+    "transfer_labels": "SAE transfer at the feature level: do features keep their label on the other dataset?",
+    "claims": "Findings tested: each claim's statistic at matched L0, with its 95% CI and verdict",
     "spec_curve": "Specification curve: the difference between models over every labelling threshold",
 }
 #: ... and those drawn once per sweep: ``{kind}-{sweep}`` → title with the sweep's name.
@@ -79,7 +92,9 @@ PER_SWEEP: dict[str, str] = {
 }
 #: The findings' tables (beside the transfer and Pareto tables).
 FINDINGS_TABLES = ("semantic_abstraction", "semantic_abstraction_shares", "traits", "traits_shares",
-                   "transfer_features", "claims", "spec_curve", "controls")  # fmt: skip
+                   "transfer_features", "transfer_labels", "claims", "spec_curve", "controls")  # fmt: skip
+#: Finding 3's tables beside ``transfer``: the gap at matched L0 with baselines, downstream accuracy recovered.
+TRANSFER_TABLES = ("transfer_matched", "transfer_downstream")
 
 _FIELD = re.compile(r"\{(\w+)\}")
 
@@ -170,6 +185,30 @@ def evals(run: Run, picked: Iterable[tuple[str, str]] | None = None, in_domain: 
     ]
 
 
+def transfer_saes(run: Run, model: str, layer: int) -> list[dict]:
+    """The place of every SAE of ``transfer.saes`` on (model, layer), from every training dataset."""
+    return [k for k in _sae_keys(run, run.transfer_saes) if k["model"] == model and k["layer"] == int(layer)]
+
+
+def transfer_model_layers(run: Run) -> list[tuple[str, int]]:
+    """(model, layer) with SAEs in ``transfer.saes``: each gets downstream accuracies on every dataset and,
+    when the run has two datasets or more, finding 3's baselines."""
+    return [(m, layer) for m, layer in model_layers(run) if transfer_saes(run, m, layer)]
+
+
+def baselines(run: Run) -> list[str]:
+    """One baselines table per :func:`transfer_model_layers` entry (none with a single dataset)."""
+    if len(run.datasets) < 2:
+        return []
+    return [BASELINES.format(model=m, layer=layer) for m, layer in transfer_model_layers(run)]
+
+
+def downstream(run: Run) -> list[str]:
+    """One downstream table per dataset and :func:`transfer_model_layers` entry."""
+    return [DOWNSTREAM.format(dataset=d, model=m, layer=layer) for d in run.datasets
+            for m, layer in transfer_model_layers(run)]  # fmt: skip
+
+
 def feature_saes(run: Run) -> dict[str, list[str]]:
     """sweep → the ids of its SAEs that ``features.saes`` picks (config order)."""
     out: dict[str, list[str]] = {}
@@ -247,20 +286,23 @@ def figures(run: Run) -> dict[str, str]:
 def final_tables(run: Run) -> list[str]:
     """The paper's tables: transfer, each sweep's Pareto and quality tables, the findings'."""
     per_sweep = [f"{kind}-{s}" for kind in ("pareto", "quality") for s in run.sweeps]
-    names = ["transfer", *per_sweep, *FINDINGS_TABLES]
+    names = ["transfer", *TRANSFER_TABLES, *per_sweep, *FINDINGS_TABLES]
     return [TABLE.format(table=n) for n in names]
 
 
 def run_artifacts(run: Run) -> list[str]:
     """Every artifact the run makes below the figures: manifests, stores, SAE files, evaluations (in-domain,
     and across datasets for ``transfer.saes``),
-    thumbnails, statistics, concept tables and cards (the RO-Crate lists them all, including those no
-    figure reads, such as training logs)."""
+    thumbnails, statistics, concept tables and cards, and the statistics and concept tables of SAEs read on
+    the other datasets (the RO-Crate lists them all, including those no figure reads, such as training
+    logs)."""
     return [
         *(MANIFEST.format(dataset=d) for d in run.datasets),
         *stores(run),
         *(f"{s}/{f}" for s in sae_dirs(run) for f in SAE_FILES),
         *dict.fromkeys([*evals(run, in_domain=True), *evals(run, run.transfer_saes)]),
+        *baselines(run),
+        *downstream(run),
         *thumbnails(run),
         *(FEATURES.format(**k) for k in feature_keys(run)),
         *concept_tables(run),
@@ -269,4 +311,34 @@ def run_artifacts(run: Run) -> list[str]:
         *shuffled_tables(run, null=True),
         *cluster_tables(run),
         *card_dirs(run),
+        *features_on(run),
+        *concepts_on_tables(run),
+        *concepts_on_tables(run, null=True),
     ]
+
+
+# ---------------------------------------------------------------------------------------------
+# Features on the other dataset (rules feature_stats_on_<sweep>, concepts_on_<sweep>, transfer_labels)
+
+
+def transfer_label_keys(run: Run) -> list[tuple[str, str, str, int, str]]:
+    """(eval_dataset, dataset, model, layer, sweep): each concept key of :func:`finding_keys` read on every
+    other dataset that has a concept table (imagenet, inat2021), in finding-key order."""
+    targets = [d for d, ds in run.datasets.items() if ds.format in ("imagenet", "inat2021")]
+    return [(e, d, m, layer, s) for d, m, layer, s in finding_keys(run) for e in targets if e != d]
+
+
+def features_on(run: Run) -> list[str]:
+    """The statistics directory of every SAE of :func:`transfer_label_keys` on the other dataset's store."""
+    return [
+        FEATURES_ON.format(eval_dataset=e, dataset=d, model=m, layer=layer, sweep=s, sae_id=i)
+        for e, d, m, layer, s in transfer_label_keys(run)
+        for i in feature_saes(run)[s]
+    ]
+
+
+def concepts_on_tables(run: Run, null: bool = False) -> list[str]:
+    """The concept table (or null table) of every :func:`transfer_label_keys` entry."""
+    pattern = CONCEPTS_ON_NULL if null else CONCEPTS_ON
+    return [pattern.format(eval_dataset=e, dataset=d, model=m, layer=layer, sweep=s)
+            for e, d, m, layer, s in transfer_label_keys(run)]  # fmt: skip

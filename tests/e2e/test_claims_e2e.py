@@ -22,6 +22,7 @@ VERDICTS = {"supported", "not supported", "inconclusive", "not comparable"}
 def test_claims_table_has_every_column_and_one_row_per_declared_comparison(demo):
     claims = pd.read_csv(demo / "results/tables/claims.csv")
     assert list(claims.columns) == CLAIMS_COLUMNS
+    claims = claims[claims["claim"] != 3]  # finding 3's rows: tests/e2e/test_transfer_e2e.py
     assert list(claims["comparison"]) == [c.name for c in RUN.claims.comparisons]
     assert set(claims["verdict"]) <= VERDICTS and claims["reason"].str.len().gt(10).all()
     comparable = claims[claims["verdict"] != "not comparable"]

@@ -44,7 +44,8 @@ def test_lineage_page_of_the_figure(demo):
     cfg = yaml.safe_load(DEMO_CONFIG.read_text())
     assert lin["root"] == FIGURE and lin["title"] == FIGURES["transfer"]
     records = {p for p, n in lin["nodes"].items() if not n.get("leaf") and not n.get("missing")}
-    # down to every manifest, store, SAE (weights and cfg) and evaluation, and every model's weights
+    # down to every manifest, store, SAE (weights and cfg), evaluation, baseline and downstream table, and
+    # every model's weights
     results = demo / "results"
     # the SAEs of transfer.saes (the paper sweep; the control sweeps are not in the transfer figure)
     upstream = {
@@ -55,6 +56,8 @@ def test_lineage_page_of_the_figure(demo):
             *results.glob("sae/*/*/*/paper/*/sae.safetensors"),
             *results.glob("sae/*/*/*/paper/*/cfg.json"),
             *results.glob("eval/*/*/*/paper/**/*.json"),
+            *results.glob("transfer/baselines/*/layer*.csv"),  # finding 3's baselines
+            *results.glob("transfer/downstream/*/*/layer*.csv"),  # and downstream accuracies
             results / "figures/transfer.pdf",
         ]
         if not p.name.endswith(RECORD_SUFFIX)

@@ -34,6 +34,8 @@ N_FIGURES = len(layout.figures(RUN))  # transfer, findings 1 and 2, feature-leve
 # Every figure a paper-sweep change remakes (transfer, its training curves, Pareto plot and quality checks),
 # then each figure's lineage page and the run's RO-Crate (they read every record upstream).
 FIGURE_AND_AFTER = {"transfer": 1, "training_curves": 1, "pareto": 1, "quality": 1, "ro_crate": 1}
+# Finding 3's jobs that read every transfer SAE: baselines per model, downstream per (dataset, model).
+TRANSFER_JOBS = {"transfer_baselines": len(MODELS), "downstream": len(MODELS) * len(DATASETS)}
 
 
 def features_after(jobs: int, sweeps=("paper",)) -> dict[str, int]:
@@ -45,7 +47,9 @@ def features_after(jobs: int, sweeps=("paper",)) -> dict[str, int]:
         name = sweep.replace("-", "_")
         out.update({f"feature_stats_{name}": jobs, f"clusters_{name}": jobs, f"concepts_{name}": jobs})
     if "paper" in sweeps:
-        out.update({"concepts_shuffled_paper": jobs, "cards_paper": jobs})
+        # the paper SAEs read on the other dataset (finding 3), and whether their labels survive there
+        out.update({"concepts_shuffled_paper": jobs, "cards_paper": jobs, "feature_stats_on_paper": jobs,
+                    "concepts_on_paper": jobs, "transfer_labels": 1})  # fmt: skip
     return out
 
 
@@ -59,7 +63,8 @@ def sae_and_after(ids_per_job: int) -> dict[str, int]:
         "train_sae_paper": jobs,
         "evaluate": jobs * ids_per_job * len(DATASETS),
         **FIGURE_AND_AFTER,
-        "lineage": 9,
+        **TRANSFER_JOBS,
+        "lineage": 10,
         **features_after(jobs),
     }
 
@@ -111,6 +116,7 @@ def test_trainer_edit_reruns_every_sweeps_training_and_what_follows(demo, tree):
         # every SAE on its own dataset, the paper sweep's (transfer.saes) on the other one too
         "evaluate": in_domain + places["paper"] * N_IDS * (len(DATASETS) - 1),
         "transfer": 1,
+        **TRANSFER_JOBS,
         "training_curves": len(SWEEPS),
         "pareto": len(SWEEPS),
         "quality": len(SWEEPS),
@@ -120,14 +126,17 @@ def test_trainer_edit_reruns_every_sweeps_training_and_what_follows(demo, tree):
         **{f"{k}_{s}": places[s] for k in ("feature_stats", "clusters", "concepts") for s in SWEEPS},
         "concepts_shuffled_paper": places["paper"],
         "cards_paper": places["paper"],
+        "feature_stats_on_paper": places["paper"] * (len(DATASETS) - 1),
+        "concepts_on_paper": places["paper"] * (len(DATASETS) - 1),
     }
     assert dry_run(demo, tree) == {}  # put back: nothing to do again
 
 
-def test_a_transfer_figure_edit_reruns_that_figure_and_its_provenance_only(demo, tree):
+def test_a_transfer_figure_edit_reruns_that_figure_the_claims_it_feeds_and_their_provenance_only(demo, tree):
     with edited(tree / "vitsae" / "analysis" / "transfer.py"):
         jobs = dry_run(demo, tree)
-    assert jobs == {"all": 1, "transfer": 1, "lineage": 1, "ro_crate": 1}
+    # the transfer tables feed finding 3's claims rows; no store, SAE, baseline or downstream job
+    assert jobs == {"all": 1, "transfer": 1, "claims": 1, "lineage": 2, "ro_crate": 1}
 
 
 def test_a_chart_edit_reruns_the_figures_and_no_concept_table(demo, tree):
@@ -144,6 +153,7 @@ def test_a_chart_edit_reruns_the_figures_and_no_concept_table(demo, tree):
         "quality": len(SWEEPS),
         "findings": 1,
         "transfer_features": 1,
+        "transfer_labels": 1,
         "spec_curve": 1,
         "claims": 1,
         "controls": 1,
@@ -163,11 +173,13 @@ def test_a_label_rule_edit_reruns_the_concept_tables_and_what_reads_them_but_no_
         **{f"concepts_{s}": places[s] for s in SWEEPS},
         "concepts_shuffled_paper": places["paper"],
         "cards_paper": places["paper"],
+        "concepts_on_paper": places["paper"] * (len(DATASETS) - 1),
+        "transfer_labels": 1,
         "findings": 1,
         "spec_curve": 1,
         "claims": 1,
         "controls": 1,
-        "lineage": 4,
+        "lineage": 5,
         "ro_crate": 1,
     }
 
@@ -202,12 +214,16 @@ def test_one_demo_image_edited_reruns_that_datasets_branch_only(demo, tree):
         **{f"train_sae_{s}": places[s] for s in SWEEPS},
         "evaluate": n_evals + sum(places[s] * len(RUN.sweeps[s].ids) for s in controls),
         "transfer": 1,
+        **TRANSFER_JOBS,
         "training_curves": len(SWEEPS),
         "pareto": len(SWEEPS),
         "quality": len(SWEEPS),
         "lineage": N_FIGURES,
         "ro_crate": 1,
         **features_after(len(MODELS)),
+        # the paper SAEs of both datasets read on the other one: every such job reads inat-demo
+        "feature_stats_on_paper": len(MODELS) * len(DATASETS),
+        "concepts_on_paper": len(MODELS) * len(DATASETS),
         **{f"{k}_{s}": places[s] for k in ("feature_stats", "clusters", "concepts") for s in controls},
     }
     assert dry_run(demo, tree) == {}  # restored: nothing to do again
@@ -225,10 +241,12 @@ def test_a_layer_added_runs_only_the_new_layers_jobs_and_the_figure(demo, tree):
         "train_sae_permuted": len(DATASETS),
         "evaluate": len(DATASETS) ** 2 * N_IDS + len(DATASETS),
         "transfer": 1,
+        "transfer_baselines": 1,
+        "downstream": len(DATASETS),
         "training_curves": 2,
         "pareto": 2,
         "quality": 2,
-        "lineage": 12,
+        "lineage": 13,
         "ro_crate": 1,
         **features_after(len(DATASETS), ("paper", "permuted")),
     }

@@ -11,7 +11,6 @@ from workflow_helpers import DEMO_CONFIG, REPO, job_counts, snakemake
 
 from vitsae import layout
 from vitsae.analysis.quality import COLUMNS
-from vitsae.analysis.transfer import seed_summary
 from vitsae.config import build, validate
 from vitsae.provenance.lineage import lineage
 from vitsae.provenance.records import RECORD_SUFFIX, digest_artifact, read_record
@@ -32,18 +31,23 @@ def test_demo_produces_the_transfer_figure_and_table(demo):
     assert len(df) == len(rows)
     assert (df["in_domain"] == (df["train_dataset"] == df["eval_dataset"])).all()
     assert df["fvu"].between(0, 2).all() and (df["l0"] > 0).all() and df["dead_pct"].between(0, 100).all()
-    # the page parses and shows both models, both datasets, the demo warning, and per setting the FVU
-    # averaged over its seeds with the range over them
+    # the page parses and shows both models, both datasets, the demo warning, and per setting and direction
+    # the gap at matched L0 with its CI over seeds (transfer_matched.csv)
     (page,) = PdfReader(pdf).pages
     text = page.extract_text()
     for name in models + datasets + ["demo: synthetic data, random weights", "SAE transfer"]:
         assert name in text, name
-    summary = seed_summary(df)
-    assert (summary["n_seeds"] == len(as_list(cfg["sweeps"]["paper"]["seed"]))).all()
-    for r in summary.itertuples():
-        assert f"FVU {r.fvu:.3f}" in text
-        assert f"{r.fvu_min:.3f}–{r.fvu_max:.3f} over {r.n_seeds} seeds" in text
+    matched = pd.read_csv(demo / "results/tables/transfer_matched.csv")
+    assert (matched["n_seeds"] == len(as_list(cfg["sweeps"]["paper"]["seed"]))).all()
+    for r in matched.itertuples():
+        label = f"gap {r.gap:+.3f}" + (
+            f" [{r.gap_ci_low:+.3f}, {r.gap_ci_high:+.3f}]" if r.gap_ci_low == r.gap_ci_low else " (1 seed)"
+        )
+        assert label in text, label
     # an SAE reconstructs its own dataset's held-out split better than the other dataset (mean over seeds)
+    summary = df.groupby(["model", "setting", "train_dataset", "eval_dataset"], as_index=False)[
+        ["fvu", "l0"]
+    ].mean()
     for (m, setting, a), g in summary.groupby(["model", "setting", "train_dataset"]):
         fvu = g.set_index("eval_dataset")["fvu"]
         assert fvu[a] < min(fvu[b] for b in datasets if b != a), (m, setting, a, fvu.to_dict())
@@ -156,9 +160,10 @@ def test_every_artifact_has_a_provenance_record_and_the_figure_verifies(demo):
     run = build(validate(yaml.safe_load(DEMO_CONFIG.read_text())))
     n_sae = len(layout.sae_dirs(run))  # every sweep's, the claims' control sweeps included
     n_evals = len(set(layout.evals(run, in_domain=True)) | set(layout.evals(run, run.transfer_saes)))
-    # tables: transfer, a Pareto and a quality table per sweep, findings 1 and 2 with their label shares,
-    # feature-level transfer, claims, specification curve, controls; figures: every one of the run
-    n_tables = 1 + 2 * len(run.sweeps) + 4 + 1 + 3
+    # tables: transfer with its matched-L0 and downstream tables, a Pareto and a quality table per sweep,
+    # findings 1 and 2 with their label shares, feature-level transfer (decoders, labels), claims,
+    # specification curve, controls; figures: every one of the run
+    n_tables = 3 + 2 * len(run.sweeps) + 4 + 2 + 3
     assert n_tables == len(layout.final_tables(run))
     assert len(artifacts) == 2 + 4 + 3 * n_sae + n_evals + n_tables + len(layout.figures(run))
     for a in artifacts:

@@ -46,18 +46,23 @@ def test_the_demo_runs_keys():
     ]
     assert layout.thumbnails(RUN) == ["results/thumbnails/imagenet-demo/train.npz"]  # iNat has no thumbnails
     assert set(layout.figures(RUN)) == {"transfer", "semantic_abstraction", "traits", "transfer_features",
-                                        "claims", "spec_curve", *(f"{kind}-{s}" for kind in ("training", "pareto", "quality")
+                                        "transfer_labels", "claims", "spec_curve", *(f"{kind}-{s}" for kind in ("training", "pareto", "quality")
                                                                   for s in ("paper", "twin", "permuted"))}  # fmt: skip
     assert [t for t in layout.final_tables(RUN) if "/quality-" in t] == [
         f"results/tables/quality-{s}.csv" for s in ("paper", "permuted", "twin")
     ]
     artifacts = layout.run_artifacts(RUN)
-    # manifests, stores, SAE files, evaluations, thumbnails, statistics, concept and null tables, shuffled
-    # tables and their nulls, clusters, cards
+    # manifests, stores, SAE files, evaluations, finding 3's baselines (per model) and downstream tables
+    # (per dataset and model), thumbnails, statistics, concept and null tables, shuffled tables and their
+    # nulls, clusters, cards, and the paper SAEs' statistics, concept and null tables on the other dataset
+    assert layout.baselines(RUN) == [
+        f"results/transfer/baselines/{m}/layer10.csv" for m in ("clip-b16", "dinov2-s14")
+    ]
+    assert len(layout.downstream(RUN)) == 2 * 2
     assert (
         len(artifacts)
         == len(set(artifacts))
-        == 2 + 4 + 28 * 3 + (28 + 16) + 1 + 28 + 10 + 10 + 4 + 4 + 10 + 4
+        == 2 + 4 + 28 * 3 + (28 + 16) + 2 + 4 + 1 + 28 + 10 + 10 + 4 + 4 + 10 + 4 + 16 + 4 + 4
     )
 
 

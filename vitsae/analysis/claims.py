@@ -53,6 +53,7 @@ STATISTICS = {1: findings.ABSTRACT, 2: findings.TRAIT}
 CLAIM_TEXT = {
     1: "CLIP learns abstract semantic relationships, DINOv2 doesn't (share of abstract features)",
     2: "DINOv2 identifies morphological traits in animals more often than CLIP (traits among animal features)",
+    3: "An SAE trained on one dataset transfers to another (gap at matched L0, downstream accuracy recovered)",
 }
 CLAIMS_COLUMNS = [
     "claim", "comparison", "role", "statistic", "dataset", "layer", "architecture", "sweep", "favoured", "favoured_sweep",
@@ -61,8 +62,11 @@ CLAIMS_COLUMNS = [
     "p_min", "n_relabelings", "p_holm", "spec_cells", "spec_agreement", "delta_clusters", "clusters_ci_low",
     "clusters_ci_high", "stat_favoured_clusters", "stat_other_clusters", "null_favoured", "null_other",
     "perm_null_favoured", "perm_null_other", "stability_favoured", "stability_other", "quality_failures",
-    "verdict", "reason",
+    "limit", "accuracy_recovered", "accuracy_ci_low", "accuracy_ci_high", "baseline_pca_fvu",
+    "baseline_recentred_fvu", "verdict", "reason",
 ]  # fmt: skip
+#: Finding 3's rows: one per (model, layer, sweep, source → target) of the transfer table.
+TRANSFER_STATISTIC = "transfer_gap_fvu"
 CONTROLS_COLUMNS = [
     "kind", "dataset", "model", "layer", "sweep", "label", "n_live", "count", "share", "null_count", "null_share",
     "discordant_up", "discordant_down", "p", "p_holm", "above_null",
@@ -285,6 +289,125 @@ def claims_table(
         verdicts.append(verdict)
         reasons.append(reason)
     return out.assign(verdict=verdicts, reason=reasons)
+
+
+def transfer_rows(transfer: pd.DataFrame, matched: pd.DataFrame, downstream: pd.DataFrame | None,
+                  formats: Mapping[str, str], margin: float, min_accuracy: float) -> pd.DataFrame:  # fmt: skip
+    """Finding 3's rows of the claims table, one per (model, layer, sweep, source → target).
+
+    ``transfer``: the transfer table with each evaluation's ``gap`` at matched L0
+    (:func:`vitsae.analysis.transfer.matched_gaps`); ``matched``: its per-setting summary (seed spread,
+    baselines); ``downstream``: the downstream accuracies. Per seed the gap is averaged over the sweep's
+    settings; Δ is the mean over seeds with a 95% t-interval (n − 1 df). The rule, declared before any
+    number was seen (config ``transfer``): **supported** when the CI's upper end lies below
+    ``limit`` = the target's seed-to-seed FVU spread + ``margin`` *and* the transferred SAEs' mean accuracy
+    recovered reaches ``min_accuracy``; **not supported** when the CI's lower end lies above ``limit`` or the
+    accuracy's CI lies below ``min_accuracy``; **not comparable** when a transferred SAE's L0 lies beyond
+    the frontier's reach; **inconclusive** otherwise (one seed, an undefined accuracy, a CI across
+    ``limit``). Role: primary for ImageNet → iNat (the paper's direction), secondary otherwise."""
+    from vitsae.analysis.matched import t_interval
+
+    rows = []
+    moved = transfer[~transfer["in_domain"].astype(bool)]
+    keys = ["model", "layer", "sweep", "train_dataset", "eval_dataset"]
+    for key, d in moved.groupby(keys, sort=True):
+        model, layer, sweep, source, target = key
+        per_seed = d.groupby("seed")["gap"].mean()
+        delta, lo, hi = t_interval(per_seed.to_numpy())
+        n = int(np.isfinite(per_seed.to_numpy()).sum())
+        m = matched[(matched["model"] == model) & (matched["layer"] == layer) & (matched["sweep"] == sweep)
+                    & (matched["train_dataset"] == source) & (matched["eval_dataset"] == target)]  # fmt: skip
+        limit = float(m["seed_spread"].mean()) + margin if len(m) else float("nan")
+        acc = pd.Series(dtype=float)
+        if downstream is not None and len(downstream):
+            dd = downstream[(downstream["model"] == model) & (downstream["layer"] == layer)
+                            & (downstream["sweep"] == sweep) & (downstream["train_dataset"] == source)
+                            & (downstream["eval_dataset"] == target)]  # fmt: skip
+            acc = dd.groupby("seed")["accuracy_recovered"].mean()
+        a, alo, ahi = t_interval(acc.to_numpy()) if len(acc) else (float("nan"),) * 3
+        own = transfer[transfer["in_domain"].astype(bool) & (transfer["model"] == model) & (transfer["layer"] == layer)
+                       & (transfer["sweep"] == sweep) & (transfer["eval_dataset"] == target)]  # fmt: skip
+        if d["gap"].isna().any():
+            far = d.loc[d["gap"].isna(), "extrapolation"].max()
+            verdict, reason = (
+                "not comparable",
+                (
+                    f"a transferred SAE's L0 on {target} lies {far:.2f} log2 units outside the L0 range of {target}'s "
+                    "own SAEs (more than transfer.max_extrapolation): sweep more sparsities on the target"
+                ),
+            )
+        elif not np.isfinite(lo):
+            verdict, reason = "inconclusive", f"gap {delta:+.4f} from one seed: no interval; train more seeds"
+        elif lo > limit:
+            verdict, reason = (
+                "not supported",
+                (
+                    f"gap {delta:+.4f}, 95% CI [{lo:+.4f}, {hi:+.4f}] lies above the seed spread + margin {limit:.4f}"
+                ),
+            )
+        elif np.isfinite(ahi) and ahi < min_accuracy:
+            verdict, reason = (
+                "not supported",
+                (f"accuracy recovered {a:.3f}, 95% CI [{alo:.3f}, {ahi:.3f}] lies below {min_accuracy}"),
+            )
+        elif hi < limit and np.isfinite(a) and a >= min_accuracy:
+            verdict, reason = (
+                "supported",
+                (
+                    f"gap {delta:+.4f}, 95% CI [{lo:+.4f}, {hi:+.4f}] below the seed spread + margin {limit:.4f}; "
+                    f"accuracy recovered {a:.3f} >= {min_accuracy}"
+                ),
+            )
+        else:
+            why = (
+                "accuracy recovered is undefined (the layer does not matter to the probe)"
+                if not np.isfinite(a)
+                else f"accuracy recovered {a:.3f} (min {min_accuracy})"
+            )
+            verdict, reason = (
+                "inconclusive",
+                (
+                    f"gap {delta:+.4f}, 95% CI [{lo:+.4f}, {hi:+.4f}] against the seed spread + margin {limit:.4f}; {why}"
+                ),
+            )
+        rows.append({
+            "claim": 3, "comparison": f"transfer {source} → {target} ({model}, layer {layer}, {sweep})",
+            "role": "primary" if (formats.get(source), formats.get(target)) == ("imagenet", "inat2021") else "secondary",
+            "statistic": TRANSFER_STATISTIC, "dataset": target, "layer": layer,
+            "architecture": "+".join(sorted({str(i).split("-")[0] for i in d["sae_id"]})), "sweep": sweep,
+            "favoured": model, "favoured_sweep": sweep, "other": model, "other_sweep": sweep,
+            "primary_l0": float(d["l0"].mean()), "n_seeds_favoured": n, "n_seeds_other": int(own["seed"].nunique()),
+            "stat_favoured": float(d["fvu"].mean()), "stat_other": float(d["frontier_fvu"].mean()),
+            "delta": delta, "ci_low": lo, "ci_high": hi,
+            "se": float(per_seed.std(ddof=1) / np.sqrt(n)) if n > 1 else float("nan"),
+            "df": n - 1 if n > 1 else float("nan"), "limit": limit, "accuracy_recovered": a, "accuracy_ci_low": alo,
+            "accuracy_ci_high": ahi,
+            "baseline_pca_fvu": float(m["pca_fvu"].mean()) if len(m) else float("nan"),
+            "baseline_recentred_fvu": float(m["recentred_fvu"].mean()) if len(m) else float("nan"),
+            "verdict": verdict, "reason": reason,
+        })  # fmt: skip
+    return pd.DataFrame(rows).reindex(columns=CLAIMS_COLUMNS)
+
+
+def transfer_claims_chart(rows: pd.DataFrame) -> alt.Chart:
+    """Finding 3's rows: the gap at matched L0 with its CI beside the limit (seed spread + margin)."""
+    d = rows.copy()
+    d["row"] = "claim 3 · " + d["comparison"] + " (" + d["role"] + ")"
+    d["text"] = d["verdict"] + ": gap " + d["delta"].map("{:+.3f}".format) + ", accuracy recovered " + d[
+        "accuracy_recovered"].map(lambda v: "undefined" if not np.isfinite(v) else f"{v:.2f}")  # fmt: skip
+    color = alt.Color("verdict:N", scale=alt.Scale(domain=list(VERDICT_COLORS), range=list(VERDICT_COLORS.values())),
+                      legend=None)  # fmt: skip
+    y = alt.Y("row:N", title=None, axis=alt.Axis(labelLimit=520))
+    base = alt.Chart(d).encode(y=y)
+    forest = alt.layer(
+        base.mark_rule(size=2).encode(x=alt.X("ci_low:Q", title="transfer gap at matched L0 (FVU; 95% CI); "
+                                              "| = seed spread + margin"), x2="ci_high:Q", color=color),
+        base.mark_point(filled=True, size=80).encode(x="delta:Q", color=color),
+        base.mark_tick(color="black", thickness=2, size=16).encode(x="limit:Q"),
+    ).properties(width=300, height=28 * len(d), title="Finding 3: an SAE transferred to another dataset")  # fmt: skip
+    verdicts = base.mark_text(align="left", dx=4).encode(text="text:N", color=color, x=alt.value(0)).properties(
+        width=260, height=28 * len(d), title="verdict (rule: README, finding 3)")  # fmt: skip
+    return alt.hconcat(forest, verdicts)
 
 
 def _quality_columns(quality: pd.DataFrame | None, c: ComparisonSpec) -> dict:
@@ -540,14 +663,28 @@ def write_spec_curve(tables, nulls, evals, cfgs, clusters, formats: Mapping[str,
 
 
 def write_claims(tables, nulls, evals, cfgs, clusters, spec_csv, settings: ClaimSettings, out_csv, out_pdf,
-                 title: str, note: str, seed: int, quality: Sequence[str] = ()) -> pd.DataFrame:  # fmt: skip
+                 title: str, note: str, seed: int, quality: Sequence[str] = (), transfer: Mapping | None = None,
+                 ) -> pd.DataFrame:  # fmt: skip
+    """The claims table and figure; ``transfer`` (finding 3): ``{"table", "matched", "downstream"}`` CSV
+    paths and ``{"formats", "margin", "min_accuracy"}`` (:func:`transfer_rows`)."""
     groups = load_tables(tables, nulls, evals, cfgs, clusters)
     spec = pd.read_csv(spec_csv)
     q = pd.concat([pd.read_csv(p) for p in quality]) if quality else None
     claims = claims_table(groups, settings, spec, seed, q)
     curves = delta_curves(groups, settings, seed)
+    chart = claims_chart(claims, curves, title, note)
+    if transfer is not None:
+        try:
+            down = pd.read_csv(transfer["downstream"])
+        except pd.errors.EmptyDataError:  # a run with no downstream tables
+            down = None
+        rows = transfer_rows(pd.read_csv(transfer["table"]), pd.read_csv(transfer["matched"]), down,
+                             transfer["formats"], transfer["margin"], transfer["min_accuracy"])  # fmt: skip
+        if len(rows):
+            claims = pd.concat([claims, rows], ignore_index=True) if len(claims) else rows
+            chart = alt.vconcat(chart, transfer_claims_chart(rows)).resolve_scale(color="independent")
     atomic_write(out_csv, lambda p: claims.to_csv(p, index=False, float_format="%.6g"))
-    charts.save(claims_chart(claims, curves, title, note), out_pdf)
+    charts.save(chart, out_pdf)
     return claims
 
 

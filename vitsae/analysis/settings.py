@@ -151,6 +151,31 @@ class QualitySettings:
     max_final_drop: float = 0.05
 
 
+@dataclass(frozen=True)
+class TransferSettings:
+    """The config's ``transfer`` section, typed (the schema documents each key): how finding 3 is judged.
+
+    ``max_extrapolation``: how far (in log2 L0) outside the target's in-domain frontier a transferred SAE
+    may be placed; ``gap_margin`` and ``min_accuracy_recovered``: finding 3's criterion; ``probe`` ...
+    ``min_accuracy_span``: the downstream probe; ``label_map``: which label of one dataset's concept table is
+    the same kind of concept on the other's (applied in both directions); ``floor_draws``: random directions
+    per floor of the decoder matching; ``n_null``: draws of the label-survival null."""
+
+    max_extrapolation: float = 1.0
+    gap_margin: float = 0.02
+    min_accuracy_recovered: float = 0.8
+    probe: str = "ridge"
+    ridge: float = 1.0
+    probe_max_images: int = 20000
+    min_accuracy_span: float = 0.05
+    label_map: tuple[tuple[str, str], ...] = (
+        ("single-class", "single-species"), ("taxonomic", "clade"), ("abstract", "cross-clade"),
+    )  # fmt: skip
+    floor_draws: int = 4096
+    n_null: int = 1000
+    baseline_tokens: int = 1000000
+
+
 #: The label thresholds a specification curve may vary: those the saved concept tables can be relabelled
 #: with (vitsae.analysis.relabel). The others (n_top, min_top_images, lca_coverage, null_samples, seed,
 #: abstract_rank, ...) change the tables' own columns and would need the top images again.

@@ -91,26 +91,44 @@ def pareto_table(eval_paths: list[str | Path]) -> pd.DataFrame:
     return df[PARETO_COLUMNS].sort_values(["dataset", "model", "layer", "setting", "seed"], ignore_index=True)
 
 
-def pareto_chart(df: pd.DataFrame, title: str, note: str = "") -> alt.Chart:
-    d = df.copy()
+def pareto_chart(
+    df: pd.DataFrame, title: str, note: str = "", moved: pd.DataFrame | None = None
+) -> alt.Chart:
+    """FVU against L0 per (dataset, layer), filled points; ``moved``: SAEs evaluated on a panel's dataset
+    but trained on another (:func:`vitsae.analysis.transfer.matched_gaps` rows), hollow, with a dashed rule
+    from the frontier at their L0 to their FVU (the transfer gap)."""
+    d = df.assign(trained_on="own dataset", frontier_fvu=float("nan"))
+    if moved is not None and len(moved):
+        m = moved.rename(columns={"eval_dataset": "dataset"}).assign(
+            trained_on="transferred from " + moved["train_dataset"]
+        )
+        d = pd.concat([d, m.reindex(columns=d.columns)], ignore_index=True)  # fmt: skip
     d["panel"] = d["dataset"] + " · layer " + d["layer"].astype(str)
-    base = alt.Chart(d).encode(
-        x=alt.X("l0:Q", title="L0 (active features per token, held-out split)", scale=alt.Scale(type="log")),
-        y=alt.Y("fvu:Q", title="FVU (lower is better)"),
-        color=alt.Color("model:N", title="model"),
-    )
-    points = base.mark_point(filled=True, size=60).encode(
-        shape=alt.Shape("setting:N", title="SAE setting"), tooltip=["sae_id", "l0", "fvu", "dead_pct"]
-    )
-    layered = alt.layer(points).properties(width=260, height=200)
+    x = alt.X("l0:Q", title="L0 (active features per token, held-out split)", scale=alt.Scale(type="log"))
+    y = alt.Y("fvu:Q", title="FVU (lower is better)")
+    color = alt.Color("model:N", title="model")
+    base = alt.Chart(d)
+    points = base.mark_point(size=60).encode(
+        x=x, y=y, color=color, shape=alt.Shape("setting:N", title="SAE setting", legend=alt.Legend(symbolStrokeColor="black")),
+        fill=alt.condition(alt.datum.trained_on == "own dataset", alt.Fill("model:N", legend=None), alt.value("white")),
+        tooltip=["sae_id", "trained_on", "l0", "fvu", "frontier_fvu", "dead_pct"],
+    )  # fmt: skip
+    gaps = base.transform_filter(alt.datum.trained_on != "own dataset").mark_rule(strokeDash=[3, 2]).encode(
+        x=x, y="frontier_fvu:Q", y2="fvu:Q", color=color)  # fmt: skip
+    layered = alt.layer(gaps, points, data=d).properties(width=260, height=200)
+    caption = "filled: SAEs on their own dataset; hollow: SAEs trained on the other dataset, dashed down to the frontier"
     return layered.facet(facet=alt.Facet("panel:N", title=None), columns=2).properties(
-        title=charts.title(title, note)
+        title=charts.title(title, note + " · " + caption if note else caption)
     )
 
 
-def write_pareto(
-    eval_paths: list[str | Path], csv_path: str | Path, pdf_path: str | Path, title: str, note: str = ""
-) -> None:
+def write_pareto(eval_paths: list[str | Path], csv_path: str | Path, pdf_path: str | Path, title: str,
+                 note: str = "", max_extrapolation: float = 1.0) -> None:  # fmt: skip
+    from vitsae.analysis.matched import matched_gaps
+
     df = pareto_table(eval_paths)
+    every = evaluation_table(eval_paths)
+    moved = matched_gaps(every, max_extrapolation) if (~every["in_domain"]).any() else None
+    moved = None if moved is None else moved[~moved["in_domain"]]
     atomic_write(csv_path, lambda p: df.to_csv(p, index=False, float_format="%.6g"))
-    charts.save(pareto_chart(df, title, note), pdf_path)
+    charts.save(pareto_chart(df, title, note, moved), pdf_path)

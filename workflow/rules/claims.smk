@@ -49,6 +49,9 @@ rule claims:
         **claim_inputs(),
         spec=TABLE.format(table="spec_curve"),
         quality=[TABLE.format(table=f"quality-{s}") for s in RUN.claims.sweeps],
+        transfer=TABLE.format(table="transfer"),
+        transfer_matched=TABLE.format(table="transfer_matched"),
+        transfer_downstream=TABLE.format(table="transfer_downstream"),
     output:
         csv=report(
             TABLE.format(table="claims"),
@@ -72,6 +75,11 @@ rule claims:
         runtime=scaled(120),
     params:
         claims={k: v for k, v in as_params(RUN.claims).items() if k != "spec_grid"},
+        transfer={
+            "formats": {d: ds.format for d, ds in RUN.datasets.items()},
+            "margin": RUN.transfer.gap_margin,
+            "min_accuracy": RUN.transfer.min_accuracy_recovered,
+        },
         title=FIGURES["claims"],
         note=RUN.note,
         seed=RUN.seed,

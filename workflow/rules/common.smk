@@ -21,6 +21,8 @@ from vitsae.layout import (
     CRATE_METADATA,
     EVAL,
     FEATURES,
+    BASELINES,
+    DOWNSTREAM,
     FIGURE,
     LINEAGE_HTML,
     LINEAGE_JSON,
@@ -176,6 +178,47 @@ def sweep_evals(wildcards):
     return layout.evals(RUN, [(wildcards.sweep, i) for i in RUN.sweeps[wildcards.sweep].ids], in_domain=True)
 
 
+def baseline_inputs(wildcards):
+    """Input function of transfer_baselines: the (model, layer)'s store on every dataset, its transfer SAEs
+    and their evaluations on the datasets they were not trained on."""
+    keys = layout.transfer_saes(RUN, wildcards.model, wildcards.layer)
+    return {
+        "stores": [STORE.format(dataset=d, model=wildcards.model, layer=wildcards.layer) for d in DATASETS],
+        "sae": [f"{SAE_DIR.format(**k)}/sae.safetensors" for k in keys],
+        "evals": [EVAL.format(**k, eval_dataset=e) for k in keys for e in DATASETS if e != k["dataset"]],
+    }
+
+
+def transfer_train_split():
+    """The training split of the transfer SAEs' sweeps (the baselines' fit and the probe's), which must be one."""
+    splits = sorted({RUN.sweeps[s].train_split for s, _ in RUN.transfer_saes})
+    if len(splits) > 1:
+        raise ValueError(
+            f"transfer.saes picks sweeps trained on different splits {splits}; pick sweeps of one split"
+        )
+    return splits[0] if splits else "train"
+
+
+def downstream_inputs(wildcards):
+    """Input function of downstream: the evaluated dataset's store and manifest, and every transfer SAE of
+    the (model, layer), whichever dataset it was trained on."""
+    keys = layout.transfer_saes(RUN, wildcards.model, wildcards.layer)
+    return {
+        "store": STORE.format(**wildcards),
+        "manifest": MANIFEST.format(dataset=wildcards.dataset),
+        "sae": [f"{SAE_DIR.format(**k)}/sae.safetensors" for k in keys],
+        "cfg": [f"{SAE_DIR.format(**k)}/cfg.json" for k in keys],
+    }
+
+
+def pareto_inputs(wildcards):
+    """Input function of pareto: every SAE of the sweep on its own dataset and, for the SAEs in
+    transfer.saes, on the other datasets (drawn on each target's panel with their gap)."""
+    ids = [(wildcards.sweep, i) for i in RUN.sweeps[wildcards.sweep].ids]
+    moved = [p for p in ids if p in RUN.transfer_saes]
+    return list(dict.fromkeys([*layout.evals(RUN, ids, in_domain=True), *layout.evals(RUN, moved)]))
+
+
 def sweep_store_keys(wildcards):
     """(dataset, model, layer) of every store a sweep trains on."""
     sweep = RUN.sweeps[wildcards.sweep]
@@ -263,3 +306,48 @@ def rule_sources(wildcards):
             "script": script,
         }
     return sources
+
+
+# ---- features on the other dataset (workflow/rules/transfer.smk): the SAEs of FINDING_KEYS read on every
+# other dataset with a concept table; {eval_dataset} is the dataset read, {dataset} the SAE's own.
+from vitsae.layout import CONCEPTS_ON, CONCEPTS_ON_NULL, FEATURES_ON
+
+TRANSFER_LABEL_KEYS = layout.transfer_label_keys(RUN)  # (eval_dataset, dataset, model, layer, sweep)
+TRANSFER_LABEL_SWEEPS = list(dict.fromkeys(s for *_, s in TRANSFER_LABEL_KEYS))
+# the SAEs' own concept tables, one per (dataset, model, layer, sweep) read on another dataset
+TRANSFER_LABEL_SOURCES = list(
+    dict.fromkeys(
+        CONCEPTS.format(dataset=d, model=m, layer=layer, sweep=s)
+        for _e, d, m, layer, s in TRANSFER_LABEL_KEYS
+    )
+)
+
+
+def feature_on_dirs(sweep):
+    """The statistics directory of each SAE of ``sweep`` on {eval_dataset}'s store, as output patterns."""
+    return [fill(FEATURES_ON, sweep=sweep, sae_id=i) for i in FEATURE_SAES[sweep]]
+
+
+def concept_on_inputs(sweep):
+    """Input function of concepts_on_<sweep>: the statistics on {eval_dataset}, its manifest and, for an
+    ImageNet {eval_dataset}, the thumbnails of the statistics' split."""
+
+    def inputs(wildcards):
+        out = {
+            "stats": [fill(p, **wildcards) for p in feature_on_dirs(sweep)],
+            "manifest": MANIFEST.format(dataset=wildcards.eval_dataset),
+        }
+        if RUN.datasets[wildcards.eval_dataset].format == "imagenet":
+            out["thumbnails"] = THUMBNAILS.format(dataset=wildcards.eval_dataset, split=RUN.features.split)
+        return out
+
+    return inputs
+
+
+def eval_dataset_format(wildcards):
+    return RUN.datasets[wildcards.eval_dataset].format
+
+
+def eval_concept_rules(wildcards):
+    """The label rules of {eval_dataset}'s table (concepts.imagenet or concepts.inat)."""
+    return as_params(RUN.concepts.rules(RUN.datasets[wildcards.eval_dataset].format))

@@ -237,6 +237,9 @@ rule transfer_features:
         sae=[f"{SAE_DIR.format(**k)}/sae.safetensors" for k in FINDING_KEYS],
         cfg=[f"{SAE_DIR.format(**k)}/cfg.json" for k in FINDING_KEYS],
         stats=[FEATURES.format(**k) for k in FINDING_KEYS],
+        stores=sorted(
+            {STORE.format(dataset=k["dataset"], model=k["model"], layer=k["layer"]) for k in FINDING_KEYS}
+        ),
     output:
         pdf=report(
             FIGURE.format(figure="transfer_features"),
@@ -262,6 +265,7 @@ rule transfer_features:
         title=FIGURES["transfer_features"],
         note=RUN.note,
         seed=RUN.seed,
+        floor_draws=RUN.transfer.floor_draws,
         code=code("transfer_features"),
     script:
         "../scripts/transfer_features.py"

@@ -2,9 +2,74 @@
 # training curves, the sparsity–reconstruction (Pareto) plot and the SAEs' quality checks.
 
 
+# Finding 3's baselines per (model, layer): PCA fitted on the source at k = the SAE's L0 on the target, and
+# the source SAE with b_dec re-centred on the target's mean. A GPU job at paper scale: every transfer SAE
+# encodes the target's evaluation split once more.
+rule transfer_baselines:
+    input:
+        unpack(baseline_inputs),
+    output:
+        BASELINES,
+    log:
+        log("transfer_baselines", "{model}/layer{layer}"),
+    benchmark:
+        benchmark("transfer_baselines", "{model}/layer{layer}")
+    conda:
+        "../../envs/vitsae.yaml"
+    threads: 2
+    resources:
+        gpu=1,
+        cpus_per_gpu=2,
+        mem_mb=scaled(16000),
+        runtime=scaled(240),
+    params:
+        datasets=DATASETS,
+        train_split=transfer_train_split(),
+        eval_split=RUN.evaluation.split,
+        max_tokens=RUN.transfer.baseline_tokens,
+        seed=RUN.seed,
+        code=code("transfer_baselines"),
+    script:
+        "../scripts/transfer_baselines.py"
+
+
+# Downstream fidelity on one dataset: every transfer SAE of (model, layer) spliced into the model at its
+# layer, the remaining blocks run, and a probe fitted on the clean train split scored on the evaluation
+# split (accuracy recovered against the layer's mean). A GPU job.
+rule downstream:
+    input:
+        unpack(downstream_inputs),
+    output:
+        DOWNSTREAM,
+    log:
+        log("downstream", "{dataset}/{model}/layer{layer}"),
+    benchmark:
+        benchmark("downstream", "{dataset}/{model}/layer{layer}")
+    conda:
+        "../../envs/vitsae.yaml"
+    threads: 2
+    resources:
+        gpu=1,
+        cpus_per_gpu=2,
+        mem_mb=scaled(32000),
+        runtime=scaled(240),
+    params:
+        train_split=transfer_train_split(),
+        eval_split=RUN.evaluation.split,
+        settings=as_params(RUN.transfer),
+        seed=RUN.seed,
+        code=code("downstream"),
+    script:
+        "../scripts/downstream.py"
+
+
+# Finding 3: every evaluation placed on its target's in-domain frontier (the gap at matched L0), with the
+# baselines and the downstream accuracies; the figure draws the frontiers and the gaps.
 rule transfer:
     input:
-        layout.evals(RUN, RUN.transfer_saes),
+        evals=layout.evals(RUN, RUN.transfer_saes),
+        baselines=layout.baselines(RUN),
+        downstream=layout.downstream(RUN),
     output:
         pdf=report(
             FIGURE.format(figure="transfer"),
@@ -13,6 +78,16 @@ rule transfer:
         ),
         csv=report(
             TABLE.format(table="transfer"),
+            caption="../report/transfer_table.rst",
+            category="Finding 3: transfer",
+        ),
+        matched=report(
+            TABLE.format(table="transfer_matched"),
+            caption="../report/transfer_table.rst",
+            category="Finding 3: transfer",
+        ),
+        downstream=report(
+            TABLE.format(table="transfer_downstream"),
             caption="../report/transfer_table.rst",
             category="Finding 3: transfer",
         ),
@@ -26,6 +101,8 @@ rule transfer:
     params:
         title=FIGURES["transfer"],
         note=RUN.note,
+        max_extrapolation=RUN.transfer.max_extrapolation,
+        margin=RUN.transfer.gap_margin,
         code=code("transfer"),
     script:
         "../scripts/transfer.py"
@@ -58,7 +135,7 @@ rule training_curves:
 
 rule pareto:
     input:
-        sweep_evals,
+        pareto_inputs,
     output:
         pdf=report(
             FIGURE.format(figure="pareto-{sweep}"),
@@ -80,6 +157,7 @@ rule pareto:
     params:
         title=lambda w: FIGURES[f"pareto-{w.sweep}"],
         note=RUN.note,
+        max_extrapolation=RUN.transfer.max_extrapolation,
         code=code("pareto"),
     script:
         "../scripts/pareto.py"
