@@ -28,11 +28,13 @@ from vitsae.analysis.settings import (
     SPEC_KEYS,
     TABLE_KIND,
     Arm,
+    BrowserSettings,
     ClaimSettings,
     ComparisonSpec,
     ImageNetRules,
     INatRules,
     QualitySettings,
+    RatingSettings,
     TransferSettings,
 )
 from vitsae.atomic import atomic_write
@@ -367,6 +369,8 @@ class Run:
     claims: ClaimSettings
     shuffled_labels: tuple[str, ...]
     quality: QualitySettings
+    browser: BrowserSettings
+    rating: RatingSettings
     config: dict
 
     def tokens(self, model: str) -> TokenChoice:
@@ -444,7 +448,7 @@ def build(config: dict) -> Run:
         concepts=Concepts(int(co["thumbnail_size"]), rules["imagenet"], rules["inat"]),
         n_boot=int(config["findings"]["n_boot"]), cards=Cards(int(ca["per_label"]), int(ca["n_images"])),
         claims=_claims(config, features), shuffled_labels=tuple(config["controls"]["shuffled_labels"]),
-        config=config, quality=_quality(config["quality"]),
+        config=config, quality=_quality(config["quality"]), browser=_browser(config), rating=_rating(config["rating"]),
     )  # fmt: skip
 
 
@@ -456,6 +460,41 @@ def _transfer(t: dict) -> TransferSettings:
         probe_max_images=int(t["probe_max_images"]), min_accuracy_span=float(t["min_accuracy_span"]),
         label_map=tuple(sorted(t["label_map"].items())), floor_draws=int(t["floor_draws"]), n_null=int(t["n_null"]),
         baseline_tokens=int(t["baseline_tokens"]),
+    )  # fmt: skip
+
+
+def _browser(config: dict) -> BrowserSettings:
+    """The ``browser`` section typed; its sweeps must be sweeps with concept tables (``features.saes``)."""
+    b = config["browser"]
+    known = {s for s, _ in select(config["sweeps"], config["features"]["saes"], "features.saes")}
+    for sweep in b["sweeps"]:
+        if sweep not in known:
+            raise ConfigError(f"browser.sweeps: {sweep!r} has no concept tables; pick from {sorted(known)} "
+                              "(sweeps with SAEs in features.saes)")  # fmt: skip
+    return BrowserSettings(
+        sweeps=tuple(b["sweeps"]), thumbnail_px=int(b["thumbnail_px"]), jpeg_quality=int(b["jpeg_quality"]),
+        table_shard=int(b["table_shard"]), detail_shard=int(b["detail_shard"]),
+    )  # fmt: skip
+
+
+def _rating(r: dict) -> RatingSettings:
+    """The ``rating`` section typed; every category ``correct`` and ``catch_category`` name is a category."""
+    categories = tuple(r["categories"])
+    if len(set(categories)) != len(categories):
+        raise ConfigError(f"rating.categories: a category is listed twice in {list(categories)}")
+    for label, cats in r["correct"].items():
+        for cat in cats:
+            if cat not in categories:
+                raise ConfigError(
+                    f"rating.correct.{label}: {cat!r} is not one of rating.categories {list(categories)}"
+                )
+    if r["catch_category"] not in categories:
+        raise ConfigError(f"rating.catch_category: {r['catch_category']!r} is not one of rating.categories")
+    return RatingSettings(
+        dir=r["dir"], seed=int(r["seed"]), per_label=int(r["per_label"]), catch_per_model=int(r["catch_per_model"]),
+        labels=tuple(r["labels"]), categories=categories,
+        correct=tuple((k, tuple(v)) for k, v in sorted(r["correct"].items())), catch_category=r["catch_category"],
+        n_boot=int(r["n_boot"]),
     )  # fmt: skip
 
 

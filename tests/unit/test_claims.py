@@ -138,3 +138,19 @@ def test_quality_failures_are_named_in_the_row_and_its_reason_without_changing_t
     clean = claims.claims_table(groups, settings(row("effect")), agreeing(["effect"]),
                                 quality=quality.assign(failures=np.nan)).iloc[0]  # fmt: skip
     assert clean["quality_failures"] == "" and clean["reason"] == base["reason"]
+
+
+def test_rated_precision_goes_beside_findings_1_and_2_only():
+    rows = pd.DataFrame({"claim": [1, 2, 3], "dataset": ["in", "nat", "in"], "favoured": ["m1", "m2", "m1"],
+                         "other": ["m2", "m1", "m1"]}).reindex(columns=claims.CLAIMS_COLUMNS)  # fmt: skip
+    precision = pd.DataFrame({
+        "dataset": ["in", "in", "nat", "nat"], "model": ["m1", "m2", "m1", "m2"],
+        "label": ["abstract", "abstract", "trait", "trait"], "n_rated": [4, 3, 0, 5],
+        "precision": [0.75, 0.5, np.nan, 0.8], "corrected_share": [0.3, 0.1, np.nan, 0.4],
+    })  # fmt: skip
+    out = claims.add_ratings(rows, precision)
+    assert out["rated_label"].tolist()[:2] == ["abstract", "trait"] and pd.isna(out.at[2, "rated_label"])
+    assert out.loc[0, ["precision_favoured", "precision_other", "corrected_favoured", "n_rated"]].tolist() == [
+        0.75, 0.5, 0.3, 7]  # fmt: skip
+    assert out.at[1, "precision_favoured"] == 0.8 and np.isnan(out.at[1, "precision_other"])  # m1 unrated
+    assert out.loc[2, ["precision_favoured", "n_rated"]].isna().all()  # finding 3's row: nothing to rate

@@ -354,3 +354,26 @@ def test_a_sweep_for_an_unknown_model_is_named():
     cfg["sweeps"]["twin"]["models"] = ["dinov2-s15"]
     with pytest.raises(ConfigError, match=r"sweeps.twin.models names \['dinov2-s15'\], which are not models"):
         validate(cfg)
+
+
+def test_rating_and_browser_settings_default_to_the_packages_and_bad_names_fail():
+    from vitsae.analysis.settings import BrowserSettings, RatingSettings
+
+    run = build(validate(demo_config()))
+    import dataclasses
+
+    default = RatingSettings()  # the schema's defaults are the dataclass's (``correct`` sorted by label)
+    assert run.rating == dataclasses.replace(default, correct=tuple(sorted(default.correct)))
+    assert run.browser == BrowserSettings()
+    cfg = demo_config()
+    cfg["rating"] = {"correct": {"abstract": ["semantic abstracion"]}}
+    with pytest.raises(ConfigError, match=r"rating.correct.abstract: 'semantic abstracion' is not one of"):
+        build(validate(cfg))
+    cfg = demo_config()
+    cfg["rating"] = {"catch_category": "noise"}
+    with pytest.raises(ConfigError, match=r"rating.catch_category: 'noise' is not one of rating.categories"):
+        build(validate(cfg))
+    cfg = demo_config()
+    cfg["browser"] = {"sweeps": ["papers"]}
+    with pytest.raises(ConfigError, match=r"browser.sweeps: 'papers' has no concept tables"):
+        build(validate(cfg))

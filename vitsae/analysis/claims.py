@@ -63,8 +63,12 @@ CLAIMS_COLUMNS = [
     "clusters_ci_high", "stat_favoured_clusters", "stat_other_clusters", "null_favoured", "null_other",
     "perm_null_favoured", "perm_null_other", "stability_favoured", "stability_other", "quality_failures",
     "limit", "accuracy_recovered", "accuracy_ci_low", "accuracy_ci_high", "baseline_pca_fvu",
-    "baseline_recentred_fvu", "verdict", "reason",
+    "baseline_recentred_fvu", "rated_label", "n_rated", "precision_favoured", "precision_other",
+    "corrected_favoured", "corrected_other", "verdict", "reason",
 ]  # fmt: skip
+#: The concept label each of findings 1 and 2 counts: its human-rated precision (rule ratings) goes beside the
+#: claim's row, with the label's share corrected by it. Reported, never part of the verdict.
+CLAIM_LABELS = {1: "abstract", 2: "trait"}
 #: Finding 3's rows: one per (model, layer, sweep, source → target) of the transfer table.
 TRANSFER_STATISTIC = "transfer_gap_fvu"
 CONTROLS_COLUMNS = [
@@ -662,15 +666,38 @@ def write_spec_curve(tables, nulls, evals, cfgs, clusters, formats: Mapping[str,
     return spec
 
 
+def add_ratings(claims: pd.DataFrame, precision: pd.DataFrame | None) -> pd.DataFrame:
+    """Findings 1 and 2's rows with the human-rated precision of the label they count (:data:`CLAIM_LABELS`)
+    for each arm's model on the row's dataset (:func:`vitsae.analysis.ratings.claim_columns`): empty where
+    nothing was rated. The rating sample is drawn per model, so a control arm (another sweep of one model)
+    gets that model's precision."""
+    from vitsae.analysis.ratings import claim_columns
+
+    out = claims.copy()
+    out["rated_label"] = out["rated_label"].astype(object)
+    for i, row in out.iterrows():
+        label = CLAIM_LABELS.get(int(row["claim"])) if pd.notna(row["claim"]) else None
+        if label is None or precision is None:
+            continue
+        cols = claim_columns(precision, row["dataset"], label, row["favoured"], row["other"])
+        out.loc[i, "rated_label"] = label
+        for k, v in cols.items():
+            out.loc[i, k] = v
+    return out
+
+
 def write_claims(tables, nulls, evals, cfgs, clusters, spec_csv, settings: ClaimSettings, out_csv, out_pdf,
                  title: str, note: str, seed: int, quality: Sequence[str] = (), transfer: Mapping | None = None,
-                 ) -> pd.DataFrame:  # fmt: skip
+                 ratings: str | os.PathLike | None = None) -> pd.DataFrame:  # fmt: skip
     """The claims table and figure; ``transfer`` (finding 3): ``{"table", "matched", "downstream"}`` CSV
-    paths and ``{"formats", "margin", "min_accuracy"}`` (:func:`transfer_rows`)."""
+    paths and ``{"formats", "margin", "min_accuracy"}`` (:func:`transfer_rows`); ``ratings``: the ratings
+    table (rule ratings), whose precision columns :func:`add_ratings` puts beside findings 1 and 2."""
     groups = load_tables(tables, nulls, evals, cfgs, clusters)
     spec = pd.read_csv(spec_csv)
     q = pd.concat([pd.read_csv(p) for p in quality]) if quality else None
     claims = claims_table(groups, settings, spec, seed, q)
+    if len(claims):
+        claims = add_ratings(claims, pd.read_csv(ratings) if ratings is not None else None)
     curves = delta_curves(groups, settings, seed)
     chart = claims_chart(claims, curves, title, note)
     if transfer is not None:

@@ -204,3 +204,61 @@ def claim_settings(params: dict) -> ClaimSettings:
     )
     grid = tuple((kind, tuple((k, tuple(v)) for k, v in g)) for kind, g in params["spec_grid"])
     return ClaimSettings(**{**params, "comparisons": comparisons, "spec_grid": grid})
+
+
+#: The rating categories a rater picks from (config ``rating.categories``), and which of them confirm each
+#: concept label (``rating.correct``): a label's precision is the share of its ratings in these.
+RATING_CATEGORIES = (
+    "semantic abstraction", "co-occurring objects", "one kind of object or organism", "related kinds",
+    "morphological part", "colour/texture", "text", "polysemantic", "uninterpretable",
+)  # fmt: skip
+RATING_CORRECT = (
+    ("abstract", ("semantic abstraction",)), ("cross-clade", ("semantic abstraction",)),
+    ("single-class", ("one kind of object or organism",)), ("single-species", ("one kind of object or organism",)),
+    ("taxonomic", ("related kinds",)), ("clade", ("related kinds",)), ("trait", ("morphological part",)),
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class BrowserSettings:
+    """The config's ``browser`` section, typed: which SAEs the static feature browser shows and how large its
+    thumbnails are. ``sweeps`` empty: every sweep with concept tables but the control sweeps."""
+
+    sweeps: tuple[str, ...] = ()
+    thumbnail_px: int = 96
+    jpeg_quality: int = 80
+    table_shard: int = 4096  # features per feature-table shard
+    detail_shard: int = 256  # features per detail shard (top images and patch maps)
+
+    @classmethod
+    def from_params(cls, p: dict) -> BrowserSettings:
+        return cls(**{**p, "sweeps": tuple(p["sweeps"])})
+
+
+@dataclass(frozen=True)
+class RatingSettings:
+    """The config's ``rating`` section, typed (the schema documents each key): the blinded rating sample and
+    how ratings are scored.
+
+    ``dir``: folder (relative to the working directory) whose ``*.json`` files are the raters' exports;
+    ``per_label``: features sampled per (dataset, model, label); ``catch_per_model``: null-sweep features per
+    (dataset, model) mixed in as catch trials; ``labels``: the concept labels sampled (``trait`` means the
+    table's ``trait`` column); ``categories``: what a rater picks from; ``correct``: label → the categories
+    that confirm it; ``catch_category``: the category a null feature should get."""
+
+    dir: str = "ratings"
+    seed: int = 0
+    per_label: int = 10
+    catch_per_model: int = 5
+    labels: tuple[str, ...] = ("abstract", "taxonomic", "single-class", "trait", "single-species", "clade",
+                               "cross-clade")  # fmt: skip
+    categories: tuple[str, ...] = RATING_CATEGORIES
+    correct: tuple[tuple[str, tuple[str, ...]], ...] = RATING_CORRECT
+    catch_category: str = "uninterpretable"
+    n_boot: int = 1000
+
+    @classmethod
+    def from_params(cls, p: dict) -> RatingSettings:
+        """From a rule's params (:func:`vitsae.config.as_params` of an instance: lists for tuples)."""
+        return cls(**{**p, "labels": tuple(p["labels"]), "categories": tuple(p["categories"]),
+                      "correct": tuple((k, tuple(v)) for k, v in p["correct"])})  # fmt: skip

@@ -12,4 +12,5 @@ runtime.run(snakemake, lambda: claims.write_claims(
     p.note, p.seed, list(i.quality),
     transfer={"table": i.transfer, "matched": i.transfer_matched, "downstream": i.transfer_downstream,
               **dict(p.transfer)},
+    ratings=i.ratings,
 ))  # fmt: skip
