@@ -42,6 +42,9 @@ rule all:
         CRATE_METADATA,
         layout.concept_tables(RUN),
         layout.card_dirs(RUN),
+        BROWSER,
+        LINEAGE_HTML.format(figure="browser"),
+        RATINGS,
 
 
 include: "workflow/rules/datasets.smk"
@@ -51,4 +54,5 @@ include: "workflow/rules/features.smk"
 include: "workflow/rules/transfer.smk"
 include: "workflow/rules/claims.smk"
 include: "workflow/rules/figures.smk"
+include: "workflow/rules/browser.smk"
 include: "workflow/rules/provenance.smk"

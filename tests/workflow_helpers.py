@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parent.parent
 DEMO_CONFIG = REPO / "config" / "config.yaml"
 #: What a copy of the source tree holds: enough to parse the workflow and run its scripts.
@@ -70,3 +72,39 @@ def job_counts(output: str) -> dict[str, int]:
             break
         counts[m.group(1)] = int(m.group(2))
     return counts
+
+
+def browser(tmp_path: Path, downloads: Path | None = None):
+    """Headless Chromium driven by chromedriver (Debian's chromium and chromium-driver), keeping the
+    console's messages (``driver.get_log("browser")``) and saving downloads to ``downloads``."""
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver = shutil.which("chromedriver")
+    if (found is None or driver is None) and os.environ.get("VITSAE_REQUIRE_BROWSER"):
+        pytest.fail(
+            "VITSAE_REQUIRE_BROWSER is set but chromium/chromedriver are missing (.ci/run installs them)"
+        )
+    if found is None or driver is None:
+        pytest.skip("no headless Chromium here (apt install chromium chromium-driver)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = found
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-background-networking",
+        "--no-first-run",
+        "--hide-scrollbars",
+        "--window-size=1400,1000",
+        f"--user-data-dir={tmp_path / 'chrome'}",
+    ):
+        opts.add_argument(flag)
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    if downloads is not None:
+        downloads.mkdir(parents=True, exist_ok=True)
+        opts.add_experimental_option("prefs", {"download.default_directory": str(downloads),
+                                               "download.prompt_for_download": False})  # fmt: skip
+    return webdriver.Chrome(service=Service(driver), options=opts)

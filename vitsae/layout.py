@@ -19,6 +19,8 @@ In data-flow order::
     results/tables/concepts/{dataset}/{model}/layer{layer}/{sweep}.csv (and .null.csv; .shuffled[.null].csv)
     results/tables/clusters/{dataset}/{model}/layer{layer}/{sweep}.csv feature clusters ("concepts")
     results/figures/features/{dataset}/{model}/layer{layer}/{sweep}/   feature cards
+    results/browser/index.html, rate.html                              feature browser, blinded rating
+    results/tables/rating_sample.csv, ratings.csv, rating_agreement.csv the rating sample and the ratings
     results/figures/{figure}.pdf, results/tables/{table}.csv           the paper's figures and tables
     results/provenance/{figure}.html|json, results/ro-crate-metadata.json (+ results/provenance/ro-crate/)
 """
@@ -63,6 +65,13 @@ CONCEPTS_SHUFFLED = "results/tables/concepts/{dataset}/{model}/layer{layer}/{swe
 CONCEPTS_SHUFFLED_NULL = "results/tables/concepts/{dataset}/{model}/layer{layer}/{sweep}.shuffled.null.csv"
 CLUSTERS = "results/tables/clusters/{dataset}/{model}/layer{layer}/{sweep}.csv"
 CARDS = "results/figures/features/{dataset}/{model}/layer{layer}/{sweep}"
+#: The static feature browser (open index.html from the file system) and its blinded rating page (rate.html).
+BROWSER = "results/browser"
+#: The blinded rating sample's key (trial -> SAE, feature, label), kept outside the browser so the rating page
+#: never holds it; the raters' scored ratings and their agreement.
+RATING_SAMPLE = "results/tables/rating_sample.csv"
+RATINGS = "results/tables/ratings.csv"
+RATING_AGREEMENT = "results/tables/rating_agreement.csv"
 FIGURE = "results/figures/{figure}.pdf"
 TABLE = "results/tables/{table}.csv"
 LINEAGE_HTML = "results/provenance/{figure}.html"
@@ -272,6 +281,28 @@ def feature_keys(run: Run, findings: bool = False) -> list[dict]:
     ]
 
 
+def browser_keys(run: Run) -> list[dict]:
+    """The place of every SAE the feature browser shows: ``browser.sweeps``, or every sweep of
+    :func:`finding_keys` (concept-table order)."""
+    sweeps = run.browser.sweeps
+    keys = feature_keys(run, findings=not sweeps)
+    return [k for k in keys if not sweeps or k["sweep"] in sweeps]
+
+
+def rating_keys(run: Run) -> list[tuple[str, str, int, str]]:
+    """The concept keys the rating sample draws from: those of the browser's sweeps (:func:`browser_keys`)."""
+    keys = {(k["dataset"], k["model"], k["layer"], k["sweep"]) for k in browser_keys(run)}
+    return [k for k in concept_keys(run) if k in keys]
+
+
+def catch_keys(run: Run) -> list[tuple[str, str, int, str]]:
+    """The concept keys of the null sweep (``claims.null_sweep``) whose features are the catch trials: one per
+    (dataset, model, layer) the rating sample draws from."""
+    null = run.claims.null_sweep
+    places = {(d, m, layer) for d, m, layer, _s in rating_keys(run)}
+    return [k for k in concept_keys(run) if null and k[3] == null and k[:3] in places]
+
+
 def thumbnails(run: Run) -> list[str]:
     """The thumbnails of the statistics' split of every ImageNet dataset with concept tables."""
     datasets = sorted({d for d, _m, _l, _s in concept_keys(run) if run.datasets[d].format == "imagenet"})
@@ -293,7 +324,7 @@ def final_tables(run: Run) -> list[str]:
 def run_artifacts(run: Run) -> list[str]:
     """Every artifact the run makes below the figures: manifests, stores, SAE files, evaluations (in-domain,
     and across datasets for ``transfer.saes``),
-    thumbnails, statistics, concept tables and cards, and the statistics and concept tables of SAEs read on
+    thumbnails, statistics, concept tables and cards, the browser with its rating sample and ratings, and the statistics and concept tables of SAEs read on
     the other datasets (the RO-Crate lists them all, including those no figure reads, such as training
     logs)."""
     return [
@@ -314,6 +345,10 @@ def run_artifacts(run: Run) -> list[str]:
         *features_on(run),
         *concepts_on_tables(run),
         *concepts_on_tables(run, null=True),
+        RATING_SAMPLE,
+        RATINGS,
+        RATING_AGREEMENT,
+        BROWSER,
     ]
 
 

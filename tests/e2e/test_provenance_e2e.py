@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import yaml
 from PIL import Image
-from workflow_helpers import DEMO_CONFIG, copy_tree, snakemake
+from workflow_helpers import DEMO_CONFIG, browser, copy_tree, snakemake
 
 from vitsae.layout import FIGURES
 from vitsae.provenance.records import RECORD_SUFFIX, read_record, record_path
@@ -195,36 +195,6 @@ def test_verify_names_a_changed_config_key_an_edited_record_and_a_rewritten_chun
     deep = subprocess.run([str(VITSAE), "verify", FIGURE, "--deep"], cwd=demo, capture_output=True, text=True,
                           check=False)  # fmt: skip
     assert deep.returncode == 0 and "(every store chunk read)" in deep.stdout, deep.stdout + deep.stderr
-
-
-def browser(tmp_path: Path):
-    """Headless Chromium driven by chromedriver (Debian's chromium and chromium-driver)."""
-    found = shutil.which("chromium") or shutil.which("chromium-browser")
-    driver = shutil.which("chromedriver")
-    if (found is None or driver is None) and os.environ.get("VITSAE_REQUIRE_BROWSER"):
-        pytest.fail(
-            "VITSAE_REQUIRE_BROWSER is set but chromium/chromedriver are missing (.ci/run installs them)"
-        )
-    if found is None or driver is None:
-        pytest.skip("no headless Chromium here (apt install chromium chromium-driver)")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = found
-    for flag in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--disable-background-networking",
-        "--no-first-run",
-        "--hide-scrollbars",
-        "--window-size=1400,1000",
-        f"--user-data-dir={tmp_path / 'chrome'}",
-    ):
-        opts.add_argument(flag)
-    return webdriver.Chrome(service=Service(driver), options=opts)
 
 
 def ocr(png: Path) -> str:

@@ -50,6 +50,10 @@ def features_after(jobs: int, sweeps=("paper",)) -> dict[str, int]:
         # the paper SAEs read on the other dataset (finding 3), and whether their labels survive there
         out.update({"concepts_shuffled_paper": jobs, "cards_paper": jobs, "feature_stats_on_paper": jobs,
                     "concepts_on_paper": jobs, "transfer_labels": 1})  # fmt: skip
+    if {"paper", "permuted"} & set(sweeps):
+        # the browser shows the paper SAEs, its rating sample draws from them and from the null sweep (catch
+        # trials); the ratings are scored against the sample
+        out.update({"rating_sample": 1, "browser": 1, "browser_lineage": 1, "ratings": 1})
     return out
 
 
@@ -144,9 +148,12 @@ def test_a_chart_edit_reruns_the_figures_and_no_concept_table(demo, tree):
         jobs = dry_run(demo, tree)
     # every figure is drawn again (each rule that draws one imports the chart module), and its lineage page;
     # the controls table too (its module, vitsae.analysis.claims, also draws the claims figure); no concept
-    # table, card, statistic or SAE
+    # table, card, statistic or SAE. The browser too: it finds best matches with the decoder module, which
+    # draws the feature-level transfer figure.
     assert jobs == {
         "all": 1,
+        "browser": 1,
+        "browser_lineage": 1,
         "transfer": 1,
         "training_curves": len(SWEEPS),
         "pareto": len(SWEEPS),
@@ -175,6 +182,10 @@ def test_a_label_rule_edit_reruns_the_concept_tables_and_what_reads_them_but_no_
         "cards_paper": places["paper"],
         "concepts_on_paper": places["paper"] * (len(DATASETS) - 1),
         "transfer_labels": 1,
+        "rating_sample": 1,
+        "browser": 1,
+        "browser_lineage": 1,
+        "ratings": 1,
         "findings": 1,
         "spec_curve": 1,
         "claims": 1,

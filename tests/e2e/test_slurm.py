@@ -29,6 +29,7 @@ CPU_RULES = {
     "transfer_features",
     "spec_curve",
     "claims",
+    "browser",
 }
 
 
@@ -184,6 +185,7 @@ def test_demo_through_slurm_matches_local_run_and_survives_scancel(tmp_path, loc
         "transfer_features": 1,
         "spec_curve": 1,
         "claims": 1,
+        "browser": 1,  # the feature browser (its sample and ratings rules are local)
     }, completed
     for j in jobs:
         if j["rule"] in GPU_RULES:

@@ -62,8 +62,12 @@ def test_the_demo_runs_keys():
     assert (
         len(artifacts)
         == len(set(artifacts))
-        == 2 + 4 + 28 * 3 + (28 + 16) + 2 + 4 + 1 + 28 + 10 + 10 + 4 + 4 + 10 + 4 + 16 + 4 + 4
-    )
+        == 2 + 4 + 28 * 3 + (28 + 16) + 2 + 4 + 1 + 28 + 10 + 10 + 4 + 4 + 10 + 4 + 16 + 4 + 4 + 4
+    )  # ... and the rating sample, ratings, agreement and the browser
+    # the browser shows the paper sweep's SAEs (not the controls); catch trials come from the null sweep
+    assert [k["sweep"] for k in layout.browser_keys(RUN)] == ["paper"] * 16
+    assert layout.catch_keys(RUN) == [(d, m, 10, "permuted") for d in ("imagenet-demo", "inat-demo")
+                                      for m in ("clip-b16", "dinov2-s14")]  # fmt: skip
 
 
 def test_no_results_path_is_written_outside_the_layout():

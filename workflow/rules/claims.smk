@@ -52,6 +52,7 @@ rule claims:
         transfer=TABLE.format(table="transfer"),
         transfer_matched=TABLE.format(table="transfer_matched"),
         transfer_downstream=TABLE.format(table="transfer_downstream"),
+        ratings=RATINGS,
     output:
         csv=report(
             TABLE.format(table="claims"),

@@ -22,11 +22,15 @@ from vitsae.layout import (
     EVAL,
     FEATURES,
     BASELINES,
+    BROWSER,
     DOWNSTREAM,
     FIGURE,
     LINEAGE_HTML,
     LINEAGE_JSON,
     MANIFEST,
+    RATING_AGREEMENT,
+    RATING_SAMPLE,
+    RATINGS,
     SAE_DIR,
     STORE,
     STORE_PART,
@@ -351,3 +355,68 @@ def eval_dataset_format(wildcards):
 def eval_concept_rules(wildcards):
     """The label rules of {eval_dataset}'s table (concepts.imagenet or concepts.inat)."""
     return as_params(RUN.concepts.rules(RUN.datasets[wildcards.eval_dataset].format))
+
+
+# ---- the feature browser and the blinded ratings
+BROWSER_KEYS = layout.browser_keys(RUN)  # the place of every SAE the browser shows
+CATCH_KEYS = [
+    {"dataset": d, "model": m, "layer": layer, "sweep": s, "sae_id": i}
+    for d, m, layer, s in layout.catch_keys(RUN)
+    for i in FEATURE_SAES[s]
+]
+FINDING_CONCEPT_KEYS = set(layout.finding_keys(RUN))
+
+
+def _concept_key(k):
+    return (k["dataset"], k["model"], k["layer"], k["sweep"])
+
+
+def browser_inputs(wildcards=None):
+    """Per shown SAE (aligned lists): statistics, concept table, in-domain evaluation, cfg.json and
+    decoder, store, card directory (finding sweeps only); the catch trials' statistics, each
+    dataset's manifest and files, and the rating sample."""
+    keys = BROWSER_KEYS
+    return {
+        "stats": [FEATURES.format(**k) for k in keys],
+        "tables": [CONCEPTS.format(**k) for k in keys],
+        "evals": [EVAL.format(**k, eval_dataset=k["dataset"]) for k in keys],
+        "cfgs": [f"{SAE_DIR.format(**k)}/cfg.json" for k in keys],
+        "saes": [f"{SAE_DIR.format(**k)}/sae.safetensors" for k in keys],
+        "stores": [STORE.format(**k) for k in keys],
+        "cards": sorted({CARDS.format(**k) for k in keys if _concept_key(k) in FINDING_CONCEPT_KEYS}),
+        "catch": [FEATURES.format(**k) for k in CATCH_KEYS],
+        "manifests": [MANIFEST.format(dataset=d) for d in browser_datasets()],
+        "images": [f for d in browser_datasets() if d in GENERATED for f in demo_outputs(d)],
+        "sample": RATING_SAMPLE,
+    }
+
+
+def browser_datasets():
+    return sorted({k["dataset"] for k in BROWSER_KEYS})
+
+
+def browser_params():
+    """Per shown SAE its card directory ('' when its sweep has none); per dataset its root and format."""
+    return {
+        "cards": [CARDS.format(**k) if _concept_key(k) in FINDING_CONCEPT_KEYS else "" for k in BROWSER_KEYS],
+        "datasets": {
+            d: {"root": RUN.datasets[d].root, "format": RUN.datasets[d].format} for d in browser_datasets()
+        },
+    }
+
+
+def rating_files(wildcards=None):
+    """Every rater's export (*.json) in rating.dir, found when the workflow is parsed."""
+    folder = Path(RUN.rating.dir)
+    return sorted(str(p) for p in folder.glob("*.json")) if folder.is_dir() else []
+
+
+def browser_assets_digest():
+    """sha256 of the browser's pages, scripts and style: editing them remakes the site (they are not Python
+    modules, so the code digest does not see them)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for p in sorted((Path(workflow.basedir) / "vitsae" / "analysis" / "browser_assets").iterdir()):
+        h.update(p.name.encode() + b"\0" + p.read_bytes())
+    return h.hexdigest()

@@ -34,7 +34,7 @@ rule ro_crate:
             *layout.final_tables(RUN),
         ],
         artifacts=layout.run_artifacts(RUN),
-        pages=[p.format(figure=f) for f in FIGURES for p in (LINEAGE_HTML, LINEAGE_JSON)],
+        pages=[p.format(figure=f) for f in [*FIGURES, "browser"] for p in (LINEAGE_HTML, LINEAGE_JSON)],
     output:
         # The crate's root is results/: its metadata file sits there and describes every artifact in
         # place; CRATE holds the copies of what lives outside results/ (workflow, resolved config).
