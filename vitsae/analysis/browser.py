@@ -33,7 +33,6 @@ cosine (:func:`vitsae.analysis.decoders.best_cosines`).
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import logging
 import os
@@ -67,14 +66,6 @@ RANKS = ("kingdom", "phylum", "class", "order", "family", "genus", "species")
 #: Columns that place a concept-table row (the SAE's own): left out of each feature's row in the site.
 PLACE_COLUMNS = ("sae_id", "dataset", "model", "layer", "sweep", "feature")
 TABLE_COLUMNS = ("label", "trait", "frequency", "mean_active", "max_activation", "n_top")
-
-
-def assets_digest() -> str:
-    """sha256 of the site's pages, scripts and style (a rule param: editing them remakes the browser)."""
-    h = hashlib.sha256()
-    for name in (*PAGES, *SCRIPTS):
-        h.update(name.encode() + b"\0" + (ASSETS / name).read_bytes())
-    return h.hexdigest()
 
 
 @dataclass(frozen=True)

@@ -418,5 +418,7 @@ def browser_assets_digest():
 
     h = hashlib.sha256()
     for p in sorted((Path(workflow.basedir) / "vitsae" / "analysis" / "browser_assets").iterdir()):
-        h.update(p.name.encode() + b"\0" + p.read_bytes())
+        h.update(p.name.encode())
+        h.update(b"\0")
+        h.update(p.read_bytes())
     return h.hexdigest()

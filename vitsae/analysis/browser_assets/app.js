@@ -205,8 +205,10 @@
         var o = index.saes[m[0]], li = el("li");
         li.appendChild(el("a", { class: "match", href: "#/sae/" + o.k + "/f/" + m[1] },
           o.dataset + " seed " + o.seed + ": feature " + m[1]));
+        // an SAE of the same seed started from the same decoder (vitsae.sae.train): its match is an upper bound
         li.appendChild(document.createTextNode(" (cosine " + fmt(m[2]) + (o.dataset !== sae.dataset ?
-          ", trained on the other dataset" : ", another seed") + ")"));
+          ", trained on the other dataset" + (o.seed === sae.seed ? " from the same initial decoder" : "") :
+          ", another seed") + ")"));
         ul.appendChild(li);
       });
       if (!d.match.length) ul.appendChild(el("li", { class: "muted" }, "no other SAE of this setting in the browser"));
