@@ -158,6 +158,10 @@ def test_rating_data_hides_model_sae_and_label(site):
             assert word not in text, (rel, word)
     # a trial is its opaque id, its images and its maps: no label, feature or value
     assert all(set(t) == {"id", "img", "m"} for t in trials["trials"])
+    # its images are copies named by the trial (no dataset, view or manifest row in the path)
+    for t in trials["trials"]:
+        assert t["img"] == [f"rate/img/{t['id']}/{i}.jpg" for i in range(len(t["img"]))] and t["img"]
+        assert all((out / p).is_file() for p in t["img"])
 
 
 def test_resample_is_bilinear_and_keeps_a_linear_ramp():

@@ -15,6 +15,8 @@ Layout of the site (``out_dir``)::
     img/{i}/v{n}/{row}.jpg                one JPEG thumbnail per (dataset, model view, image), written once
     rate/trials.js                        the rating sample as the rater sees it: opaque trial ids, images and
                                           patch maps on a common grid; no model, SAE, feature or label
+    rate/img/{trial}/{i}.jpg              the trials' images, copied under the trial's name (the shared
+                                          thumbnails' view folders would group trials by model)
 
 Browsers refuse ``fetch`` of ``file://`` URLs, so every data file is a script that hands its object to
 ``VITSAE.put(name, object)``; the pages add a ``<script>`` tag per file they need, when they need it.
@@ -447,8 +449,13 @@ def build_site(
             slots = np.nonzero(st.top_image_FK[f] >= 0)[0]
             grid = st.meta.get("grid")
             imgs, maps = [], []
-            for sl in slots:
-                imgs.append(thumbs.path(t.dataset, view, int(st.top_row_FK[f, sl])))
+            for i, sl in enumerate(slots):
+                # a copy named by the trial: the shared thumbnails' folders say which crop (model) made them
+                shared = site / thumbs.path(t.dataset, view, int(st.top_row_FK[f, sl]))
+                own = f"rate/img/{t.trial}/{i}.jpg"
+                (site / own).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(shared, site / own)
+                imgs.append(own)
                 if grid is not None:
                     g = map_grid(st.top_map_FKT[f, sl], grid,
                                  None if st.top_patch_index_FKT is None else st.top_patch_index_FKT[f, sl])  # fmt: skip
