@@ -50,6 +50,7 @@ from PIL import Image
 
 from vitsae.analysis import decoders
 from vitsae.analysis.cards import map_grid, model_view
+from vitsae.analysis.ratings import read_sample
 from vitsae.analysis.settings import BrowserSettings
 from vitsae.analysis.stats import FeatureStats, load_feature_stats, sae_place
 from vitsae.analysis.wordnet import WordNetError, load_hierarchy
@@ -281,7 +282,7 @@ def build_site(
 ) -> Path:
     """Write the site (module docstring) to ``out_dir``, published when complete."""
     by_name = {d.name: d for d in datasets}
-    sample = pd.read_csv(sample_csv, keep_default_na=False, na_values=[""])
+    sample = read_sample(sample_csv)  # trial and sample_id kept as text (an all-digit id stays an id)
 
     def build(site: Path) -> None:
         thumbs = _Thumbs(site, by_name, settings)
