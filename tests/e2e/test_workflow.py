@@ -165,7 +165,8 @@ def test_every_artifact_has_a_provenance_record_and_the_figure_verifies(demo):
     # specification curve, controls; figures: every one of the run
     n_tables = 3 + 2 * len(run.sweeps) + 4 + 2 + 3
     assert n_tables == len(layout.final_tables(run))
-    assert len(artifacts) == 2 + 4 + 3 * n_sae + n_evals + n_tables + len(layout.figures(run))
+    n_rating = 3  # the rating sample's key, the ratings' precision and their agreement
+    assert len(artifacts) == 2 + 4 + 3 * n_sae + n_evals + n_tables + n_rating + len(layout.figures(run))
     for a in artifacts:
         rec = read_record(a)
         assert rec["digest"] == digest_artifact(a), a

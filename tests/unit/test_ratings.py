@@ -524,3 +524,10 @@ def test_write_sample_and_write_ratings(tmp_path, tables):
         "rating_sample.csv",
         "ratings.csv",
     ]
+
+
+def test_no_catch_tables_gives_a_sample_without_catch_trials(tmp_path):
+    # a run without a null sweep (no claims section): the sample is drawn from the observed tables alone
+    path = table(tmp_path / "a.csv", "m1", ["abstract"] * 3)
+    s = ratings.draw_sample([path], [], RatingSettings(per_label=2, catch_per_model=5))
+    assert len(s) == 2 and not s["catch"].any()

@@ -193,7 +193,7 @@ def draw_sample(tables: Sequence[PathLike], catch_tables: Sequence[PathLike],
     seed = int(settings.seed)
     drawn = []
     observed = read_tables(tables)
-    observed = observed[observed["live"]]
+    observed = observed[observed["live"].astype(bool)]  # (bool: an empty object column would select columns)
     for (d, m), group in observed.groupby(["dataset", "model"], sort=True):
         for label in dict.fromkeys(settings.labels):
             candidates = group[group["rating_label"] == label]
@@ -201,7 +201,7 @@ def draw_sample(tables: Sequence[PathLike], catch_tables: Sequence[PathLike],
                 part = _draw(candidates, settings.per_label, seed, (d, m, label))
                 drawn.append(part.assign(label=label, catch=False, n_available=len(candidates)))
     null = read_tables(catch_tables, "catch table")
-    null = null[null["live"]]
+    null = null[null["live"].astype(bool)]
     if settings.catch_per_model > 0:
         for (d, m), group in null.groupby(["dataset", "model"], sort=True):
             part = _draw(group, settings.catch_per_model, seed, (d, m, CATCH))
