@@ -196,6 +196,17 @@ def test_records_hold_every_field(chain):
     manifest = read_record(chain["manifest"])
     assert manifest["inputs"][0]["record"] is None  # a raw image has no record
     assert read_record(chain["store"])["store"]["weights"] == WEIGHTS
+    assert "training" not in rec  # an SAE file without its cfg.json
+
+
+def test_an_sae_record_holds_the_precision_its_trainer_resolved(tmp_path):
+    """cfg.json says what ran (the config may say auto): the record carries it into the lineage."""
+    store = write_arrays(tmp_path / "s.zarr", {"model": MODEL}, {"train": np.ones((4, 2, 3))}, 2)
+    sae = make(tmp_path, "results/sae/toy/sae.safetensors", b"weights")
+    (sae.parent / "cfg.json").write_text(json.dumps({"precision": "bf16", "compile": True, "lr": 0.01}))
+    rec = record("train_sae", [store], sae, ["vitsae.sae.train"], training={"precision": "auto"})
+    assert rec["training"] == {"precision": "bf16", "compile": True}
+    assert rec["params"]["training"] == {"precision": "auto"}
 
 
 def test_same_inputs_give_the_same_id_and_a_param_change_does_not(chain, tmp_path):

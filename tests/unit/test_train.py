@@ -112,9 +112,9 @@ def test_cpu_stack_cap_splits_stacks_without_changing_results(
     sizes: list[int] = []
     stack_init = sweep.Stack.__init__
 
-    def spy(self: sweep.Stack, specs: list[SAESpec], d_in: int, device: torch.device) -> None:
+    def spy(self: sweep.Stack, specs: list[SAESpec], *args: object) -> None:
         sizes.append(len(specs))
-        stack_init(self, specs, d_in, device)
+        stack_init(self, specs, *args)
 
     monkeypatch.setattr(sweep.Stack, "__init__", spy)
     monkeypatch.setattr(sweep, "CPU_STACK_BYTES", 3 * TINY.batch_size * 16 * 2 * 4)  # 3 SAEs of d_sae 32
@@ -369,7 +369,10 @@ def test_load_round_trips_every_architecture(tiny_store: Path, tmp_path: Path) -
         assert cfg["hook"] == {"model": {"name": "synthetic"}, "layer": 3, "tokens": "patches"}
         assert cfg["k"] == spec.k and cfg["token_kind"] == "patches" and "bytes_read" in cfg["meta"]
         # every setting, with the encoder scale used (the architecture's when the spec leaves it None)
-        for key, value in {**spec.to_dict(), "enc_init_scale": spec.encoder_scale, **TINY.to_dict()}.items():
+        # compile and precision as resolved for the device (auto: eager fp32 on a CPU)
+        resolved = TINY.resolved("cpu").to_dict()
+        assert resolved["precision"] == "fp32" and resolved["compile"] is False
+        for key, value in {**spec.to_dict(), "enc_init_scale": spec.encoder_scale, **resolved}.items():
             assert cfg[key] == value
         tensors = load_file(str(path))
         extra = ["threshold"] if spec.architecture in ("batchtopk", "jumprelu") else []

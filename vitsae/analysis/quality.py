@@ -97,6 +97,41 @@ def _share(live_F: np.ndarray, f_M: np.ndarray, cos_M: np.ndarray, threshold: fl
     return float(live_F[f_M[cos_M >= threshold]].sum() / live_F.sum())
 
 
+def precision_check(
+    reference: Sequence[checkpoint.SparseAutoencoder], other: checkpoint.SparseAutoencoder, x_ND: torch.Tensor,
+    cosine: float = 0.7,
+) -> pd.DataFrame:  # fmt: skip
+    """Does ``other`` (trained like ``reference[0]``, same seed, at another precision) differ from it by
+    no more than SAEs of other seeds do? ``reference``: SAEs of the same settings and data, seeds
+    differing (at least two). One row per check: ``fvu``, ``l0`` and ``dead`` (share of features firing
+    on no token of ``x_ND``) with ``delta`` = |other − reference[0]| against ``spread`` = the largest
+    |reference[i] − reference[0]| (for ``dead`` at least one feature's share); and ``matched`` (share of live features of ``reference[0]`` with a
+    one-to-one decoder match of cosine ≥ ``cosine``, :func:`matched_share`), other's against the
+    lowest of the other seeds'. ``within`` says whether ``other`` is inside the seed spread (``delta ≤
+    spread``; for ``matched``, other's share ≥ the seeds')."""
+    if len(reference) < 2:
+        raise ValueError("precision_check needs SAEs of at least two seeds as the reference")
+    metrics = [sample_metrics(sae, x_ND) for sae in (*reference, other)]
+    for m in metrics:
+        m["dead"] = float((m["fired_F"] == 0).mean())
+    *ref, oth = metrics
+    rows = []
+    for key in ("fvu", "l0", "dead"):
+        spread = max(abs(r[key] - ref[0][key]) for r in ref[1:])
+        if key == "dead":  # one feature's difference is always within (dead counts are small integers)
+            spread = max(spread, 1 / len(ref[0]["fired_F"]))
+        delta = abs(oth[key] - ref[0][key])
+        rows.append({"check": key, "reference": ref[0][key], "other": oth[key], "delta": delta,
+                     "spread": spread, "within": bool(delta <= spread)})  # fmt: skip
+    live_F = ref[0]["fired_F"] > 0
+    W0 = reference[0].W_dec_FD.detach().cpu().numpy()
+    seeds = min(matched_share(W0, r.W_dec_FD.detach().cpu().numpy(), live_F, cosine) for r in reference[1:])
+    share = matched_share(W0, other.W_dec_FD.detach().cpu().numpy(), live_F, cosine)
+    rows.append({"check": "matched", "reference": seeds, "other": share, "delta": seeds - share,
+                 "spread": math.nan, "within": bool(share >= seeds)})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
 def final_drop(step_R: np.ndarray, loss_R: np.ndarray, tail: float) -> float:
     """The relative drop of the loss still under way at the end of training: a least-squares line of loss
     against step over the last ``tail`` share of the log's rows (``ceil(tail · rows)``, rows with a finite

@@ -267,6 +267,23 @@ def store_attrs(path: Path) -> dict | None:
     return None
 
 
+#: cfg.json fields of an SAE copied into its record's ``training``: the values its trainer resolved for
+#: the device it ran on (vitsae.sae.settings.TrainSettings.resolved), which the config's ``auto`` hides.
+TRAINING_FIELDS = ("precision", "compile")
+
+
+def sae_training(path: Path) -> dict | None:
+    """:data:`TRAINING_FIELDS` of the ``cfg.json`` beside an ``sae.safetensors`` at ``path``, or None."""
+    cfg_path = path.parent / "cfg.json"
+    if path.name != "sae.safetensors" or not cfg_path.is_file():
+        return None
+    try:
+        cfg = json.loads(cfg_path.read_text())
+    except (OSError, ValueError):
+        return None
+    return {k: cfg[k] for k in TRAINING_FIELDS if k in cfg} or None
+
+
 def _read_id(artifact: Path) -> tuple[str | None, str | None]:
     """The id of ``artifact``'s record and the sha256 of the record file's bytes (None, None: no record)."""
     try:
@@ -352,6 +369,9 @@ def write_record(
         if attrs and ("model" in attrs or "weights" in attrs):
             # Kept in the record so the lineage still names the weights after the store is deleted.
             record["store"] = {k: attrs.get(k) for k in ("model", "weights", "manifest_sha256")}
+        training = sae_training(out_path)
+        if training is not None:  # how the SAE was trained, as resolved for its device (cfg.json)
+            record["training"] = training
         record["id"] = record_id(record)
         record["content_sha256"] = content_sha256(record)
         path = record_path(out_path)

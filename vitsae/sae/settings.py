@@ -56,7 +56,11 @@ TRAINING_KEYS = (
     "compile",
     "permute_dims",
     "input_norm",
+    "precision",
 )
+#: ``precision`` values: ``fp32`` (full float32 matmuls), ``tf32`` (float32 storage, TF32 matmuls on CUDA),
+#: ``bf16`` (bf16 autocast around the encoder and decoder matmuls); ``auto`` is bf16 on CUDA, fp32 elsewhere.
+PRECISIONS = ("auto", "fp32", "tf32", "bf16")
 #: Encoder initialisation per architecture: ``W_enc = scale · W_dec.T`` unless a sweep sets
 #: ``enc_init_scale``. 0.1 for the ReLU SAEs, chosen on the planted benchmark (config/README.md, "SAE
 #: settings"; measured for relu_l1, carried to relu_l1_free, whose encoder is the same); the k-sparse
@@ -113,7 +117,12 @@ class TrainSettings:
     the structure-free null: each batch's dimensions are permuted independently across its tokens
     (:func:`vitsae.sae.train.permute_dims`). ``input_norm`` says how the input scale is fitted:
     ``centred`` (``E‖(x − mean)·scale‖² = d``) or ``raw`` (``E‖x·scale‖² = d``, uncentred: SAELens'
-    ``expected_average_only_in``) (:func:`vitsae.sae.train.init_scale_and_mean`)."""
+    ``expected_average_only_in``) (:func:`vitsae.sae.train.init_scale_and_mean`).
+
+    ``compile`` (``auto``: on for CUDA, off elsewhere) and ``precision`` (:data:`PRECISIONS`; ``auto``: bf16 on
+    CUDA, fp32 elsewhere) are fixed for a device by :meth:`resolved`; the trainer, its state digest, cfg.json
+    and the provenance record see the resolved values. On a CPU the step stays fp32 and eager unless the
+    settings say otherwise, so its determinism and exact resume stay bitwise."""
 
     batch_size: int = 1024
     train_tokens: int = 200_000
@@ -126,12 +135,27 @@ class TrainSettings:
     dead_steps: int = DEAD_STEPS
     log_every: int = 20
     checkpoint_every: int = 500
-    compile: bool = False
+    compile: bool | str = "auto"
     permute_dims: bool = False
     input_norm: str = "centred"
+    precision: str = "auto"
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    def resolved(self, device: object) -> TrainSettings:
+        """These settings with ``compile`` and ``precision`` fixed for ``device`` (``auto``: compiled bf16 on
+        CUDA, eager fp32 elsewhere). ``tf32`` is refused off CUDA (it names a CUDA matmul mode)."""
+        cuda = str(device).split(":")[0] == "cuda"  # a str or a torch.device (no torch import here)
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}; got {self.precision!r}")
+        if self.compile not in ("auto", True, False):
+            raise ValueError(f"compile must be auto, true or false; got {self.compile!r}")
+        precision = ("bf16" if cuda else "fp32") if self.precision == "auto" else self.precision
+        if precision == "tf32" and not cuda:
+            raise ValueError(f"precision tf32 is a CUDA matmul mode; on {device} use fp32 or bf16")
+        compile_ = cuda if self.compile == "auto" else bool(self.compile)
+        return dataclasses.replace(self, compile=compile_, precision=precision)
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,23 @@ Optimiser: Adam (betas 0.9/0.999, eps 1e-8) written on the stacked tensors with 
 rate, following ``torch.optim.Adam``'s single-tensor arithmetic. Determinism and resume: see
 :func:`train_sweep`. Files: see :func:`train_sweep_from_store` and :mod:`vitsae.sae.checkpoint`.
 
+**Two step paths** (``step_mode``). ``eager`` (the default on a CPU) is the bitwise-deterministic step the
+determinism, resume and reference tests pin. ``fused`` (the default on CUDA) asks the host nothing during
+a step: the learning rates, bias corrections and sparsity ramps of every step are tables on the device,
+built once (:meth:`Stack.schedule`); the optimiser update, the parallel-gradient removal and the decoder
+renormalisation are one call per stack (:func:`fused_update`, compiled with ``compile``); which
+features fired and the L0 come out of the forward graph; ``last_fired`` is updated with a masked fill, not
+a boolean-index assignment; the dead-feature mask is always passed (AuxK is 0 without dead features), so
+nothing branches on device data. A non-finite loss is recorded on the device (the first bad step per
+SAE) and checked at log and checkpoint steps and at the end, before anything is written, so no NaN state
+is ever persisted. On CUDA the batches come from a :class:`~vitsae.sae.feeder.DeviceFeeder` and
+training-state checkpoints are written by a background thread (:class:`_Saver`).
+
+**Precision** (``TrainSettings.precision``, resolved per device by :meth:`TrainSettings.resolved`): with
+``bf16`` the encoder and decoder matmuls (and their backward) run under bf16 autocast; weights, Adam
+moments, activations after the encoder, the reconstruction error and every loss term stay float32.
+``tf32`` sets float32 matmuls to TF32 for the run. ``fp32`` changes nothing (the CPU default).
+
 **The structure-free null** (``TrainSettings.permute_dims``): a negative control for the concept
 statistics. Each training batch has every activation dimension permuted independently across the
 batch's tokens (:func:`permute_dims`); batches mix many images (the stream's shuffle buffers), so this
@@ -47,6 +64,7 @@ import logging
 import math
 import os
 import shutil
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -58,7 +76,9 @@ from vitsae.data.loader import TokenStream
 from vitsae.data.store import data_key, open_store, split_array
 from vitsae.sae.architectures import REGISTRY, StepInput
 from vitsae.sae.checkpoint import SparseAutoencoder
+from vitsae.sae.feeder import DeviceFeeder
 from vitsae.sae.settings import SAESpec, TrainSettings
+from vitsae.sae.stages import StepProfile
 
 logger = logging.getLogger("vitsae.sae.train")
 
@@ -68,12 +88,16 @@ STATE_FILE = "state.pt"
 INIT_SAMPLE_TOKENS = 65_536
 ADAM_BETAS = (0.9, 0.999)
 ADAM_EPS = 1e-8
-STATE_VERSION = 2  # 2: the token stream's buffers no longer span epochs
-#: On CPU a stack holds at most this many bytes of ``[S, B, F]`` float32 activations: glibc serves larger
-#: blocks by mmap, so every such temporary of every step is page-faulted and zeroed afresh (8 relu_l1 SAEs
-#: of d_sae 3072 at batch 1024 in one stack stepped ~15% slower than one after another). 32 MiB is glibc's
-#: largest dynamic mmap threshold; freed blocks up to it are reused.
-CPU_STACK_BYTES = 32 << 20
+STATE_VERSION = 3  # 2: the token stream's buffers no longer span epochs; 3: resolved compile/precision
+#: On CPU a stack holds at most this many bytes of ``[S, B, F]`` float32 activations. Its elementwise passes
+#: are memory-bound, so a stack whose temporaries leave the caches steps slower than its SAEs one after
+#: another (bench/RESULTS.md section 6: 8 relu_l1 SAEs at d 128, x8, batch 1024, 2 cores: stacks of 8
+#: (32 MiB) 63K SAE-tokens/s, of 4: 94K, of 1: 103-107K); a stack of exactly 32 MiB also meets glibc's
+#: largest mmap threshold, so its temporaries are page-faulted afresh every step. Small SAEs still stack
+#: (fewer, larger ops). On CUDA every SAE of an architecture and width is one stack.
+CPU_STACK_BYTES = 4 << 20
+#: ``step_mode`` values (module docstring); None picks ``fused`` on CUDA and ``eager`` elsewhere.
+STEP_MODES = ("eager", "fused")
 LOG_FIELDS = ("step", "tokens", "loss", "mse", "fvu", "l0", "dead_fraction", "lr")
 #: Second key of the seed of step ``t``'s dimension permutations: ``[data_seed, PERMUTE_KEY, t]``.
 PERMUTE_KEY = 0xD135
@@ -86,8 +110,15 @@ PERMUTE_KEY = 0xD135
 class Stack:
     """S SAEs of one architecture and width: stacked parameters, Adam moments and running state."""
 
-    def __init__(self, specs: list[SAESpec], d_in: int, device: torch.device) -> None:
+    def __init__(
+        self, specs: list[SAESpec], d_in: int, device: torch.device, precision: str = "fp32",
+        fused: bool = False,
+    ) -> None:  # fmt: skip
         self.specs = specs
+        self.bf16 = precision == "bf16"  # autocast the two matmuls (module docstring, "Precision")
+        self.fused = fused  # the sync-free step (module docstring, "Two step paths")
+        self._update_parts: tuple = (remove_parallel_, adam_update_)
+        self.profile: StepProfile | None = None  # set by train_sweep when profiling
         self.arch = REGISTRY[specs[0].architecture]
         self.S, self.D, self.F = len(specs), d_in, d_in * specs[0].expansion
         self.device = device
@@ -138,6 +169,21 @@ class Stack:
             if hasattr(torch._dynamo.config, name):
                 setattr(torch._dynamo.config, name, max(getattr(torch._dynamo.config, name), 64))
         self._forward = torch.compile(self._forward, dynamic=False, fullgraph=True)
+        if self.fused:
+            self._update_parts = tuple(
+                torch.compile(fn, dynamic=False, fullgraph=True) for fn in (remove_parallel_, adam_update_)
+            )
+
+    def _mark(self, stage: str) -> None:
+        if self.profile is not None:
+            self.profile.mark(stage)
+
+    def _matmul(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """``bmm(a, b)`` in float32 out; under bf16 autocast when the precision is bf16."""
+        if self.bf16:
+            with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16):
+                return torch.bmm(a, b).float()
+        return torch.bmm(a, b)
 
     def _forward(
         self, xn_BD: torch.Tensor, coeff_S: torch.Tensor, dead_SF: torch.Tensor | None
@@ -145,12 +191,15 @@ class Stack:
         """Loss, MSE, codes and the architecture's extra log tensors of every SAE of the stack."""
         P = self.params
         xc_SBD = xn_BD.unsqueeze(0) - P["b_dec"].unsqueeze(1)
-        pre_SBF = torch.bmm(xc_SBD, P["W_enc"]) + P["b_enc"].unsqueeze(1)
+        pre_SBF = self._matmul(xc_SBD, P["W_enc"]) + P["b_enc"].unsqueeze(1)
         f_SBF = self.arch.activate(self, pre_SBF)
-        xhat_SBD = torch.bmm(f_SBF, P["W_dec"]) + P["b_dec"].unsqueeze(1)
+        xhat_SBD = self._matmul(f_SBF, P["W_dec"]) + P["b_dec"].unsqueeze(1)
         err_SBD = xhat_SBD - xn_BD
         mse_S = (err_SBD**2).sum(dim=-1).mean(dim=-1)
         penalty_S, extra = self.arch.penalty(self, StepInput(pre_SBF, f_SBF, err_SBD, coeff_S, dead_SF))
+        if self.fused:  # the step's statistics from the graph: no pass over [S, B, F] outside it
+            f_d = f_SBF.detach()
+            extra = {**extra, "fired": f_d.amax(dim=1) > 0, "l0": (f_d > 0).sum(dim=-1).float().mean(dim=-1)}
         return mse_S + penalty_S, mse_S, f_SBF, extra
 
     def step(self, xn_BD: torch.Tensor, step: int, lr_scale: float, l1_ramp: float, dead_steps: int) -> dict:
@@ -161,6 +210,7 @@ class Stack:
         if dead_SF is not None and not bool(dead_SF.any()):
             dead_SF = None  # decided here, eagerly: the compiled forward has no data-dependent branch
         loss_S, mse_S, f_SBF, extra = self._forward(xn_BD, coeff_S, dead_SF)
+        self._mark("forward")
         if not bool(torch.isfinite(loss_S).all()):
             bad = [s.id for s, ok in zip(self.specs, torch.isfinite(loss_S).tolist()) if not ok]
             raise ValueError(
@@ -169,6 +219,7 @@ class Stack:
         for p in P.values():
             p.grad = None
         loss_S.sum().backward()
+        self._mark("backward")
         with torch.no_grad():
             if self.arch.unit_decoder:  # drop each decoder row's gradient component along the row
                 W_SFD = P["W_dec"]
@@ -179,11 +230,72 @@ class Stack:
                 P["W_dec"] /= P["W_dec"].norm(dim=-1, keepdim=True)
             self.buffers["last_fired"][f_SBF.amax(dim=1) > 0] = step  # f >= 0: one pass, no [S, B, F] mask
             self.arch.after_step(self, f_SBF.detach())
+        self._mark("update")
         out = {"loss": loss_S.detach(), "mse": mse_S.detach(), "f": f_SBF.detach(), "lr": self.lr_S64 * lr_scale,
                **{k: v.detach() for k, v in extra.items()}}  # fmt: skip
         if "l1_coeff" in out:
             out["l1_coeff"] = self.coeff_S64 * l1_ramp  # log the float64 value, not its float32 rounding
         return out
+
+    def schedule(self, n_steps: int, settings: TrainSettings) -> None:
+        """The fused step's per-step tables on the device, row ``t`` for step ``t`` (1-based; row 0
+        unused): ``-lr·lr_schedule(t) / (1 − β₁ᵗ)`` and the sparsity coefficient after its warm-up
+        ``[T+1, S]``, and ``sqrt(1 − β₂ᵗ)`` ``[T+1]`` (float64 on the host, then float32)."""
+        beta1, beta2 = ADAM_BETAS
+        t = torch.arange(n_steps + 1, dtype=torch.float64).clamp(min=1)
+        lr_T = torch.tensor([lr_schedule(int(i), n_steps, settings.lr_warmup_steps, settings.lr_decay_steps)
+                             for i in t.tolist()], dtype=torch.float64)  # fmt: skip
+        w = settings.l1_warmup_steps
+        ramp_T = ((t - 1) / w).clamp(max=1.0) if w else torch.ones_like(t)
+        self.neg_lr_TS = (-(self.lr_S64 * lr_T[:, None]) / (1 - beta1**t)[:, None]).float().to(self.device)
+        self.coeff_TS = (self.coeff_S64 * ramp_T[:, None]).float().to(self.device)
+        self.bc2_sqrt_T = ((1 - beta2**t) ** 0.5).float().to(self.device)
+        self.first_bad_S = torch.zeros(self.S, dtype=torch.long, device=self.device)
+
+    def step_fused(
+        self, xn_BD: torch.Tensor, step: int, lr_scale: float, l1_ramp: float, dead_steps: int
+    ) -> dict:
+        """:meth:`step` without a host synchronisation (module docstring, "Two step paths")."""
+        P = self.params
+        last_fired_SF = self.buffers["last_fired"]
+        dead_SF = (step - 1) - last_fired_SF >= dead_steps if self.arch.uses_dead else None
+        loss_S, mse_S, f_SBF, extra = self._forward(xn_BD, self.coeff_TS[step], dead_SF)
+        self._mark("forward")
+        bad_S = ~torch.isfinite(loss_S.detach()) & (self.first_bad_S == 0)
+        self.first_bad_S.masked_fill_(bad_S, step)
+        for p in P.values():
+            p.grad = None
+        loss_S.sum().backward()
+        self._mark("backward")
+        names = list(P)
+        unit = names.index("W_dec") if self.arch.unit_decoder else -1
+        fused_update(
+            [P[n].detach() for n in names], [P[n].grad for n in names], [self.moments[n][0] for n in names],
+            [self.moments[n][1] for n in names], self.neg_lr_TS[step], self.bc2_sqrt_T[step], unit,
+            self._update_parts,
+        )  # fmt: skip
+        with torch.no_grad():
+            last_fired_SF.masked_fill_(extra.pop("fired"), step)
+            self.arch.after_step(self, f_SBF.detach())
+        self._mark("update")
+        out = {"loss": loss_S.detach(), "mse": mse_S.detach(), "f": f_SBF.detach(), "lr": self.lr_S64 * lr_scale,
+               **{k: v.detach() for k, v in extra.items()}}  # fmt: skip
+        if "l1_coeff" in out:
+            out["l1_coeff"] = self.coeff_S64 * l1_ramp
+        return out
+
+    def check_finite(self) -> None:
+        """Raise if a fused step saw a non-finite loss (one host synchronisation; a no-op when eager,
+        whose step raises at once)."""
+        if not self.fused:
+            return
+        first_S = self.first_bad_S.tolist()
+        if any(first_S):
+            bad = [s.id for s, t in zip(self.specs, first_S) if t]
+            step = min(t for t in first_S if t)
+            raise ValueError(
+                f"SAE loss became non-finite at step {step} for {bad}; lower lr or check the data"
+            )
 
     def _adam(self, step: int, lr_scale: float) -> None:
         """Adam with a per-SAE learning rate, in ``torch.optim.Adam``'s single-tensor arithmetic."""
@@ -215,16 +327,102 @@ class Stack:
         return sae
 
     def state(self) -> dict:
+        """A snapshot of parameters, moments and running state, cloned on the stack's device (no host
+        synchronisation on CUDA); :func:`_to_cpu` moves it to the host."""
         return {
-            "params": {k: v.detach().cpu().clone() for k, v in self.params.items()},
-            "moments": {k: (m.cpu().clone(), v.cpu().clone()) for k, (m, v) in self.moments.items()},
-            "buffers": {k: v.cpu().clone() for k, v in self.buffers.items()},
+            "params": {k: v.detach().clone() for k, v in self.params.items()},
+            "moments": {k: (m.clone(), v.clone()) for k, (m, v) in self.moments.items()},
+            "buffers": {k: v.clone() for k, v in self.buffers.items()},
         }
 
     def load_state(self, state: dict) -> None:
         self.params = {k: v.to(self.device).requires_grad_() for k, v in state["params"].items()}
         self.moments = {k: (m.to(self.device), v.to(self.device)) for k, (m, v) in state["moments"].items()}
         self.buffers = {k: v.to(self.device) for k, v in state["buffers"].items()}
+
+
+def remove_parallel_(g_SFD: torch.Tensor, W_SFD: torch.Tensor) -> None:
+    """Drop from each decoder row's gradient its component along the (unit) row, in place."""
+    g_SFD.sub_((g_SFD * W_SFD).sum(dim=-1, keepdim=True) * W_SFD)
+
+
+def adam_update_(
+    params: list[torch.Tensor], grads: list[torch.Tensor], exp_avgs: list[torch.Tensor],
+    exp_avg_sqs: list[torch.Tensor], neg_lr_S: torch.Tensor, bc2_sqrt: torch.Tensor, unit: int,
+) -> None:  # fmt: skip
+    """Adam in place with the per-SAE step ``neg_lr_S`` (``-lr/(1 − β₁ᵗ)``, a device tensor) and
+    ``bc2_sqrt`` (``sqrt(1 − β₂ᵗ)``), then the rows of parameter ``unit`` (-1: none) renormalised."""
+    beta1, beta2 = ADAM_BETAS
+    for i, (p, g, m, v) in enumerate(zip(params, grads, exp_avgs, exp_avg_sqs)):
+        m.lerp_(g, 1 - beta1)
+        v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
+        denom = v.sqrt() / bc2_sqrt + ADAM_EPS
+        p.add_(neg_lr_S.view(-1, *([1] * (p.dim() - 1))) * m / denom)
+        if i == unit:
+            p.div_(p.norm(dim=-1, keepdim=True))
+
+
+def fused_update(
+    params: list[torch.Tensor], grads: list[torch.Tensor], exp_avgs: list[torch.Tensor],
+    exp_avg_sqs: list[torch.Tensor], neg_lr_S: torch.Tensor, bc2_sqrt: torch.Tensor, unit: int,
+    parts: tuple = (remove_parallel_, adam_update_),
+) -> None:  # fmt: skip
+    """One stack's optimiser step in place, with no host value: the parallel-gradient removal of
+    parameter ``unit`` (the decoder; -1: none; the gradient is changed in place), then
+    :func:`adam_update_`. ``params`` are detached aliases of the parameters. Same arithmetic as
+    :meth:`Stack._adam` up to float rounding (the scalars are float32 device tensors here). ``parts``
+    are the two functions (compiled ones in :meth:`Stack.compile`: compiled as one graph, inductor
+    2.14's CPU code generator fails on it when the stack holds one SAE, ``KeyError: 'buf1'``)."""
+    remove, adam = parts
+    if unit >= 0:
+        remove(grads[unit], params[unit])
+    adam(params, grads, exp_avgs, exp_avg_sqs, neg_lr_S, bc2_sqrt, unit)
+
+
+def _to_cpu(obj: object) -> object:
+    """``obj`` (dicts, lists, tuples of tensors) with every tensor on the host."""
+    if isinstance(obj, torch.Tensor):
+        return obj.cpu()
+    if isinstance(obj, dict):
+        return {k: _to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_to_cpu(v) for v in obj)
+    return obj
+
+
+class _Saver:
+    """Writes training-state checkpoints in a background thread, one at a time: :meth:`save` waits for
+    the previous write (re-raising its error), then hands the snapshot (device clones, moved to the host
+    in the thread) to a new one; :meth:`wait` joins the last. ``background=False`` writes in the caller."""
+
+    def __init__(self, background: bool) -> None:
+        self.background = background
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    def _write(self, path: Path, state: dict) -> None:
+        try:
+            state = _to_cpu(state)
+            atomic_write(path, lambda p: torch.save(state, p))
+        except BaseException as exc:  # noqa: BLE001 - re-raised by wait()
+            self._error = exc
+
+    def save(self, path: Path, state: dict) -> None:
+        self.wait()
+        if not self.background:
+            self._write(path, state)
+            self.wait()
+            return
+        self._thread = threading.Thread(target=self._write, args=(path, state), name="vitsae-checkpoint")
+        self._thread.start()
+
+    def wait(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
 
 
 # --------------------------------------------------------------------------------------------
@@ -301,7 +499,8 @@ def _log_rows(
     cols = {
         "loss": out["loss"], "mse": out["mse"],
         "fvu": out["mse"] / var if var > 0 else torch.full_like(out["mse"], math.nan),
-        "l0": (out["f"] > 0).sum(dim=-1).float().mean(dim=-1), "dead_fraction": dead_S, "lr": out["lr"],
+        "l0": out["l0"] if "l0" in out else (out["f"] > 0).sum(dim=-1).float().mean(dim=-1),  # fused: the graph's
+        "dead_fraction": dead_S, "lr": out["lr"],
         **{k: out[k] for k in stack.arch.log_fields},
     }  # fmt: skip
     lists = {k: v.cpu().tolist() for k, v in cols.items()}
@@ -328,6 +527,8 @@ def train_sweep(
     state_dir: str | os.PathLike | None = None,
     log: Callable[[str, dict], None] | None = None,
     data_key: str | None = None,
+    step_mode: str | None = None,
+    profile: StepProfile | None = None,
 ) -> list[tuple[SparseAutoencoder, list[dict]]]:
     """Train every SAE of ``specs`` in one pass over ``stream_factory(start_tokens)``'s batches.
 
@@ -350,11 +551,21 @@ def train_sweep(
     scaling commute exactly); everything downstream (steps, log rows) sees only permuted batches. The
     init sample is not permuted: a column permutation leaves its per-dimension mean and ``E‖x‖²``
     unchanged, so ``scale`` and ``b_dec`` are those of the unpermuted sweep.
+
+    ``settings`` are :meth:`~TrainSettings.resolved` for ``device`` first (``compile`` and ``precision``;
+    the digest and the returned modules' ``cfg`` hold the resolved values). ``step_mode`` (``eager`` or
+    ``fused``; None: fused on CUDA, eager elsewhere) picks the step path (module docstring). A
+    :class:`~vitsae.sae.stages.StepProfile` as ``profile`` gets the stage marks of every step.
     """
     specs = list(specs)
     if not specs:
         raise ValueError("train_sweep needs at least one SAESpec")
     device = torch.device(device)
+    settings = settings.resolved(device)
+    step_mode = step_mode or ("fused" if device.type == "cuda" else "eager")
+    if step_mode not in STEP_MODES:
+        raise ValueError(f"step_mode must be one of {STEP_MODES}, got {step_mode!r}")
+    fused = step_mode == "fused"
     digest = _digest(specs, settings, d_in)
     groups: dict[tuple[str, int], list[int]] = {}
     for i, spec in enumerate(specs):
@@ -364,10 +575,12 @@ def train_sweep(
         per_sae = settings.batch_size * d_in * expansion * 4
         cap = max(1, CPU_STACK_BYTES // per_sae) if device.type == "cpu" else len(idx)
         members += [idx[j : j + cap] for j in range(0, len(idx), cap)]
-    stacks = [Stack([specs[i] for i in idx], d_in, device) for idx in members]
+    stacks = [Stack([specs[i] for i in idx], d_in, device, settings.precision, fused) for idx in members]
     if settings.compile:
         for stack in stacks:
             stack.compile()
+    for stack in stacks:
+        stack.profile = profile
     ids = [s.id for s in specs]
 
     state_path = None if state_dir is None else Path(state_dir) / STATE_FILE
@@ -390,8 +603,20 @@ def train_sweep(
     position = 0 if state is None else int(state["position"])
     rows: list[list[dict]] = [[] for _ in specs] if state is None else state["log_rows"]
     n_steps = math.ceil(settings.train_tokens / settings.batch_size)
+    if fused:
+        for stack in stacks:
+            stack.schedule(n_steps, settings)
+
+    def check_finite() -> None:
+        for stack in stacks:
+            stack.check_finite()
 
     stream = stream_factory(position)
+    feeder = None
+    saver = _Saver(background=fused)
+    matmul_precision = torch.get_float32_matmul_precision()
+    if settings.precision == "tf32":
+        torch.set_float32_matmul_precision("high")  # TF32 matmuls, restored below
     try:
         if state is None:
             sample_ND = torch.from_numpy(stream.peek(INIT_SAMPLE_TOKENS))
@@ -409,8 +634,14 @@ def train_sweep(
             logger.info("resuming sweep from step %d (%d tokens) of %s", step, position, state_path)
         last_logged = rows[0][-1]["step"] if rows[0] else 0
         tokens = position
-        for x_BD in stream:
+        batches = stream
+        if device.type == "cuda":  # gather, NaN test and copy two batches ahead, off the training thread
+            feeder = batches = DeviceFeeder(stream, device)
+        for x_BD in batches:
             step += 1
+            if profile is not None:
+                profile.begin(step)
+                profile.mark("wait")
             x_BD = x_BD.to(device, torch.float32, non_blocking=True)  # pinned by the stream on a GPU
             if settings.permute_dims:  # the structure-free null
                 x_BD = permute_dims(x_BD, settings.data_seed, step)
@@ -420,8 +651,10 @@ def train_sweep(
             l1_ramp = min(1.0, (step - 1) / w) if w else 1.0
             tokens += x_BD.shape[0]
             last = step == n_steps or tokens >= settings.train_tokens
-            outs = [stack.step(xn_BD, step, lr_scale, l1_ramp, settings.dead_steps) for stack in stacks]
+            take_step = Stack.step_fused if fused else Stack.step
+            outs = [take_step(stack, xn_BD, step, lr_scale, l1_ramp, settings.dead_steps) for stack in stacks]
             if step % settings.log_every == 0 or last:
+                check_finite()
                 for stack, idx, out in zip(stacks, members, outs):
                     for i, row in zip(idx, _log_rows(stack, out, xn_BD, step, tokens, settings.dead_steps)):
                         rows[i].append(row)
@@ -432,18 +665,26 @@ def train_sweep(
                 logger.info("step %d/%d tokens %d [%s] loss %.4g fvu %.4f l0 %.1f dead %.3f", step, n_steps,
                             tokens, ids[0], r["loss"], r["fvu"], r["l0"], r["dead_fraction"])  # fmt: skip
             if state_path is not None and step % settings.checkpoint_every == 0 and not last:
+                check_finite()  # no NaN state is ever written
                 state_path.parent.mkdir(parents=True, exist_ok=True)
                 state = {
                     "digest": digest, "data_key": data_key, "members": members, "step": step, "position": tokens,
                     "scale": scale,
-                    "stacks": [s.state() for s in stacks], "log_rows": rows,
+                    "stacks": [s.state() for s in stacks], "log_rows": [list(r) for r in rows],
                     "torch_rng": torch.get_rng_state(), "numpy_rng": np.random.get_state(),
                 }  # fmt: skip
-                atomic_write(state_path, lambda p, state=state: torch.save(state, p))
+                saver.save(state_path, state)
+            if profile is not None:
+                profile.mark("log")
             if tokens >= settings.train_tokens:
                 break
+        check_finite()
     finally:
+        torch.set_float32_matmul_precision(matmul_precision)
+        if feeder is not None:
+            feeder.close()
         stream.close()
+        saver.wait()  # a checkpoint being written is finished (an error there is raised)
     if step == 0:
         raise ValueError("no batches to train on")
     if last_logged != step:
@@ -502,6 +743,7 @@ def train_sweep_from_store(
     meta: dict,
     device: str | torch.device = "cpu",
     state_dir: str | os.PathLike | None = None,
+    profile: StepProfile | None = None,
 ) -> list[Path]:
     """Train the sweep on ``split`` of the store (one data pass) and write ``train_log.csv``, then
     ``cfg.json`` and, last, ``sae.safetensors`` (:meth:`~vitsae.sae.checkpoint.SparseAutoencoder.save`;
@@ -518,15 +760,18 @@ def train_sweep_from_store(
         stream = TokenStream(
             store_path, split, settings.token_kind, settings.batch_size, settings.data_seed,
             settings.shuffle_chunks, settings.train_tokens, start_tokens=start_tokens,
-            # on a GPU: fp16 batches in pinned memory (half the bytes to copy), converted on the device
-            pin_memory=on_gpu, dtype=torch.float16 if on_gpu else torch.float32,
+            # on a GPU: fp16 batches (half the bytes to copy), copied into pinned memory and converted on the
+            # device by the trainer's DeviceFeeder
+            dtype=torch.float16 if on_gpu else torch.float32,
         )  # fmt: skip
         streams.append(stream)
         return stream
 
+    settings = settings.resolved(device)  # cfg.json records the compile and precision used
     d_in = int(split_array(open_store(store_path), split).shape[2])
     key = data_key(store_path, split, settings.token_kind)
-    results = train_sweep(factory, specs, settings, d_in, device=device, state_dir=state_dir, data_key=key)
+    results = train_sweep(factory, specs, settings, d_in, device=device, state_dir=state_dir, data_key=key,
+                          profile=profile)  # fmt: skip
     store_attrs = dict(open_store(store_path).attrs)
     base_meta = {"store": str(store_path), "split": split, **meta}
     base_meta.setdefault("dataset", store_attrs.get("dataset"))
