@@ -16,6 +16,8 @@
 The extraction time is the whole ``extract()`` call given the loaded model: manifest, loader start-up, store
 creation, validation and publishing included; building the random-weight model (~1-2 s here) is not. The 2 cores of this machine are shared with other work, so the two are
 measured in alternation, ``--rounds`` times, and the ratio is the median of the per-round ratios.
+``stages_s``: where each extraction's calling thread spent its time (``extract(..., profile=...)``; the stages
+add up to the call's wall time), medians over the rounds.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from vitsae.data.activations import extract
+from vitsae.data.activations import STAGES, extract
 from vitsae.data.manifest import build_manifest, write_manifest
 from vitsae.data.models import VisionModel, load_model
 from vitsae.data.settings import ModelSpec
@@ -130,9 +132,10 @@ def main() -> None:
             f"{hash_s / decode_s:.4f}",
             flush=True,
         )
-        fwd, ext, ratios = [], [], []
+        fwd, ext, ratios, profiles = [], [], [], []
         for r in range(args.rounds):
             fwd.append(forward())
+            profiles.append({})
             t0 = time.perf_counter()
             out = extract(
                 tmp / "m.parquet",
@@ -146,6 +149,7 @@ def main() -> None:
                 num_workers=args.workers,
                 device="cpu",
                 model=vm,
+                profile=profiles[-1],
             )
             ext.append(args.n / (time.perf_counter() - t0))
             ratios.append(ext[-1] / fwd[-1])
@@ -154,6 +158,8 @@ def main() -> None:
                 f"call) {ext[-1]:.2f} img/s: {ratios[-1]:.3f}",
                 flush=True,
             )
+            stages = profiles[-1]["stages"]
+            print("  stages (s): " + ", ".join(f"{k} {stages[k]:.2f}" for k in STAGES), flush=True)
         store_mb = sum(f.stat().st_size for f in out.rglob("*") if f.is_file()) / 1e6
         print(
             json.dumps(
@@ -173,6 +179,9 @@ def main() -> None:
                     "workers": args.workers,
                     "threads": args.threads,
                     "store_MB": round(store_mb, 1),
+                    "stages_s": {
+                        k: round(statistics.median(p["stages"][k] for p in profiles), 3) for k in STAGES
+                    },
                 }
             )
         )

@@ -322,3 +322,184 @@ def test_an_image_changed_after_the_manifest_names_the_file(tmp_path, decode, wo
         extract(
             manifest, root, "toy", SPEC, 1, out, ["train"], batch_size=2, decode=decode, num_workers=workers
         )
+
+
+# --- packed batches, the input thread, the batched transform, the profile (issue 21) -------------
+
+
+def test_a_packed_batch_round_trips_every_images_bytes_exactly(dataset):
+    """The tensor path's workers hand over one uint8 buffer and its offsets per batch, not one tensor per
+    image; unpacking gives each image's bytes back, byte for byte, and they decode as separate copies do."""
+    from vitsae.data.activations import _loader, decode_images, pack_bytes, unpack_bytes
+
+    rng = np.random.default_rng(0)
+    items = [rng.integers(0, 256, n, dtype=np.uint8).tobytes() for n in (5, 0, 1, 4099, 17)]
+    data_N, offsets_B1 = pack_bytes(items)
+    assert data_N.dtype == torch.uint8 and data_N.shape == (4122,)
+    assert offsets_B1.tolist() == [0, 5, 5, 6, 4105, 4122]
+    assert [v.numpy().tobytes() for v in unpack_bytes(data_N, offsets_B1)] == items
+
+    root, _, df = dataset
+    paths, sha256s = df["path"].tolist(), df["sha256"].tolist()
+    loader = _loader(root, paths, sha256s, "dataset 'toy'", None, "tensor", 4, num_workers=1, pin=False)
+    got, n_batches = [], 0
+    for batch in loader:  # from a worker process
+        data_N, offsets_B1 = batch
+        assert data_N.dtype == torch.uint8 and data_N.ndim == 1 and offsets_B1.shape == (len(offsets_B1),)
+        views = unpack_bytes(data_N, offsets_B1)
+        got += [v.numpy().tobytes() for v in views]
+        copies = [torch.frombuffer(bytearray(v.numpy().tobytes()), dtype=torch.uint8) for v in views]
+        for a, b in zip(
+            decode_images(views, paths[:4], "cpu"), decode_images(copies, paths[:4], "cpu"), strict=True
+        ):
+            assert torch.equal(a, b)
+        n_batches += 1
+    assert got == [(root / p).read_bytes() for p in paths]
+    assert n_batches == -(-len(paths) // 4)
+
+
+def _preprocessing(kind: str) -> dict:
+    if kind == "dinov2":  # bicubic, crop_pct 0.875: shorter side to 64, centre crop 56
+        return load_model(SPEC).preprocessing
+    return {"input_size": [3, 64, 64], "interpolation": "bilinear", "crop_pct": 1.0, "crop_mode": "center",
+            "mean": [0.48145466, 0.4578275, 0.40821073], "std": [0.26862954, 0.26130258, 0.27577711]}  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", ["dinov2", "clip"])
+def test_the_batched_transform_equals_the_per_image_transform(kind):
+    """Images of several sizes in one batch (two of a size, resized in one call; one already at the resize
+    size; landscape, portrait, smaller than the input), against :func:`tensor_transform` image by image."""
+    from vitsae.data.activations import batch_transform, tensor_transform
+
+    pp = _preprocessing(kind)
+    s = pp["input_size"][1]
+    rng = np.random.default_rng(1)
+    sizes = [
+        (375, 500),
+        (40, 64),
+        (375, 500),
+        (64, 80) if kind == "dinov2" else (64, 64),
+        (500, 375),
+        (40, 64),
+    ]
+    images = [torch.from_numpy(rng.integers(0, 256, (3, h, w), dtype=np.uint8)) for h, w in sizes]
+    ref_BCSS = torch.stack([tensor_transform(im, pp) for im in images])
+    x_BCSS = batch_transform(images, pp)
+    assert x_BCSS.shape == ref_BCSS.shape == (6, 3, s, s) and x_BCSS.dtype == torch.float32
+    torch.testing.assert_close(x_BCSS, ref_BCSS, rtol=0, atol=1e-5)
+    same = [images[0], images[2]]  # one size: the whole batch in one resize
+    torch.testing.assert_close(batch_transform(same, pp), ref_BCSS[[0, 2]], rtol=0, atol=1e-5)
+    assert float((ref_BCSS[0] - ref_BCSS[2]).abs().max()) > 0.1  # the images differ, so the order is checked
+
+
+def test_the_input_thread_runs_ahead_by_at_most_its_queue_and_passes_its_error_on():
+    """Batches come out in order; the thread prepares at most depth + 1 batches beyond what was taken;
+    an error in it reaches the consumer as the same exception object, after the batches before it."""
+    from vitsae.data.activations import _Producer, _Stages
+
+    prepared = []
+
+    def prepare(b, batch):
+        prepared.append(b)
+        if batch == "bad":
+            raise ValueError("cannot decode img3.jpg")
+        return torch.tensor(batch)
+
+    producer = _Producer(iter([0, 1, 2, 3, 4, 5, 6, 7]), prepare, _Stages(), torch.device("cpu"), depth=2)
+    it = iter(producer)
+    assert int(next(it)) == 0
+    time.sleep(0.3)
+    assert len(prepared) <= 1 + 2 + 1
+    assert [int(x) for x in it] == [1, 2, 3, 4, 5, 6, 7]
+    producer.close()
+
+    producer = _Producer(iter([0, 1, 2, "bad", 4]), prepare, _Stages(), torch.device("cpu"), depth=2)
+    got = []
+    with pytest.raises(ValueError, match=r"^cannot decode img3\.jpg$"):
+        for x in producer:
+            got.append(int(x))
+    assert got == [0, 1, 2]
+    producer.close()
+
+    prepared.clear()  # a consumer that stops early does not leave the thread blocked
+    producer = _Producer(iter(range(100)), prepare, _Stages(), torch.device("cpu"), depth=2)
+    next(iter(producer))
+    t0 = time.perf_counter()
+    producer.close()
+    assert time.perf_counter() - t0 < 2 and len(prepared) < 10
+
+
+def test_a_corrupt_image_on_the_tensor_path_is_named_from_the_input_thread(tmp_path):
+    """Bytes the manifest agrees with that neither nvJPEG/libjpeg nor PIL decode: the input thread's
+    ImageDecodeError reaches the caller with the same message (the file, what to do)."""
+    from vitsae.data.activations import ImageDecodeError
+
+    root = tmp_path / "data"
+    make_folder(root, {"train": 3})
+    df = build_manifest("toy", "imagefolder", root, {"train": "train"})
+    bad = root / "train" / "dog" / "dog_1.jpg"
+    data = b"\xff\xd8\xff\xe0 not a jpeg at all"
+    bad.write_bytes(data)
+    df.loc[df["path"] == "train/dog/dog_1.jpg", "sha256"] = hashlib.sha256(data).hexdigest()
+    write_manifest(df, tmp_path / "m.parquet")
+    out = tmp_path / "s.zarr"
+    with pytest.raises(ImageDecodeError) as err:
+        extract(tmp_path / "m.parquet", root, "toy", SPEC, 1, out, ["train"], batch_size=2, decode="tensor")
+    assert str(err.value).startswith(f"cannot decode {bad} (")
+    assert str(err.value).endswith(
+        "it was readable when the manifest was built: restore the file, or delete the manifest so it is rebuilt"
+    )
+    assert "_produce" in [entry.name for entry in err.traceback]  # raised in the input thread
+    assert not out.exists()
+
+
+def _gpu_bench():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "bench" / "gpu" / "extract_gpu.py"
+    spec = importlib.util.spec_from_file_location("extract_gpu_bench", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("decode", ["tensor", "pil"])
+def test_the_gpu_benchmark_runs_on_the_cpu_its_stages_add_up_and_its_store_is_extracts(tmp_path, decode):
+    """bench/gpu/extract_gpu.py's pieces at tiny size on the CPU: the profile's stages add up to the wall
+    time, 'other' (time no stage accounts for) stays under 5% of it, and the store the benchmark wrote holds
+    the activations a plain extract() writes."""
+    from vitsae.data.activations import BUSY, STAGES
+
+    bench, device = _gpu_bench(), torch.device("cpu")
+    root, manifest = tmp_path / "data", tmp_path / "m.parquet"
+    paths = bench.synthetic_jpegs(root, 10, classes=2)
+    write_manifest(build_manifest("bench", "imagefolder", root, {"train": "train"}), manifest)
+    vm, build_s, digest_s = bench.build_model(SPEC, device)
+    assert build_s > digest_s > 0
+    run = bench.run_extraction(manifest, root, SPEC, vm, 1, tmp_path / "bench.zarr", 4, 0, device, decode, 1)
+    prof = run["profile"]
+    stages = prof["stages"]
+    assert list(stages) == list(STAGES) and list(prof["busy"]) == list(BUSY)
+    assert all(v >= 0 for v in stages.values()) and stages["forward"] > 0 and stages["setup"] > 0
+    assert sum(stages.values()) == pytest.approx(prof["wall"], rel=1e-9)
+    assert stages["other"] <= 0.05 * prof["wall"], stages
+    assert prof["wall"] == pytest.approx(run["call_s"], rel=0.05)
+    assert run["synced_s"] >= run["call_s"]
+    if decode == "tensor":
+        assert prof["busy"]["decode"] > 0 and prof["busy"]["transform"] > 0
+    assert prof["busy"]["write"] > 0 and prof["images"] == 10 and prof["decode"] == decode
+    assert [n for _, n in prof["written_at"]] == [4, 4, 2]
+    assert run["steady_img_s"] == pytest.approx(6 / (prof["written_at"][2][0] - prof["written_at"][0][0]))
+    plain = extract(
+        manifest, root, "bench", SPEC, 1, tmp_path / "plain.zarr", ["train"], batch_size=4, decode=decode
+    )
+    ours, ref = store.open_store(tmp_path / "bench.zarr"), store.open_store(plain)
+    assert np.isfinite(ours["train"][:]).all() and ours["train"].shape == (10, 17, 384)
+    np.testing.assert_array_equal(ours["train"][:], ref["train"][:])
+    np.testing.assert_array_equal(ours["train_rows"][:], ref["train_rows"][:])
+    table = bench.stage_table(prof)
+    assert all(k in table for k in (*STAGES, *BUSY, "wall"))
+    assert bench.forward_only(vm, 1, paths, 4, device, reps=2) > 0
+    assert bench.decode_only(manifest, root, vm, 4, 0, device, warmup=1) > 0
+    assert bench.disk_write_gb_s(tmp_path, 1 << 20, 0.003) > 0 and not (tmp_path / "disk-probe").exists()

@@ -137,3 +137,24 @@ def test_a_chunk_changed_on_disk_fails_when_read_and_is_named(tmp_path):
     with pytest.raises(ValueError, match="checksum do not match"):
         arr[4:]
     assert store.check_chunks(path) == (4, [f"corrupt chunk: {chunk} (its crc32c does not match its bytes)"])
+
+
+def test_every_array_writes_chunks_without_scanning_them_for_the_fill_value(tmp_path):
+    """zarr's default (write_empty_chunks off) scans every chunk for "all fill value" before writing it,
+    0.4-0.8 s per 101 MB chunk (bench/store_write.py). Every array of a split is created without the scan,
+    and :func:`store.writable` reopens one for writing the same way; a chunk equal to the fill value (NaN,
+    -1) is then written as a file like any other, and reads back as written."""
+    g = store.create_group(tmp_path / "s.zarr", {})
+    arrays = {"train": store.create_split(g, "train", (8, 5, 6), 4, subset_k=3)}
+    names = ["train", "train_rows", "train_patch_index"]
+    assert zarr.open_group(str(tmp_path / "s.zarr"), mode="r")["train"].config.write_empty_chunks is False
+    for name in names:
+        arr = arrays.get(name) or store.writable(g, name)
+        assert arr.config.write_empty_chunks is True, name
+        fill = np.nan if name == "train" else -1
+        arr[0:4] = np.full((4, *arr.shape[1:]), fill, dtype=arr.dtype)
+        files = [p for p in (tmp_path / "s.zarr" / name / "c").rglob("*") if p.is_file()]
+        assert [p.relative_to(tmp_path / "s.zarr" / name).parts[:2] for p in files] == [("c", "0")], name
+    assert np.isnan(g["train"][:]).all() and (g["train_rows"][:] == -1).all()
+    # the setting lives in the opened array only, never in the metadata readers hash (store.data_key)
+    assert "write_empty_chunks" not in (tmp_path / "s.zarr" / "train" / "zarr.json").read_text()

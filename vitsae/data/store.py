@@ -19,6 +19,12 @@ checksum after each chunk's bytes (:func:`checksum_codecs`; :func:`check_chunks`
 the published group's ``zarr.json`` holds every array's metadata (consolidated), so that third-party
 readers (``xarray.open_zarr``) open a store without listing its directory.
 
+Every array is written with zarr's ``write_empty_chunks`` on (:data:`WRITE_CONFIG`): with a fill value
+(NaN, -1) and the default (off), zarr scans each chunk before writing it to see whether it equals the
+fill value, single-threaded, 0.4-0.8 s per 101 MB fp16 chunk against 0.02-0.04 s without the scan
+(shared/FACTS.md; ``bench/store_write.py``). The setting is not stored in the metadata: open an array for
+writing with :func:`writable`. Every chunk written is therefore a file, which :func:`assemble` relies on.
+
 ``kept`` says which of the model's ``model_tokens`` tokens (CLS, registers, patches) the store holds;
 :func:`token_slice` turns a token kind into positions of *this* store, and refuses a kind the store
 does not hold. A store without ``kept`` (written before it existed) holds all tokens.
@@ -56,6 +62,10 @@ TOKEN_KINDS = ("all", "patches", "cls")
 KEPT_KINDS = ("all", "patches", "cls", "subset")
 #: Attrs that may differ between the parts of one store (everything else must agree).
 PART_ATTRS = ("part", "written", "complete")
+
+
+#: zarr's runtime config of every array written here: no scan of each chunk for "all fill value".
+WRITE_CONFIG = {"write_empty_chunks": True}
 
 
 class StoreError(RuntimeError):
@@ -225,13 +235,20 @@ def create_split(
     b = max(1, min(chunk_images, n))
     image, token, patch = dimensions(split, t, subset_k)
     arr = group.create_array(split, shape=shape, chunks=(b, t, d), dtype="float16", compressors=checksum_codecs(),
-                             fill_value=np.nan, dimension_names=(image, token, "dim"))  # fmt: skip
+                             fill_value=np.nan, dimension_names=(image, token, "dim"), config=WRITE_CONFIG)  # fmt: skip
     group.create_array(f"{split}_rows", shape=(n,), chunks=(b,), dtype="int64", compressors=checksum_codecs(),
-                       fill_value=-1, dimension_names=(image,))  # fmt: skip
+                       fill_value=-1, dimension_names=(image,), config=WRITE_CONFIG)  # fmt: skip
     if subset_k is not None:
         group.create_array(f"{split}_patch_index", shape=(n, subset_k), chunks=(b, subset_k), dtype="int16",
-                           compressors=checksum_codecs(), fill_value=-1, dimension_names=(image, patch))  # fmt: skip
+                           compressors=checksum_codecs(), fill_value=-1, dimension_names=(image, patch),
+                           config=WRITE_CONFIG)  # fmt: skip
     return arr
+
+
+def writable(group: zarr.Group, name: str) -> zarr.Array:
+    """The array ``name`` of ``group``, opened to be written with :data:`WRITE_CONFIG` (zarr keeps a runtime
+    config per opened array, not in the metadata, so ``group[name]`` would scan every chunk again)."""
+    return group[name].with_config(WRITE_CONFIG)
 
 
 def checksum_codecs() -> list:
@@ -401,7 +418,7 @@ def write_arrays(
     for split, acts in arrays.items():
         arr = create_split(group, split, acts.shape, chunk_images)
         arr[:] = acts.astype(np.float16)
-        group[f"{split}_rows"][:] = np.arange(acts.shape[0])
+        writable(group, f"{split}_rows")[:] = np.arange(acts.shape[0])
     group.attrs["written"] = {k: int(v.shape[0]) for k, v in arrays.items()}
     publish(tmp, final, {k: int(v.shape[0]) for k, v in arrays.items()})
     return final

@@ -288,7 +288,7 @@ def write_store(
                 m = min(chunk_images, len(pending) // T)  # whole chunks (the last may be short)
                 arr[start : start + m] = pending[: m * T].reshape(m, T, spec.d).astype(np.float16)
                 start, pending = start + m, pending[m * T :]
-        group[f"{split}_rows"][:] = np.arange(n)
+        store.writable(group, f"{split}_rows")[:] = np.arange(n)
     group.attrs["written"] = splits
     store.publish(tmp, final, splits)
     return final
