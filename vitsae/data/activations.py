@@ -398,27 +398,23 @@ class _Stages:
         self.written_at: list[tuple[float, int]] = []
         self._sync = sync
 
-    @contextlib.contextmanager
-    def __call__(self, stage: str, sync: bool = False) -> Iterator[None]:
+    def __call__(self, stage: str, sync: bool = False) -> contextlib.AbstractContextManager[None]:
         """Time a stage of the calling thread (``sync``: wait for the device before the clock stops)."""
-        t = time.perf_counter()
-        try:
-            yield
-            if sync and self._sync is not None:
-                self._sync()
-        finally:
-            self.seconds[stage] += time.perf_counter() - t
+        return self._timed(self.seconds, stage, sync)
+
+    def busy_in(self, what: str, sync: bool = False) -> contextlib.AbstractContextManager[None]:
+        """Time the work ``what`` of another thread (the input thread)."""
+        return self._timed(self.busy, what, sync)
 
     @contextlib.contextmanager
-    def busy_in(self, what: str, sync: bool = False) -> Iterator[None]:
-        """Time the work ``what`` of another thread (the input thread)."""
+    def _timed(self, into: dict[str, float], key: str, sync: bool) -> Iterator[None]:
         t = time.perf_counter()
         try:
             yield
             if sync and self._sync is not None:
                 self._sync()
         finally:
-            self.busy[what] += time.perf_counter() - t
+            into[key] += time.perf_counter() - t
 
     def wrote(self, n_images: int) -> None:
         """A batch of ``n_images`` is on disk (called by the writer thread)."""
