@@ -75,6 +75,37 @@ def count(driver) -> int:
     return int(driver.find_element(By.ID, "count").text.split()[0])
 
 
+def test_leaving_a_table_while_its_shards_load_and_coming_back_loads_each_row_once(demo, tmp_path):
+    """Every data script is delayed by 1.5 s; the table is opened, left for the index and opened again
+    before its shards arrive: one load of each shard, so the count is the live features, not twice."""
+    from selenium.webdriver.common.by import By
+
+    site = demo / SITE
+    keys = layout.browser_keys(RUN)
+    sae = data(site, "data/index.js")["saes"][0]
+    table = pd.read_csv(demo / layout.CONCEPTS.format(**keys[0]))
+    n_live = int(((table["sae_id"] == sae["sae_id"]) & (table["n_top"] > 0)).sum())
+    driver = browser(tmp_path)
+    try:
+        driver.get((site / "index.html").as_uri())
+        driver.execute_script("""
+            var load = VITSAE.load; window.loads = [];
+            VITSAE.load = function (name, src) {
+              window.loads.push(name);
+              return new Promise(function (r) { setTimeout(r, 1500); }).then(function () { return load(name, src); });
+            };""")
+        driver.execute_script("location.hash = '#/sae/0'")
+        driver.execute_script("location.hash = '#/'")
+        driver.execute_script("location.hash = '#/sae/0'")
+        wait_until(driver, lambda d: "loading" not in d.find_element(By.ID, "count").text)
+        assert count(driver) == n_live
+        assert driver.find_element(By.ID, "count").text.startswith(f"{n_live} of {n_live} live features")
+        shard_loads = [n for n in driver.execute_script("return window.loads") if "/t" in n]
+        assert shard_loads == [f"s0/t{j}" for j in range(sae["table_shards"])]
+    finally:
+        driver.quit()
+
+
 def test_browse_sort_filter_search_open_a_feature_and_follow_its_match(demo, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select

@@ -56,7 +56,9 @@
   }
   function loadTable(sae, onShard) {
     var st = newState(sae);
+    st.onShard = onShard; // the table shown now gets each shard (a view left earlier is not drawn)
     if (st.loaded === sae.table_shards) return Promise.resolve(st);
+    if (st.pending) return st.pending; // shards already on their way: one chain, so each row once
     var chain = Promise.resolve();
     for (var j = st.loaded; j < sae.table_shards; j++) {
       (function (j) {
@@ -69,12 +71,14 @@
               st.rows.push(r);
             }
             st.loaded = j + 1;
-            if (onShard) onShard(st);
+            if (st.onShard) st.onShard(st);
           });
         });
       })(j);
     }
-    return chain.then(function () { return st; });
+    st.pending = chain.then(function () { st.pending = null; return st; },
+                            function (e) { st.pending = null; throw e; });
+    return st.pending;
   }
   function showTable(sae) {
     main.innerHTML = "";
