@@ -1,6 +1,6 @@
 """SAE quality on a planted dictionary shaped like ViT activations; ends with one JSON line.
 
-    python bench/sae_quality.py [--preset paper|old ...] [--tune] [--seeds 1 2 3] [--scale F]
+    python bench/sae_quality.py [--preset paper|old ...] [--tune] [--oracle] [--seeds 1 2 3] [--scale F]
                                 [--compare-store PATH ...] [--keep DIR]
 
 The data: :mod:`vitsae.sae.planted` (d = 64, 256 true directions with power-law frequencies, correlated
@@ -33,6 +33,14 @@ pass / wall seconds of the training call.
 centred}) x (l1_warmup_steps ∈ {paper's, 300}) (those two are per-sweep settings); lr warm-up and
 decay as the paper's. The headline of each (lr, enc_init_scale, input_norm, l1 warm-up) cell is again
 at matched L0.
+
+**Oracle start** (``--oracle``): each preset also trains, on the same store and settings, SAEs whose
+first 256 decoder rows start *at* the true directions (``train_sweep``'s ``start_dictionary``; the
+other rows and the encoder as usual, the encoder the decoder's scaled transpose). Where such an SAE
+ends says where the training objective itself takes the truth: if it drifts below the goal, no start
+reaches the goal with these settings, and the gap between the two rows is what a better optimiser
+could still win. Its rows are the pass name plus ``-oracle``; the JSON line's ``oracle`` gives their
+means per preset (not counted in the preset's own numbers).
 
 ``--seeds`` sets the held-out generator seeds (default 1 2 3). ``--scale F`` divides train tokens and
 batch size by F (steps unchanged) for quick runs: no longer the paper's tokens per feature. The table
@@ -77,6 +85,7 @@ TUNE_ENC = (1.0, 0.1)
 TUNE_NORM = ("raw", "centred")
 TUNE_L1_WARMUP = 300  # the short L1 warm-up variant (the other: the paper's)
 TUNE_SEED = 0
+ORACLE_SUFFIX = "-oracle"
 GOAL = {"recovered": 0.99, "mmcs": 0.99, "l0_ratio_tol": 0.25, "fvu": 0.2}
 
 
@@ -152,20 +161,26 @@ def ensure_store(work: Path, seed: int, n_images: int, spec: planted.PlantedSpec
     return path
 
 
-def run_pass(p: Pass, store: Path, seed: int, out: Path, spec: planted.PlantedSpec) -> list[dict]:
-    dirs = [out / p.name / s.id for s in p.specs]
+def run_pass(
+    p: Pass, store: Path, seed: int, out: Path, spec: planted.PlantedSpec, oracle: bool = False
+) -> list[dict]:
+    """Train pass ``p`` on ``store`` and evaluate each SAE on val; with ``oracle``, every SAE starts with
+    the true directions as its first decoder rows (module docstring, "Oracle start")."""
+    name = f"{p.name}{ORACLE_SUFFIX if oracle else ''}"
+    dirs = [out / name / s.id for s in p.specs]
+    dic = planted.true_directions(seed, spec)
     t0 = time.perf_counter()
-    train_sweep_from_store(store, "train", p.specs, p.settings, dirs, {"bench": "sae_quality", "seed": seed})
+    train_sweep_from_store(store, "train", p.specs, p.settings, dirs, {"bench": "sae_quality", "seed": seed},
+                           start_dictionary=dic.directions_AD if oracle else None)  # fmt: skip
     wall = time.perf_counter() - t0
     tps = p.settings.train_tokens * len(p.specs) / wall
-    print(f"# pass {p.name} seed {seed}: {len(p.specs)} SAEs x {p.settings.train_tokens:,} tokens "
+    print(f"# pass {name} seed {seed}: {len(p.specs)} SAEs x {p.settings.train_tokens:,} tokens "
           f"(batch {p.settings.batch_size}) in {wall:.0f} s: {tps:,.0f} SAE-tokens/s", flush=True)  # fmt: skip
-    dic = planted.true_directions(seed, spec)
     x_ND, codes_NA = planted.val_tokens(store, seed, spec)
     rows = []
     for s, d in zip(p.specs, dirs):
         m = planted.evaluate(load(d), dic.directions_AD, x_ND, codes_NA)
-        rows.append({"pass": p.name, "seed": seed, "sae": s.id, "l1": s.l1_coeff, "lr": s.lr,
+        rows.append({"pass": name, "seed": seed, "sae": s.id, "l1": s.l1_coeff, "lr": s.lr,
                      "enc": encoder_scale(s), "norm": p.settings.input_norm, "l1w": p.settings.l1_warmup_steps,
                      "decay": getattr(p.settings, "lr_decay_steps", 0),
                      **m, "wall_s": wall, "tokens_per_s": tps, "headline": False})  # fmt: skip
@@ -215,6 +230,9 @@ def main() -> None:
     ap.add_argument("--preset", action="append", choices=("paper", "old"), help="repeatable; default paper")
     ap.add_argument("--tune", action="store_true", help=f"the tuning grid on generator seed {TUNE_SEED}")
     ap.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3], help="held-out generator seeds")
+    ap.add_argument(
+        "--oracle", action="store_true", help="also train each preset started at the true dictionary"
+    )
     ap.add_argument("--scale", type=float, default=1.0, help="divide train tokens and batch size by this")
     ap.add_argument(
         "--compare-store", type=Path, action="append", default=[], help="a real store (repeatable)"
@@ -263,6 +281,10 @@ def main() -> None:
             stores[seed] = ensure_store(work / "stores", seed, n_images, spec)
             for p in passes:
                 rows += run_pass(p, stores[seed], seed, work / "saes" / name / f"seed{seed}", spec)
+                if args.oracle and name != "tune":
+                    rows += run_pass(
+                        p, stores[seed], seed, work / "saes" / name / f"seed{seed}", spec, oracle=True
+                    )
         mark_headlines(rows)
         results[name] = rows
         print(f"\n## {name}")
@@ -304,7 +326,10 @@ def main() -> None:
             else:
                 out = tune
             continue
-        s = summary(name, [r for r in rows if r["headline"]])
+        s = summary(name, [r for r in rows if r["headline"] and not r["pass"].endswith(ORACLE_SUFFIX)])
+        oracle = [r for r in rows if r["headline"] and r["pass"].endswith(ORACLE_SUFFIX)]
+        if oracle:
+            s["oracle"] = summary(f"{name}{ORACLE_SUFFIX}", oracle)
         if out:
             out.setdefault("other_presets", []).append(s)
         else:

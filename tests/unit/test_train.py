@@ -183,6 +183,31 @@ def test_init_scales_the_encoder_and_centred_units_ignore_the_offset() -> None:
         init_scale_and_mean(torch.ones(10, 8), 8)
 
 
+def test_a_start_dictionary_replaces_the_first_decoder_rows_and_changes_the_digest() -> None:
+    from vitsae.sae.train import Stack, _digest, train_sweep
+
+    spec = SAESpec("relu_l1", 2, l1_coeff=1.0, seed=3)
+    start_AD = torch.randn(5, 8, generator=torch.Generator().manual_seed(1)) * 3.0  # not unit rows
+    plain, started = Stack([spec], 8, torch.device("cpu")), Stack([spec], 8, torch.device("cpu"))
+    plain.initialise(torch.zeros(8))
+    started.initialise(torch.zeros(8), start_AD)
+    W_dec, W_plain = started.params["W_dec"].detach()[0], plain.params["W_dec"].detach()[0]
+    torch.testing.assert_close(W_dec[:5], start_AD / start_AD.norm(dim=1, keepdim=True), rtol=0, atol=1e-7)
+    assert torch.equal(W_dec[5:], W_plain[5:])  # the other rows: the seed's, unchanged
+    assert torch.equal(started.params["W_enc"].detach()[0], W_dec.T * 0.1)  # the encoder follows, x 0.1
+    settings = TrainSettings()
+    assert _digest([spec], settings, 8, start_AD) != _digest([spec], settings, 8)
+    assert _digest([spec], settings, 8, None) == _digest([spec], settings, 8)
+
+    def never(start: int) -> None:
+        raise AssertionError("the stream must not be opened for a bad start dictionary")
+
+    for bad, match in ((torch.randn(17, 8), r"A <= 16"), (torch.randn(4, 7), r"\[A, 8\]"),
+                       (torch.zeros(2, 8), "all-zero row")):  # fmt: skip
+        with pytest.raises(ValueError, match=match):
+            train_sweep(never, [spec], settings, 8, start_dictionary=bad.numpy())
+
+
 PLANTED = PLANTED_TRAINING
 
 

@@ -135,13 +135,16 @@ class Stack:
         self.bandwidth_S11 = bandwidth_S.view(self.S, 1, 1)
 
     @torch.no_grad()
-    def initialise(self, b_dec_D: torch.Tensor) -> None:
+    def initialise(self, b_dec_D: torch.Tensor, start_AD: torch.Tensor | None = None) -> None:
         """Seeded unit-norm decoder rows per SAE, ``W_enc = encoder_scale · W_dec.T``, ``b_enc = 0``,
-        ``b_dec`` = the normalised init-sample mean."""
+        ``b_dec`` = the normalised init-sample mean. With ``start_AD`` (:func:`train_sweep`'s
+        ``start_dictionary``), its rows, normalised, replace the first ``A`` decoder rows of every SAE."""
         W_dec, W_enc = [], []
         for spec in self.specs:
             gen = torch.Generator().manual_seed(int(spec.seed))
             W_dec_FD = torch.randn(self.F, self.D, generator=gen, dtype=torch.float32)
+            if start_AD is not None:
+                W_dec_FD[: start_AD.shape[0]] = start_AD
             W_dec.append(W_dec_FD / W_dec_FD.norm(dim=1, keepdim=True))
             W_enc.append(W_dec[-1].T * spec.encoder_scale)  # x 1.0 is exact: the old init, bitwise
         W_dec_SFD = torch.stack(W_dec).to(self.device)
@@ -429,9 +432,13 @@ class _Saver:
 # Training
 
 
-def _digest(specs: Sequence[SAESpec], settings: TrainSettings, d_in: int) -> str:
+def _digest(
+    specs: Sequence[SAESpec], settings: TrainSettings, d_in: int, start_AD: torch.Tensor | None = None
+) -> str:
     blob = {"version": STATE_VERSION, "specs": [s.to_dict() for s in specs], "settings": settings.to_dict(),
             "d_in": int(d_in)}  # fmt: skip
+    if start_AD is not None:  # only then: the digests of every ordinary sweep stay as they were
+        blob["start"] = hashlib.sha256(start_AD.numpy().tobytes()).hexdigest()
     return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()
 
 
@@ -529,6 +536,7 @@ def train_sweep(
     data_key: str | None = None,
     step_mode: str | None = None,
     profile: StepProfile | None = None,
+    start_dictionary: np.ndarray | None = None,
 ) -> list[tuple[SparseAutoencoder, list[dict]]]:
     """Train every SAE of ``specs`` in one pass over ``stream_factory(start_tokens)``'s batches.
 
@@ -556,6 +564,12 @@ def train_sweep(
     the digest and the returned modules' ``cfg`` hold the resolved values). ``step_mode`` (``eager`` or
     ``fused``; None: fused on CUDA, eager elsewhere) picks the step path (module docstring). A
     :class:`~vitsae.sae.stages.StepProfile` as ``profile`` gets the stage marks of every step.
+
+    ``start_dictionary`` (``[A, d_in]``, ``A`` at most every SAE's width): every SAE starts with these
+    directions (normalised) as its first ``A`` decoder rows, the encoder as always the decoder's scaled
+    transpose. For benchmarks with a known dictionary (``bench/sae_quality.py --oracle``): an SAE started
+    at the truth shows where its own objective takes the truth, a bound on recovery from a random start.
+    It is part of the state digest (a resume never mixes starts); the config pipeline never sets it.
     """
     specs = list(specs)
     if not specs:
@@ -566,7 +580,18 @@ def train_sweep(
     if step_mode not in STEP_MODES:
         raise ValueError(f"step_mode must be one of {STEP_MODES}, got {step_mode!r}")
     fused = step_mode == "fused"
-    digest = _digest(specs, settings, d_in)
+    start_AD = None
+    if start_dictionary is not None:
+        start_AD = torch.as_tensor(np.asarray(start_dictionary, dtype=np.float32))
+        narrowest = min(d_in * s.expansion for s in specs)
+        if start_AD.ndim != 2 or start_AD.shape[1] != d_in or start_AD.shape[0] > narrowest:
+            raise ValueError(
+                f"start_dictionary must be [A, {d_in}] with A <= {narrowest} (the narrowest SAE's width); "
+                f"got {list(start_AD.shape)}"
+            )
+        if not bool(torch.isfinite(start_AD).all()) or not bool((start_AD.norm(dim=1) > 0).all()):
+            raise ValueError("start_dictionary has a non-finite or all-zero row")
+    digest = _digest(specs, settings, d_in, start_AD)
     groups: dict[tuple[str, int], list[int]] = {}
     for i, spec in enumerate(specs):
         groups.setdefault((spec.architecture, spec.expansion), []).append(i)
@@ -624,7 +649,7 @@ def train_sweep(
                 raise ValueError("no batches to train on")
             scale, b_dec_D = init_scale_and_mean(sample_ND, d_in, settings.input_norm)
             for stack in stacks:
-                stack.initialise(b_dec_D)
+                stack.initialise(b_dec_D, start_AD)
         else:
             scale = float(state["scale"])
             for stack, st in zip(stacks, state["stacks"]):
@@ -744,12 +769,14 @@ def train_sweep_from_store(
     device: str | torch.device = "cpu",
     state_dir: str | os.PathLike | None = None,
     profile: StepProfile | None = None,
+    start_dictionary: np.ndarray | None = None,
 ) -> list[Path]:
     """Train the sweep on ``split`` of the store (one data pass) and write ``train_log.csv``, then
     ``cfg.json`` and, last, ``sae.safetensors`` (:meth:`~vitsae.sae.checkpoint.SparseAutoencoder.save`;
     each atomically) into each of ``out_dirs``; removes ``state_dir``
     after success. Returns the safetensors paths. ``meta["bytes_read"]`` counts this process's reads
-    (a resumed run reads from its checkpoint on)."""
+    (a resumed run reads from its checkpoint on). ``start_dictionary``: see :func:`train_sweep` (cfg.json's
+    meta then says ``"start": "dictionary"``)."""
     specs, out_dirs = list(specs), [Path(p) for p in out_dirs]
     if len(out_dirs) != len(specs):
         raise ValueError(f"{len(specs)} specs but {len(out_dirs)} out_dirs")
@@ -771,9 +798,11 @@ def train_sweep_from_store(
     d_in = int(split_array(open_store(store_path), split).shape[2])
     key = data_key(store_path, split, settings.token_kind)
     results = train_sweep(factory, specs, settings, d_in, device=device, state_dir=state_dir, data_key=key,
-                          profile=profile)  # fmt: skip
+                          profile=profile, start_dictionary=start_dictionary)  # fmt: skip
     store_attrs = dict(open_store(store_path).attrs)
     base_meta = {"store": str(store_path), "split": split, **meta}
+    if start_dictionary is not None:
+        base_meta["start"] = "dictionary"
     base_meta.setdefault("dataset", store_attrs.get("dataset"))
     base_meta["bytes_read"] = int(sum(s.bytes_read for s in streams))
     base_meta["start_tokens"] = int(streams[0].start_tokens) if streams else 0
