@@ -138,3 +138,19 @@ def test_typechecking_imports_are_not_followed():
         "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from vitsae.sae.train import Stack\n"
     )
     assert source.imports(ast.unparse(tree), "vitsae.sae.architectures.base") == set()
+
+
+def test_a_module_edited_in_the_same_process_is_parsed_again(tmp_path, monkeypatch):
+    # the parse cache is keyed by content: an edit (even one that keeps the size) changes the closure
+    pkg = tmp_path / "vitsae"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text('"""doc only"""\n')
+    (pkg / "a.py").write_text("import vitsae.b\n")
+    (pkg / "b.py").write_text("X = 1\n")
+    (pkg / "c.py").write_text("Y = 2\n")
+    monkeypatch.setattr(source, "PACKAGE_DIR", pkg)
+    assert source.closure(["vitsae.a"]) == ["vitsae.a", "vitsae.b"]
+    (pkg / "a.py").write_text("import vitsae.c\n")  # same size, same second
+    assert source.closure(["vitsae.a"]) == ["vitsae.a", "vitsae.c"]
+    (pkg / "c.py").write_text('"""now doc only"""\n')  # runs_code follows the edit too
+    assert source.closure(["vitsae.a"]) == ["vitsae.a"]

@@ -4,7 +4,8 @@ Each rule's params carry :func:`script_code` of its script: ``{module: digest}``
 the script imports, directly or through other modules. Snakemake reruns a job whose params changed, so
 editing a module reruns exactly the rules whose scripts import it (editing the SAE trainer reruns SAE
 training and what follows, never extraction), and the provenance record of each output lists the same
-modules. Files are read as bytes and parsed, never imported (the Snakefile must parse fast). Imports
+modules. Files are read as bytes and parsed, never imported (the Snakefile must parse fast); what a module imports
+is parsed once per process and content (:func:`_facts`), not once per rule that reaches it. Imports
 under ``if TYPE_CHECKING:`` are not run, so they are not followed; a package ``__init__`` that holds
 only its docstring computes nothing and is left out.
 """
@@ -72,10 +73,15 @@ def imports(source: str | bytes, module: str | None = None, packages: bool = Tru
     imports, anywhere in it (functions too): ``import vitsae.a.b`` and ``from vitsae.a import b`` name
     ``vitsae.a.b`` when that is a module, else ``vitsae.a``; with ``packages``, each with the packages
     above it (whose ``__init__`` runs first)."""
+    return _imports_in(ast.parse(source), module, packages)
+
+
+def _imports_in(tree: ast.AST, module: str | None, packages: bool = True) -> set[str]:
+    """:func:`imports` of a parsed source."""
     found: set[str] = set()
     package = None if module is None else (module if module_path(module).name == "__init__.py"
                                             else module.rpartition(".")[0])  # fmt: skip
-    for node in _walk(ast.parse(source)):
+    for node in _walk(tree):
         names: list[str] = []
         if isinstance(node, ast.Import):
             names = [alias.name for alias in node.names]
@@ -102,11 +108,28 @@ def imports(source: str | bytes, module: str | None = None, packages: bool = Tru
     return found
 
 
+#: :func:`_facts` per (module, sha256 of its source): a module edited since is parsed again.
+_FACTS: dict[tuple[str, str], tuple[frozenset[str], bool]] = {}
+
+
+def _facts(module: str) -> tuple[frozenset[str], bool]:
+    """``(imports(source, module), runs_code(module))`` of the module's current source, parsed once per
+    content. The Snakefile asks this of the same modules for every rule (each rule's closure); parsing
+    each module once took the parse of a config from 4.0 s to 1.0 s (bench/RESULTS.md section 1)."""
+    source = module_path(module).read_bytes()
+    key = (module, hashlib.sha256(source).hexdigest())
+    hit = _FACTS.get(key)
+    if hit is None:
+        tree = ast.parse(source)
+        runs = not all(isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant) for n in tree.body)
+        hit = _FACTS[key] = (frozenset(_imports_in(tree, module)), runs)
+    return hit
+
+
 def runs_code(module: str) -> bool:
     """Whether the module holds more than a docstring (a package's ``__init__`` often holds only that;
     such a module changes nothing a rule computes, so it is left out of digests)."""
-    body = ast.parse(module_path(module).read_bytes()).body
-    return not all(isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant) for n in body)
+    return _facts(module)[1]
 
 
 def closure(modules: Iterable[str]) -> list[str]:
@@ -119,7 +142,7 @@ def closure(modules: Iterable[str]) -> list[str]:
         if module in seen:
             continue
         seen.add(module)
-        todo.extend(imports(module_path(module).read_bytes(), module) - seen)
+        todo.extend(_facts(module)[0] - seen)
     return sorted(m for m in seen if runs_code(m))
 
 
