@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from vitsae.analysis import browser
+from vitsae.analysis import browser, maps
 from vitsae.analysis import stats as featstats
 from vitsae.analysis.settings import BrowserSettings
 from vitsae.data.manifest import BASE_COLUMNS, write_manifest
@@ -166,11 +166,11 @@ def test_rating_data_hides_model_sae_and_label(site):
 
 def test_resample_is_bilinear_and_keeps_a_linear_ramp():
     g = np.add.outer(np.arange(4.0), 2 * np.arange(4.0))  # linear in both axes
-    r = browser.resample(g, 8)
+    r = maps.resample(g, 8)
     # cell centres of the 8-grid at (i + 0.5) * 4/8 - 0.5 in the 4-grid's coordinates (clamped at the border)
     c = np.clip((np.arange(8) + 0.5) / 2 - 0.5, 0, 3)
     np.testing.assert_allclose(r, np.add.outer(c, 2 * c), atol=1e-12)
-    assert browser.resample(np.ones((7, 7)), 24).shape == (24, 24)
+    assert maps.resample(np.ones((7, 7)), 24).shape == (24, 24)
 
 
 def test_a_missing_image_names_the_file(site, tmp_path):

@@ -9,7 +9,7 @@ import torch
 import zarr
 from PIL import Image
 
-from vitsae.analysis import cards
+from vitsae.analysis import cards, maps
 from vitsae.analysis import stats as featstats
 from vitsae.data.manifest import BASE_COLUMNS, write_manifest
 from vitsae.data.store import write_arrays
@@ -113,11 +113,11 @@ def test_strongest_features_order_and_errors(setup):
 
 
 def test_pieces():
-    assert cards.map_grid(np.arange(4.0), [2, 2]).tolist() == [[0, 1], [2, 3]]
-    assert cards.map_grid(np.array([5.0, 7.0]), [2, 2], np.array([3, 0])).tolist() == [[7, 0], [0, 5]]
-    assert cards.map_grid(np.ones(1), None) is None
+    assert maps.map_grid(np.arange(4.0), [2, 2]).tolist() == [[0, 1], [2, 3]]
+    assert maps.map_grid(np.array([5.0, 7.0]), [2, 2], np.array([3, 0])).tolist() == [[7, 0], [0, 5]]
+    assert maps.map_grid(np.ones(1), None) is None
     with pytest.raises(ValueError, match="does not fill the 2x2 grid"):
-        cards.map_grid(np.ones(3), [2, 2])
+        maps.map_grid(np.ones(3), [2, 2])
     im = Image.new("RGB", (40, 30), (10, 20, 30))
     view = cards.model_view(im, {"input_size": [3, 16, 16], "crop_pct": 0.875})  # shorter side 18, crop 16
     assert view.size == (16, 16) and cards.model_view(im).size == (30, 30)

@@ -49,7 +49,8 @@ import pandas as pd
 from PIL import Image
 
 from vitsae.analysis import decoders
-from vitsae.analysis.cards import map_grid, model_view
+from vitsae.analysis.cards import model_view
+from vitsae.analysis.maps import map_grid, resample
 from vitsae.analysis.ratings import read_sample
 from vitsae.analysis.settings import BrowserSettings
 from vitsae.analysis.stats import FeatureStats, load_feature_stats, sae_place
@@ -134,22 +135,6 @@ def _u8(maps: np.ndarray, vmax: float) -> str:
     """Maps scaled to 0-255 by ``vmax``, as base64."""
     scaled = np.zeros(maps.shape, np.uint8) if vmax <= 0 else np.clip(np.rint(maps / vmax * 255), 0, 255)
     return base64.b64encode(scaled.astype(np.uint8).tobytes()).decode()
-
-
-def resample(grid_HW: np.ndarray, size: int = RATING_GRID) -> np.ndarray:
-    """Bilinear resampling of one patch map to ``size`` × ``size`` (cell centres aligned, as the image is)."""
-    h, w = grid_HW.shape
-    ys = (np.arange(size) + 0.5) * h / size - 0.5
-    xs = (np.arange(size) + 0.5) * w / size - 0.5
-    y0 = np.clip(np.floor(ys).astype(int), 0, h - 1)
-    x0 = np.clip(np.floor(xs).astype(int), 0, w - 1)
-    y1, x1 = np.clip(y0 + 1, 0, h - 1), np.clip(x0 + 1, 0, w - 1)
-    wy = np.clip(ys - y0, 0, 1)[:, None]
-    wx = np.clip(xs - x0, 0, 1)[None, :]
-    g = grid_HW.astype(np.float64)
-    top = g[y0][:, x0] * (1 - wx) + g[y0][:, x1] * wx
-    bottom = g[y1][:, x0] * (1 - wx) + g[y1][:, x1] * wx
-    return top * (1 - wy) + bottom * wy
 
 
 def _view_key(preprocessing: dict | None) -> str:
@@ -460,7 +445,7 @@ def build_site(
                 if grid is not None:
                     g = map_grid(st.top_map_FKT[f, sl], grid,
                                  None if st.top_patch_index_FKT is None else st.top_patch_index_FKT[f, sl])  # fmt: skip
-                    maps.append(resample(g))
+                    maps.append(resample(g, RATING_GRID))
                 else:
                     maps.append(np.zeros((RATING_GRID, RATING_GRID)))
             arr = np.stack(maps) if maps else np.zeros((0, RATING_GRID, RATING_GRID))

@@ -41,6 +41,7 @@ import pandas as pd
 from PIL import Image, ImageDraw, ImageFont
 from PIL.PngImagePlugin import PngInfo
 
+from vitsae.analysis.maps import map_grid
 from vitsae.analysis.stats import FeatureStats, load_feature_stats, sae_place
 from vitsae.atomic import atomic_dir, atomic_write
 from vitsae.data.manifest import read_manifest
@@ -69,24 +70,6 @@ def model_view(image: Image.Image, preprocessing: dict | None = None) -> Image.I
     )
     left, top = (new[0] - s_w) // 2, (new[1] - s_h) // 2
     return image.crop((left, top, left + s_w, top + s_h))
-
-
-def map_grid(map_T: np.ndarray, grid: Sequence[int] | None,
-             patch_index_T: np.ndarray | None = None) -> np.ndarray | None:  # fmt: skip
-    """``[grid_h, grid_w]`` activations of one image's tokens (row-major grid; ``patch_index_T`` places a
-    kept subset, -1 = none), or None for token kinds without a grid."""
-    if grid is None:
-        return None
-    gh, gw = int(grid[0]), int(grid[1])
-    out = np.zeros(gh * gw, dtype=np.float32)
-    if patch_index_T is None:
-        if len(map_T) != gh * gw:
-            raise ValueError(f"a patch map of {len(map_T)} tokens does not fill the {gh}x{gw} grid")
-        out[:] = map_T
-    else:
-        keep = patch_index_T >= 0
-        out[patch_index_T[keep]] = map_T[keep]
-    return out.reshape(gh, gw)
 
 
 def overlay(image: Image.Image, grid_HW: np.ndarray | None, vmax: float, alpha: float = 0.6) -> Image.Image:

@@ -59,12 +59,16 @@ class _Split:
             kind, rows_N, labels_N, taxa_N, hierarchy, None, rules, concepts.inat_context(taxa_N, rules), pool
         )
 
-    def table(self, top_image_FK: np.ndarray, map_FKT: np.ndarray) -> pd.DataFrame:
-        """The concept table of one set of top images (observed or null)."""
+    def table(
+        self, top_image_FK: np.ndarray, map_FKT: np.ndarray, grid=None, patch_index_FKT=None
+    ) -> pd.DataFrame:
+        """The concept table of one set of top images (observed or null); ``grid`` and ``patch_index_FKT``
+        place the maps on the patch grid (the statistics' meta ``grid``, ``top_patch_index_FKT``)."""
+        where = {"context": self.context, "grid": grid, "top_patch_index_FKT": patch_index_FKT}
         if self.kind == "imagenet":
             return concepts.imagenet_table(top_image_FK, map_FKT, self.labels_N, self.hierarchy, self.descriptors_ND,
-                                           self.rules, context=self.context)  # fmt: skip
-        table = concepts.inat_table(top_image_FK, map_FKT, self.taxa_N, self.rules, context=self.context)
+                                           self.rules, **where)  # fmt: skip
+        table = concepts.inat_table(top_image_FK, map_FKT, self.taxa_N, self.rules, **where)
         # finding 2 counts traits among animal features: the iNat table's animal column
         table["animal"] = nulls.inat_animal(top_image_FK, self.taxa_N["kingdom"].to_numpy(), self.rules.n_top,
                                                self.rules.clade_purity)  # fmt: skip
@@ -119,13 +123,17 @@ def sweep_concept_tables(
             split = _Split.build(kind, rows_N, manifest, hierarchy, descriptors_ND, rules, shuffle_seed)
             split.source_rows_N = rows_N
         null_FK = nulls.null_top_images(stats.top_image_FK, len(rows_N), seed=seed + i)
-        tables = [split.table(top_FK, stats.top_map_FKT) for top_FK in (stats.top_image_FK, null_FK)]
+        grid, pidx_FKT = stats.meta.get("grid"), stats.top_patch_index_FKT
+        tables = [
+            split.table(top_FK, stats.top_map_FKT, grid, pidx_FKT) for top_FK in (stats.top_image_FK, null_FK)
+        ]
         animal_F = tables[0]["animal"].fillna(False).astype(bool).to_numpy()
         animal_FK = nulls.null_top_images(stats.top_image_FK[animal_F], len(rows_N), seed=(seed + i, 2),
                                           pool=split.animal_pool)  # fmt: skip
         tables[1] = nulls.with_animal_null(
-            tables[1], animal_F, split.table(animal_FK, stats.top_map_FKT[animal_F])
-        )
+            tables[1], animal_F,
+            split.table(animal_FK, stats.top_map_FKT[animal_F], grid, None if pidx_FKT is None else pidx_FKT[animal_F]),
+        )  # fmt: skip
         for frames, table in zip((observed, null), tables):
             features = stats.features[["feature", "frequency", "mean_active", "max_activation"]]
             table = table.merge(features, on="feature", how="left")

@@ -24,8 +24,11 @@ ImageNet table (:func:`imagenet_table`, one row per feature)
 * ``diversity``: mean Euclidean distance over all pairs of top images between per-image descriptors that
   come from neither model (default :func:`vitsae.analysis.thumbnails.thumbnail_descriptors`: a 4×4 RGB thumbnail), against the same
   random sets: ``diversity_null_mean``, ``diversity_ratio`` (observed / null mean), ``diversity_z``;
-* ``localization``: mean over top images of the share of an image's tokens above half its max
-  activation (from the patch maps); ``animal``: every core class is below animal.n.01.
+* ``localization``: mean over top images of the share of the image above half its max activation, on
+  one pixel grid for every model (:func:`vitsae.analysis.maps.localization`: each patch map resampled
+  bilinearly to ``localization_pixels`` x ``localization_pixels``; with ``localization_pixels`` 0, or
+  without a patch grid, the share of tokens); ``localization_tokens``: the share of tokens, for
+  comparison (it depends on the model's patch grid); ``animal``: every core class is below animal.n.01.
 
 Label rule (first that applies; every threshold a field of :class:`ImageNetRules`):
 
@@ -54,7 +57,7 @@ the findings show examples (feature cards) beside the counts.
 iNat table (:func:`inat_table`, one row per feature)
 -----------------------------------------------------
 ``purity_<rank>`` for species … kingdom (:mod:`vitsae.analysis.taxonomy`), ``deepest_rank`` (finest rank with
-purity ``>= clade_purity``), ``n_species``, ``localization`` (as above), ``concentration`` (share of pairs
+purity ``>= clade_purity``), ``n_species``, ``localization`` and ``localization_tokens`` (as above), ``concentration`` (share of pairs
 of top images of one species) against random image sets as for ImageNet (``concentration_null_mean``,
 ``concentration_p``), ``n_major`` and ``major_share`` (species holding at least
 ``abstract_min_class_share`` of the top images, and their total share), ``major_clades`` (how many
@@ -77,12 +80,14 @@ clades of ``abstract_rank`` those species come from), and a label:
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
 from vitsae.analysis import taxonomy
+from vitsae.analysis.maps import localization
 from vitsae.analysis.settings import ImageNetRules, INatRules
 from vitsae.analysis.wordnet import Hierarchy
 
@@ -92,25 +97,17 @@ IMAGENET_COLUMNS = (
     "feature", "n_top", "n_classes", "top_class", "top_class_share", "classes", "lca", "lca_name", "lca_depth",
     "n_branches", "n_major", "major_share", "major_branches", "coherence", "coherence_null_mean", "coherence_z", "coherence_p", "concentration",
     "concentration_null_mean", "concentration_p", "diversity", "diversity_null_mean", "diversity_ratio",
-    "diversity_z", "localization", "animal", "label", "trait",
+    "diversity_z", "localization", "localization_tokens", "animal", "label", "trait",
 )  # fmt: skip
 INAT_COLUMNS = (
     "feature", "n_top", *(f"purity_{r}" for r in taxonomy.RANKS), "deepest_rank", "n_species", "localization",
-    "concentration", "concentration_null_mean", "concentration_p", "n_major", "major_share", "major_clades",
+    "localization_tokens",    "concentration", "concentration_null_mean", "concentration_p", "n_major", "major_share", "major_clades",
     "label", "trait",
 )  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------------
 # Pieces
-
-
-def localization(map_KT: np.ndarray) -> float:
-    """Mean over the rows (images) of the share of tokens above half the row's max; NaN for no rows."""
-    if map_KT.shape[0] == 0:
-        return float("nan")
-    max_K = map_KT.max(axis=1, keepdims=True)
-    return float((map_KT > 0.5 * max_K).mean(axis=1).mean())
 
 
 def _mean_pairwise_sim(class_MN: np.ndarray, sim_CC: np.ndarray) -> np.ndarray:
@@ -221,10 +218,15 @@ def imagenet_table(
     descriptors_ND: np.ndarray,
     rules: ImageNetRules = ImageNetRules(),
     context: ImageNetContext | None = None,
+    grid: Sequence[int] | None = None,
+    top_patch_index_FKT: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """One row per feature (module docstring). ``labels_N``: wnid per split image; ``descriptors_ND``:
     per split image, the visual descriptor used for diversity (e.g. :func:`vitsae.analysis.thumbnails.thumbnail_descriptors`).
-    ``context``: :func:`imagenet_context` of the same split and rules, built here when not given."""
+    ``context``: :func:`imagenet_context` of the same split and rules, built here when not given.
+    ``grid`` (the statistics' ``meta.json`` ``grid``) and ``top_patch_index_FKT`` (stores that keep a
+    patch subset) place the maps on the patch grid for ``localization``; without a grid it is the token
+    share."""
     if context is None:
         context = imagenet_context(labels_N, hierarchy, descriptors_ND, rules)
     elif context.rules != rules or len(context.labels_N) != len(labels_N):
@@ -251,7 +253,7 @@ def imagenet_table(
         null_conc = null.concentration(n)
         diversity = float(_mean_pairwise_dist(descriptors_ND[images][None])[0])
         null_div = null.diversity(n)
-        loc = localization(top_map_FKT[f, slots])
+        loc, loc_tokens = _localizations(top_map_FKT, f, slots, grid, top_patch_index_FKT, rules)
         major, major_share = _major(classes, counts, rules.abstract_min_class_share)
         row.update(
             n_classes=len(classes),
@@ -279,6 +281,7 @@ def imagenet_table(
             diversity_ratio=diversity / float(null_div.mean()) if null_div.mean() > 0 else float("nan"),
             diversity_z=_z(diversity, null_div),
             localization=loc,
+            localization_tokens=loc_tokens,
             animal=all(c in animals for c in core),
         )
         row["label"] = _imagenet_label(row, rules)
@@ -290,6 +293,16 @@ def imagenet_table(
         )
         rows.append(row)
     return pd.DataFrame(rows, columns=list(IMAGENET_COLUMNS))
+
+
+def _localizations(
+    map_FKT: np.ndarray, f: int, slots: np.ndarray, grid: Sequence[int] | None,
+    patch_index_FKT: np.ndarray | None, rules: ImageNetRules | INatRules,
+) -> tuple[float, float]:  # fmt: skip
+    """``(localization, localization_tokens)`` of feature ``f``'s top images ``slots``."""
+    maps_KT = map_FKT[f, slots]
+    pidx_KT = None if patch_index_FKT is None else patch_index_FKT[f, slots]
+    return localization(maps_KT, grid, pidx_KT, rules.localization_pixels), localization(maps_KT)
 
 
 def _z(value: float, null: np.ndarray) -> float:
@@ -338,9 +351,12 @@ def inat_table(
     taxa_N: pd.DataFrame,
     rules: INatRules = INatRules(),
     context: INatContext | None = None,
+    grid: Sequence[int] | None = None,
+    top_patch_index_FKT: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """One row per feature (module docstring). ``taxa_N``: per split image, the manifest's rank columns.
-    ``context``: :func:`inat_context` of the same split and rules, built here when not given."""
+    ``context``: :func:`inat_context` of the same split and rules, built here when not given. ``grid``
+    and ``top_patch_index_FKT``: as for :func:`imagenet_table`."""
     if context is None:
         context = inat_context(taxa_N, rules)
     elif context.rules != rules or context.code_RN.shape[1] != len(taxa_N):
@@ -360,7 +376,7 @@ def inat_table(
         counts = [np.bincount(code_RN[i, images]) for i in range(len(taxonomy.RANKS))]
         purity = {r: float(c.max() / len(images)) for r, c in zip(taxonomy.RANKS, counts)}
         deepest = next((r for r in taxonomy.RANKS if purity[r] >= rules.clade_purity), None)
-        loc = localization(top_map_FKT[f, slots])
+        loc, loc_tokens = _localizations(top_map_FKT, f, slots, grid, top_patch_index_FKT, rules)
         n_species = int(np.count_nonzero(counts[0]))
         concentration = float(_same_class_share(code_RN[0, images][None])[0])
         null_conc = null.concentration(len(images))
@@ -369,7 +385,8 @@ def inat_table(
         major_images = images[np.isin(code_RN[0, images], major)]
         major_clades = len(np.unique(code_RN[abstract_rank, major_images]))
         row.update({f"purity_{r}": p for r, p in purity.items()})
-        row.update(deepest_rank=deepest, n_species=n_species, localization=loc, concentration=concentration,
+        row.update(deepest_rank=deepest, n_species=n_species, localization=loc, localization_tokens=loc_tokens,
+                   concentration=concentration,
                    concentration_null_mean=float(null_conc.mean()), concentration_p=_p_value(concentration, null_conc),
                    n_major=len(major), major_share=major_share, major_clades=major_clades)  # fmt: skip
         one_clade = deepest is not None and taxonomy.RANKS.index(deepest) <= max_rank

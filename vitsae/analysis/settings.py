@@ -23,6 +23,7 @@ class LabelRules:
     abstract_min_class_share: float = 0.15
     abstract_min_coverage: float = 0.75
     trait_max_localization: float = 0.25
+    localization_pixels: int = 224  # the common pixel grid of localization (0: the model's token grid)
 
     def to_dict(self) -> dict:
         return asdict(self)
