@@ -145,10 +145,15 @@ def test_plan_reports_the_gpu_hours_of_the_claims_control_sweeps(tmp_path):
     _, _, by_sweep = p["sae"]
     assert p["controls"] == {"twin", "permuted"}
     # per store: max(tokens x SAEs / 4M SAE-tokens/s, tokens x d x 2 B / 1.4 GB/s); the twin sweep (15 SAEs)
-    # trains on DINOv2's 2 stores only, the permuted sweep (1 SAE, disk-bound) on all 4
+    # trains on DINOv2's 2 stores only, the permuted sweep (1 SAE, disk-bound) on every store (3 models x 2
+    # datasets: the register model is in a claim 2 comparison, whose null reads it too)
     tokens = 100_000_000
+    stores = len(cfg["datasets"]) * len(cfg["models"])
+    assert stores == 6
     twin = 2 * max(tokens * 15 / plan.SAE_TOKENS_S, tokens * 768 * 2 / (plan.DISK_READ_GB_S * 1e9)) / 3600
-    permuted = 4 * max(tokens * 1 / plan.SAE_TOKENS_S, tokens * 768 * 2 / (plan.DISK_READ_GB_S * 1e9)) / 3600
+    permuted = (
+        stores * max(tokens * 1 / plan.SAE_TOKENS_S, tokens * 768 * 2 / (plan.DISK_READ_GB_S * 1e9)) / 3600
+    )
     assert by_sweep["twin"] == pytest.approx(twin) and by_sweep["permuted"] == pytest.approx(permuted)
     text = plan.format_plan(p, "x")
     assert f"the claims' control sweeps add {twin + permuted:.2f} GPU h (no new extraction)" in text
