@@ -3,6 +3,8 @@ a 14x14 patch grid (DINOv2 ViT-B/14 and CLIP ViT-B/16 at 224 px), where the toke
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -85,3 +87,9 @@ def test_the_trait_label_uses_the_common_grid():
     assert row["localization_tokens"] == row_tok["localization"] > 0.13
     assert row["localization"] <= 0.13 and row["label"] == "trait", row.to_dict()
     assert row_tok["label"] == "clade"
+    # the same feature peaking on a high-norm token (5x its image's median norm) is no trait once the
+    # test is on (high_norm_multiple 3); at 1.2x it stays one; with the test off (0) the ratio is ignored
+    for ratio, multiple, label in ((5.0, 3.0, "clade"), (1.2, 3.0, "trait"), (5.0, 0.0, "trait")):
+        got = concepts.inat_table(top_FK, maps_FKT, pd.DataFrame(taxa), replace(rules, high_norm_multiple=multiple),
+                                  grid=[14, 14], top_peak_norm_ratio_FK=np.full((1, 6), ratio)).iloc[0]  # fmt: skip
+        assert got["label"] == label and got["peak_norm_ratio"] == ratio, (ratio, multiple, got.to_dict())

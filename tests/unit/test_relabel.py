@@ -34,6 +34,7 @@ IMAGENET_CHANGES = {
     "branch_depth": [4, 8],
     "trait_min_classes": [1, 3],
     "trait_max_localization": [0.1, 0.5],
+    "high_norm_multiple": [2.0, 4.0],
 }
 INAT_CHANGES = {
     "single_species_share": [0.5, 0.9],
@@ -41,6 +42,7 @@ INAT_CHANGES = {
     "trait_max_rank": ["species", "family", "class"],
     "trait_min_species": [1, 3],
     "trait_max_localization": [0.1, 0.5],
+    "high_norm_multiple": [2.0, 4.0],
     "alpha": [0.001, 0.05],  # 0.001: below the smallest p-value (1 / 201),
     "abstract_min_coverage": [0.5, 0.9],
     "abstract_min_clades": [1, 3],  # not a SPEC key, but relabel applies it from the saved major_clades
@@ -50,10 +52,10 @@ IMAGENET_COMBOS = [
     {"single_class_share": 0.5, "abstract_min_coverage": 0.5, "abstract_min_branches": 1,
      "min_diversity_ratio": 0.5},
     {"taxonomic_min_depth": 5, "trait_min_classes": 3, "trait_max_localization": 0.5, "branch_depth": 4,
-     "abstract_min_class_share": 0.3},
+     "abstract_min_class_share": 0.3, "high_norm_multiple": 3.0},
 ]  # fmt: skip
 INAT_COMBOS = [
-    {"clade_purity": 0.7, "trait_max_rank": "class", "trait_min_species": 3},
+    {"clade_purity": 0.7, "trait_max_rank": "class", "trait_min_species": 3, "high_norm_multiple": 3.0},
     {"single_species_share": 0.9, "alpha": 0.05, "abstract_min_coverage": 0.5, "trait_max_localization": 0.5},
     {"clade_purity": 1.0, "single_species_share": 0.5, "trait_max_rank": "species", "alpha": 0.005},
 ]
@@ -68,6 +70,16 @@ def _maps(rng: np.random.Generator, n_feat: int) -> np.ndarray:
             h = int(np.clip(hot_F[f] + rng.integers(-1, 2), 1, T))
             maps_FKT[f, k, rng.choice(T, h, replace=False)] = 1.0
     return maps_FKT
+
+
+def _ratios(rng: np.random.Generator, n_feat: int) -> np.ndarray:
+    """Peak-token norm ratios: most features near 1, a third peaking on high-norm tokens (2-6x), a few
+    with NaN images (no top image in the slot)."""
+    ratio_FK = np.exp(rng.normal(0.1, 0.2, (n_feat, K)))
+    high_F = rng.random(n_feat) < 1 / 3
+    ratio_FK[high_F] *= rng.uniform(2, 6, (int(high_F.sum()), 1))
+    ratio_FK[rng.random((n_feat, K)) < 0.05] = np.nan
+    return ratio_FK
 
 
 def _draw(
@@ -124,7 +136,7 @@ def imagenet(hierarchy):
         else:  # too few top images (0-4) or a small set
             groups, strays, n = [of_class[str(rng.choice(classes))]], 0, int(rng.integers(0, 8))
         rows.append(_draw(rng, groups, n, min(strays, n), n_images))
-    return np.stack(rows), _maps(rng, 240), labels_N, descriptors_ND
+    return np.stack(rows), _maps(rng, 240), labels_N, descriptors_ND, _ratios(rng, 240)
 
 
 def _taxa() -> pd.DataFrame:
@@ -169,7 +181,7 @@ def inat():
         else:
             groups, strays, n = [of_species[int(rng.integers(192))]], 0, int(rng.integers(0, 8))
         rows.append(_draw(rng, groups, n, min(strays, n), n_images))
-    return np.stack(rows), _maps(rng, 240), taxa_N
+    return np.stack(rows), _maps(rng, 240), taxa_N, _ratios(rng, 240)
 
 
 class _Tables:
@@ -179,7 +191,7 @@ class _Tables:
     def __init__(self, kind: str, data: tuple, hierarchy) -> None:
         self.kind, self.data, self.hierarchy = kind, data, hierarchy
         if kind == "imagenet":
-            _, _, labels_N, desc_ND = data
+            _, _, labels_N, desc_ND, _ = data
             self.context = concepts.imagenet_context(labels_N, hierarchy, desc_ND, BASE_IMAGENET)
         else:
             self.context = concepts.inat_context(data[2], BASE_INAT)
@@ -187,12 +199,13 @@ class _Tables:
     def table(self, rules) -> pd.DataFrame:
         context = dataclasses.replace(self.context, rules=rules)
         if self.kind == "imagenet":
-            top_FK, maps_FKT, labels_N, desc_ND = self.data
+            top_FK, maps_FKT, labels_N, desc_ND, ratio_FK = self.data
             return concepts.imagenet_table(
-                top_FK, maps_FKT, labels_N, self.hierarchy, desc_ND, rules, context
-            )
-        top_FK, maps_FKT, taxa_N = self.data
-        table = concepts.inat_table(top_FK, maps_FKT, taxa_N, rules, context)
+                top_FK, maps_FKT, labels_N, self.hierarchy, desc_ND, rules, context,
+                top_peak_norm_ratio_FK=ratio_FK,
+            )  # fmt: skip
+        top_FK, maps_FKT, taxa_N, ratio_FK = self.data
+        table = concepts.inat_table(top_FK, maps_FKT, taxa_N, rules, context, top_peak_norm_ratio_FK=ratio_FK)
         table["animal"] = nulls.inat_animal(
             top_FK, taxa_N["kingdom"].to_numpy(), rules.n_top, rules.clade_purity
         )

@@ -102,6 +102,14 @@ def test_stats_equal_float64_brute_force(store, tmp_path):
         st.top_map_FKT[feat, slot], codes_NTF[ref_FK[feat, slot], :, feat], rtol=1e-5, atol=1e-6
     )
     np.testing.assert_array_equal(st.top_row_FK, ref_FK)  # write_arrays: row = image index
+    # the peak token's norm over its image's median patch-token norm (the lower middle of an even count)
+    norm_NT = np.linalg.norm(acts[:, 1:].astype(np.float64), axis=-1)
+    median_N = np.sort(norm_NT, axis=1)[:, (norm_NT.shape[1] - 1) // 2]
+    peak_E = codes_NTF[ref_FK[feat, slot], :, feat].argmax(axis=1)
+    want_E = norm_NT[ref_FK[feat, slot], peak_E] / median_N[ref_FK[feat, slot]]
+    np.testing.assert_allclose(st.top_peak_norm_ratio_FK[feat, slot], want_E, rtol=1e-5)
+    assert np.isnan(st.top_peak_norm_ratio_FK[~has_FK]).all()
+    assert (want_E > 1).any() and (want_E < 1).any()  # peaks on tokens above and below the median
 
     # image × feature CSR
     np.testing.assert_allclose(st.image_feature.dense("max"), max_NF, rtol=1e-5, atol=1e-7)

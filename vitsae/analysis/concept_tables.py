@@ -60,11 +60,13 @@ class _Split:
         )
 
     def table(
-        self, top_image_FK: np.ndarray, map_FKT: np.ndarray, grid=None, patch_index_FKT=None
+        self, top_image_FK: np.ndarray, map_FKT: np.ndarray, grid=None, patch_index_FKT=None, ratio_FK=None
     ) -> pd.DataFrame:
         """The concept table of one set of top images (observed or null); ``grid`` and ``patch_index_FKT``
-        place the maps on the patch grid (the statistics' meta ``grid``, ``top_patch_index_FKT``)."""
-        where = {"context": self.context, "grid": grid, "top_patch_index_FKT": patch_index_FKT}
+        place the maps on the patch grid (the statistics' meta ``grid``, ``top_patch_index_FKT``);
+        ``ratio_FK``: the peak-token norm ratios (``top_peak_norm_ratio_FK``)."""
+        where = {"context": self.context, "grid": grid, "top_patch_index_FKT": patch_index_FKT,
+                 "top_peak_norm_ratio_FK": ratio_FK}  # fmt: skip
         if self.kind == "imagenet":
             return concepts.imagenet_table(top_image_FK, map_FKT, self.labels_N, self.hierarchy, self.descriptors_ND,
                                            self.rules, **where)  # fmt: skip
@@ -123,16 +125,20 @@ def sweep_concept_tables(
             split = _Split.build(kind, rows_N, manifest, hierarchy, descriptors_ND, rules, shuffle_seed)
             split.source_rows_N = rows_N
         null_FK = nulls.null_top_images(stats.top_image_FK, len(rows_N), seed=seed + i)
-        grid, pidx_FKT = stats.meta.get("grid"), stats.top_patch_index_FKT
-        tables = [
-            split.table(top_FK, stats.top_map_FKT, grid, pidx_FKT) for top_FK in (stats.top_image_FK, null_FK)
-        ]
+        grid, pidx_FKT, ratio_FK = (
+            stats.meta.get("grid"),
+            stats.top_patch_index_FKT,
+            stats.top_peak_norm_ratio_FK,
+        )
+        tables = [split.table(top_FK, stats.top_map_FKT, grid, pidx_FKT, ratio_FK)
+                  for top_FK in (stats.top_image_FK, null_FK)]  # fmt: skip
         animal_F = tables[0]["animal"].fillna(False).astype(bool).to_numpy()
         animal_FK = nulls.null_top_images(stats.top_image_FK[animal_F], len(rows_N), seed=(seed + i, 2),
                                           pool=split.animal_pool)  # fmt: skip
         tables[1] = nulls.with_animal_null(
             tables[1], animal_F,
-            split.table(animal_FK, stats.top_map_FKT[animal_F], grid, None if pidx_FKT is None else pidx_FKT[animal_F]),
+            split.table(animal_FK, stats.top_map_FKT[animal_F], grid, None if pidx_FKT is None else pidx_FKT[animal_F],
+                        ratio_FK[animal_F]),
         )  # fmt: skip
         for frames, table in zip((observed, null), tables):
             features = stats.features[["feature", "frequency", "mean_active", "max_activation"]]

@@ -28,7 +28,11 @@ ImageNet table (:func:`imagenet_table`, one row per feature)
   one pixel grid for every model (:func:`vitsae.analysis.maps.localization`: each patch map resampled
   bilinearly to ``localization_pixels`` x ``localization_pixels``; with ``localization_pixels`` 0, or
   without a patch grid, the share of tokens); ``localization_tokens``: the share of tokens, for
-  comparison (it depends on the model's patch grid); ``animal``: every core class is below animal.n.01.
+  comparison (it depends on the model's patch grid); ``peak_norm_ratio``: median over the top images of
+  the activation norm of the feature's peak token over its image's median token norm (from the
+  statistics; NaN without them): a ViT's high-norm artifact tokens (Darcet et al. 2024) fire on one
+  patch while carrying global information, which would read as a localized trait; ``animal``: every
+  core class is below animal.n.01.
 
 Label rule (first that applies; every threshold a field of :class:`ImageNetRules`):
 
@@ -52,7 +56,9 @@ two unrelated classes still passes rule 4; the statistics cannot tell it from an
 the findings show examples (feature cards) beside the counts.
 
 ``trait`` (ImageNet's animal classes via WordNet): ``animal``, at least ``trait_min_classes`` classes,
-``lca_depth >= taxonomic_min_depth`` and ``localization <= trait_max_localization``.
+``lca_depth >= taxonomic_min_depth``, ``localization <= trait_max_localization`` and, with
+``high_norm_multiple`` > 0, ``peak_norm_ratio <= high_norm_multiple`` (a feature that peaks on high-norm
+tokens is no trait; 0, the default, flags none: the specification curve varies it).
 
 iNat table (:func:`inat_table`, one row per feature)
 -----------------------------------------------------
@@ -67,8 +73,8 @@ clades of ``abstract_rank`` those species come from), and a label:
 2. ``single-species``  ``purity_species >= single_species_share`` (one species dominates: the same rule
    and default as ImageNet's ``single-class``, checked before the clade labels);
 3. ``trait``           ``deepest_rank`` at most as coarse as ``trait_max_rank``, ``n_species >=
-   trait_min_species`` and ``localization <= trait_max_localization``: several species, one clade,
-   a small part of the image;
+   trait_min_species``, ``localization <= trait_max_localization`` and the ``high_norm_multiple`` test
+   (as for ImageNet): several species, one clade, a small part of the image;
 4. ``clade``           one clade (as for trait) but not localized;
 5. ``cross-clade``     concentrated on a few species (``concentration_p <= alpha``) whose major species
    (covering at least ``abstract_min_coverage``) come from at least ``abstract_min_clades`` clades of
@@ -97,11 +103,11 @@ IMAGENET_COLUMNS = (
     "feature", "n_top", "n_classes", "top_class", "top_class_share", "classes", "lca", "lca_name", "lca_depth",
     "n_branches", "n_major", "major_share", "major_branches", "coherence", "coherence_null_mean", "coherence_z", "coherence_p", "concentration",
     "concentration_null_mean", "concentration_p", "diversity", "diversity_null_mean", "diversity_ratio",
-    "diversity_z", "localization", "localization_tokens", "animal", "label", "trait",
+    "diversity_z", "localization", "localization_tokens", "peak_norm_ratio", "animal", "label", "trait",
 )  # fmt: skip
 INAT_COLUMNS = (
     "feature", "n_top", *(f"purity_{r}" for r in taxonomy.RANKS), "deepest_rank", "n_species", "localization",
-    "localization_tokens",    "concentration", "concentration_null_mean", "concentration_p", "n_major", "major_share", "major_clades",
+    "localization_tokens", "peak_norm_ratio",    "concentration", "concentration_null_mean", "concentration_p", "n_major", "major_share", "major_clades",
     "label", "trait",
 )  # fmt: skip
 
@@ -220,13 +226,14 @@ def imagenet_table(
     context: ImageNetContext | None = None,
     grid: Sequence[int] | None = None,
     top_patch_index_FKT: np.ndarray | None = None,
+    top_peak_norm_ratio_FK: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """One row per feature (module docstring). ``labels_N``: wnid per split image; ``descriptors_ND``:
     per split image, the visual descriptor used for diversity (e.g. :func:`vitsae.analysis.thumbnails.thumbnail_descriptors`).
     ``context``: :func:`imagenet_context` of the same split and rules, built here when not given.
     ``grid`` (the statistics' ``meta.json`` ``grid``) and ``top_patch_index_FKT`` (stores that keep a
     patch subset) place the maps on the patch grid for ``localization``; without a grid it is the token
-    share."""
+    share. ``top_peak_norm_ratio_FK``: the statistics' peak-token norm ratios (``peak_norm_ratio``)."""
     if context is None:
         context = imagenet_context(labels_N, hierarchy, descriptors_ND, rules)
     elif context.rules != rules or len(context.labels_N) != len(labels_N):
@@ -282,6 +289,7 @@ def imagenet_table(
             diversity_z=_z(diversity, null_div),
             localization=loc,
             localization_tokens=loc_tokens,
+            peak_norm_ratio=_peak_norm(top_peak_norm_ratio_FK, f, slots),
             animal=all(c in animals for c in core),
         )
         row["label"] = _imagenet_label(row, rules)
@@ -290,6 +298,7 @@ def imagenet_table(
             and len(core) >= rules.trait_min_classes
             and lca_depth >= rules.taxonomic_min_depth
             and loc <= rules.trait_max_localization
+            and not high_norm(row["peak_norm_ratio"], rules)
         )
         rows.append(row)
     return pd.DataFrame(rows, columns=list(IMAGENET_COLUMNS))
@@ -303,6 +312,21 @@ def _localizations(
     maps_KT = map_FKT[f, slots]
     pidx_KT = None if patch_index_FKT is None else patch_index_FKT[f, slots]
     return localization(maps_KT, grid, pidx_KT, rules.localization_pixels), localization(maps_KT)
+
+
+def _peak_norm(ratio_FK: np.ndarray | None, f: int, slots: np.ndarray) -> float:
+    """Median peak-token norm ratio over feature ``f``'s top images ``slots`` (NaN without ratios)."""
+    if ratio_FK is None or len(slots) == 0:
+        return float("nan")
+    return float(np.nanmedian(ratio_FK[f, slots])) if np.isfinite(ratio_FK[f, slots]).any() else float("nan")
+
+
+def high_norm(peak_norm_ratio: float, rules: ImageNetRules | INatRules) -> bool:
+    """Whether a feature counts as peaking on high-norm tokens: ``high_norm_multiple`` > 0 and its
+    ``peak_norm_ratio`` above it, or unknown (NaN: a flag that cannot be checked is not passed)."""
+    if not rules.high_norm_multiple:
+        return False
+    return not peak_norm_ratio <= rules.high_norm_multiple
 
 
 def _z(value: float, null: np.ndarray) -> float:
@@ -353,6 +377,7 @@ def inat_table(
     context: INatContext | None = None,
     grid: Sequence[int] | None = None,
     top_patch_index_FKT: np.ndarray | None = None,
+    top_peak_norm_ratio_FK: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """One row per feature (module docstring). ``taxa_N``: per split image, the manifest's rank columns.
     ``context``: :func:`inat_context` of the same split and rules, built here when not given. ``grid``
@@ -386,13 +411,15 @@ def inat_table(
         major_clades = len(np.unique(code_RN[abstract_rank, major_images]))
         row.update({f"purity_{r}": p for r, p in purity.items()})
         row.update(deepest_rank=deepest, n_species=n_species, localization=loc, localization_tokens=loc_tokens,
+                   peak_norm_ratio=_peak_norm(top_peak_norm_ratio_FK, f, slots),
                    concentration=concentration,
                    concentration_null_mean=float(null_conc.mean()), concentration_p=_p_value(concentration, null_conc),
                    n_major=len(major), major_share=major_share, major_clades=major_clades)  # fmt: skip
         one_clade = deepest is not None and taxonomy.RANKS.index(deepest) <= max_rank
         if purity["species"] >= rules.single_species_share:
             label = "single-species"
-        elif one_clade and n_species >= rules.trait_min_species and loc <= rules.trait_max_localization:
+        elif (one_clade and n_species >= rules.trait_min_species and loc <= rules.trait_max_localization
+              and not high_norm(row["peak_norm_ratio"], rules)):  # fmt: skip
             label = "trait"
         elif one_clade:
             label = "clade"

@@ -13,7 +13,8 @@ ImageNet (:class:`~vitsae.analysis.settings.ImageNetRules`):
 
 * ``single_class_share``: ``top_class_share``; ``alpha``: ``coherence_p``, ``concentration_p``;
   ``taxonomic_min_depth``: ``lca_depth``; ``min_diversity_ratio``: ``diversity_ratio``;
-  ``trait_max_localization``: ``localization``; ``abstract_min_coverage``, ``abstract_min_branches``:
+  ``trait_max_localization``: ``localization``; ``high_norm_multiple``: ``peak_norm_ratio``;
+  ``abstract_min_coverage``, ``abstract_min_branches``:
   ``major_share``, ``major_branches`` (recomputed, below).
 * ``abstract_min_class_share`` and ``branch_depth``: the major classes are recomputed from the ``classes``
   column (``wnid:count;...``): the classes with ``count / n_top >= abstract_min_class_share - 1e-12``, their
@@ -27,7 +28,8 @@ iNat (:class:`~vitsae.analysis.settings.INatRules`):
 
 * ``single_species_share``: ``purity_species``; ``clade_purity``: the deepest rank whose ``purity_<rank>``
   is at least ``clade_purity`` (``deepest_rank``, recomputed); ``trait_max_rank``, ``trait_min_species``
-  (``n_species``), ``trait_max_localization`` (``localization``): the trait / clade labels;
+  (``n_species``), ``trait_max_localization`` (``localization``), ``high_norm_multiple``
+  (``peak_norm_ratio``): the trait / clade labels;
   ``alpha``: ``concentration_p``; ``abstract_min_coverage``: the saved ``major_share``.
 * The saved ``major_share`` and ``major_clades`` hold for the table's own ``abstract_min_class_share`` and
   ``abstract_rank`` only, and the table keeps no per-species counts: neither is varyable.
@@ -249,8 +251,18 @@ def _imagenet(
         & (n_core_F >= rules.trait_min_classes)
         & (lca_depth_F >= rules.taxonomic_min_depth)
         & (_float(table, "localization") <= rules.trait_max_localization)
+        & ~_high_norm(table, rules)
     )
     return label_F, trait_F
+
+
+def _high_norm(table: pd.DataFrame, rules: ImageNetRules | INatRules) -> np.ndarray:
+    """:func:`vitsae.analysis.concepts.high_norm` of every row (a table without ``peak_norm_ratio``, from
+    before it was kept, reads as NaN: flagged whenever the test is on)."""
+    if not rules.high_norm_multiple:
+        return np.zeros(len(table), dtype=bool)
+    ratio_F = _float(table, "peak_norm_ratio") if "peak_norm_ratio" in table else np.full(len(table), np.nan)
+    return ~(ratio_F <= rules.high_norm_multiple)
 
 
 def _inat(table: pd.DataFrame, rules: INatRules) -> tuple[np.ndarray, np.ndarray]:
@@ -264,6 +276,7 @@ def _inat(table: pd.DataFrame, rules: INatRules) -> tuple[np.ndarray, np.ndarray
         one_clade_F
         & (_float(table, "n_species") >= rules.trait_min_species)
         & (_float(table, "localization") <= rules.trait_max_localization)
+        & ~_high_norm(table, rules)
     )
     cross_F = (
         (_float(table, "concentration_p") <= rules.alpha)

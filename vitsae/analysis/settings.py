@@ -24,6 +24,7 @@ class LabelRules:
     abstract_min_coverage: float = 0.75
     trait_max_localization: float = 0.25
     localization_pixels: int = 224  # the common pixel grid of localization (0: the model's token grid)
+    high_norm_multiple: float = 0.0  # a trait's peak tokens' median norm ratio at most this (0: no test)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -183,9 +184,9 @@ class TransferSettings:
 SPEC_KEYS = {
     "imagenet": ("single_class_share", "alpha", "taxonomic_min_depth", "abstract_min_class_share",
                  "abstract_min_coverage", "abstract_min_branches", "min_diversity_ratio", "branch_depth",
-                 "trait_min_classes", "trait_max_localization"),
+                 "trait_min_classes", "trait_max_localization", "high_norm_multiple"),
     "inat": ("single_species_share", "clade_purity", "trait_max_rank", "trait_min_species",
-             "trait_max_localization", "alpha", "abstract_min_coverage"),
+             "trait_max_localization", "high_norm_multiple", "alpha", "abstract_min_coverage"),
 }  # fmt: skip
 
 

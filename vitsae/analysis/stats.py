@@ -13,7 +13,10 @@ in sub-batches of about ``batch_tokens`` tokens, and keeps, per feature ``f`` ("
   ordered by (value descending, image ascending) with two stable sorts, and the first ``k`` kept, so the
   result equals a brute-force top-k of the whole split (an update writes only the maps of new winners).
   With each top image its activation map over the encoded tokens (``k × n_tokens`` per feature; for
-  ``patches`` the grid in row-major order);
+  ``patches`` the grid in row-major order) and the norm ratio of its peak token (the activation norm of
+  the token where the feature's code is largest over the median norm of the image's encoded tokens,
+  :func:`norm_ratios`): a ViT's high-norm artifact tokens fire on one patch while carrying global
+  information, which the concept tables flag (``peak_norm_ratio``);
 * the image × feature matrix as CSR: per image, the features that fire, with max activation, number of
   active tokens and sum of activations (float32 per image; every total is accumulated in float64).
 
@@ -28,7 +31,8 @@ Output directory (:func:`load_feature_stats` reads it back)::
                          image_frequency, max_activation                       (one row per feature)
     topk.npz             image_FK (int64, split position, -1 = none), row_FK (manifest row, -1),
                          value_FK (float32), map_FKT (float32), patch_index_FKT (int64 grid cells of
-                         the map's tokens, -1 = none; only for stores that keep a patch subset)
+                         the map's tokens, -1 = none; only for stores that keep a patch subset),
+                         peak_norm_ratio_FK (float32, NaN = none)
     image_feature.npz    indptr (int64 [n_images+1]), indices (int32 features), max, sum (float32),
                          n_active (int32), shape ([n_images, d_sae]), row (int64 manifest rows)
     images.parquet       image, row, label                                    (one row per image)
@@ -61,7 +65,7 @@ from vitsae.sae.checkpoint import load
 
 log = logging.getLogger("vitsae.analysis.stats")
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: topk.npz holds peak_norm_ratio_FK
 FILES = ("meta.json", "features.parquet", "topk.npz", "image_feature.npz", "images.parquet")
 CLASS_FILE = "class_stats.parquet"
 _NO_IMAGE = np.iinfo(np.int64).max  # sorts after every real image while merging
@@ -91,6 +95,7 @@ class TopK:
         self.value_FK = torch.full((d_sae, k), -torch.inf)
         self.image_FK = torch.full((d_sae, k), _NO_IMAGE, dtype=torch.int64)
         self.map_FKT = torch.zeros(d_sae, k, n_tokens)
+        self.ratio_FK = torch.zeros(d_sae, k)
 
     @staticmethod
     def _order(value_FC: torch.Tensor, image_FC: torch.Tensor) -> torch.Tensor:
@@ -99,8 +104,12 @@ class TopK:
         by_value_FC = torch.argsort(value_FC.gather(1, by_image_FC), dim=1, descending=True, stable=True)
         return by_image_FC.gather(1, by_value_FC)
 
-    def update(self, start: int, codes_BTF: torch.Tensor, max_BF: torch.Tensor) -> None:
-        """Merge images ``start .. start+B-1`` with codes ``codes_BTF`` and maxima ``max_BF``."""
+    def update(
+        self, start: int, codes_BTF: torch.Tensor, max_BF: torch.Tensor, ratio_BT: torch.Tensor | None = None
+    ) -> None:
+        """Merge images ``start .. start+B-1`` with codes ``codes_BTF`` and maxima ``max_BF``; with
+        ``ratio_BT`` (each token's activation norm over its image's median, :func:`norm_ratios`), each new
+        winner also keeps the ratio of its peak token (the first token of its largest code)."""
         n_feat, k = self.value_FK.shape
         b = max_BF.shape[0]
         new_FB = max_BF.T
@@ -117,10 +126,14 @@ class TopK:
         self.value_FK[feat_E, slot_E] = value_FC[feat_W, k + col_W]
         self.image_FK[feat_E, slot_E] = start + col_W
         dev = codes_BTF.device
-        self.map_FKT[feat_E, slot_E] = codes_BTF[col_W.to(dev), :, feat_W.to(dev)].float().cpu()
+        maps_ET = codes_BTF[col_W.to(dev), :, feat_W.to(dev)].float().cpu()
+        self.map_FKT[feat_E, slot_E] = maps_ET
+        if ratio_BT is not None:
+            self.ratio_FK[feat_E, slot_E] = ratio_BT[col_W, maps_ET.argmax(dim=1)]
 
     def result(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(image_FK with -1 for none, value_FK with 0 for none, map_FKT), each feature's row ranked."""
+        """(image_FK with -1 for none, value_FK with 0 for none, map_FKT), each feature's row ranked
+        (:meth:`peak_ratios` in the same order)."""
         order_FK = self._order(self.value_FK, self.image_FK)
         value_FK = self.value_FK.gather(1, order_FK)
         image_FK = self.image_FK.gather(1, order_FK)
@@ -130,6 +143,21 @@ class TopK:
         value_FK = torch.where(none_FK, 0.0, value_FK)
         map_FKT = torch.where(none_FK[:, :, None], 0.0, map_FKT)
         return image_FK.numpy(), value_FK.numpy().astype(np.float32), map_FKT.numpy().astype(np.float32)
+
+    def peak_ratios(self) -> np.ndarray:
+        """``peak_norm_ratio_FK`` in :meth:`result`'s order (NaN for no image)."""
+        order_FK = self._order(self.value_FK, self.image_FK)
+        ratio_FK = self.ratio_FK.gather(1, order_FK)
+        none_FK = ~torch.isfinite(self.value_FK.gather(1, order_FK))
+        return torch.where(none_FK, torch.nan, ratio_FK).numpy().astype(np.float32)
+
+
+def norm_ratios(x_BTD: torch.Tensor) -> torch.Tensor:
+    """Each token's activation norm over the median norm of its image's tokens ``[B, T]`` (float32; the
+    median of an even count is the lower middle value, ``torch.median``'s). A ViT's high-norm artifact
+    tokens (Darcet et al. 2024) stand several times above 1."""
+    norm_BT = x_BTD.float().norm(dim=-1)
+    return norm_BT / norm_BT.median(dim=1, keepdim=True).values.clamp(min=1e-12)
 
 
 def _token_kind(sae: Encoder, token_kind: str | None) -> str:
@@ -230,7 +258,7 @@ def compute_feature_stats(
             csr_max.append(max_BF[img_N, feat_N].numpy())
             csr_n.append(n_BF[img_N, feat_N].numpy().astype(np.int32))
             csr_sum.append(sum_BF[img_N, feat_N].numpy())
-            top.update(start + s, codes_BTF, max_BF)
+            top.update(start + s, codes_BTF, max_BF, norm_ratios(x_BTD))
         if log_every and (n_chunk + 1) % log_every == 0:
             log.info("%s %s: %d / %d images", store_path, split, start + acts_BTD.shape[0], n_images)
 
@@ -267,6 +295,7 @@ def compute_feature_stats(
         "row_FK": np.where(image_FK >= 0, rows[np.maximum(image_FK, 0)], -1),
         "value_FK": value_FK,
         "map_FKT": map_FKT,
+        "peak_norm_ratio_FK": top.peak_ratios(),
     }
     kept = layout.get("kept", "all")
     if kept == "subset" and token_kind == "patches":
@@ -372,6 +401,7 @@ class FeatureStats:
     top_value_FK: np.ndarray
     top_map_FKT: np.ndarray
     top_patch_index_FKT: np.ndarray | None
+    top_peak_norm_ratio_FK: np.ndarray
     image_feature: ImageFeatureMatrix
     images: pd.DataFrame
     class_stats: pd.DataFrame | None
@@ -421,6 +451,7 @@ def load_feature_stats(directory: str | os.PathLike) -> FeatureStats:
         top_value_FK=topk["value_FK"],
         top_map_FKT=topk["map_FKT"],
         top_patch_index_FKT=topk.get("patch_index_FKT"),
+        top_peak_norm_ratio_FK=topk["peak_norm_ratio_FK"],
         image_feature=ImageFeatureMatrix(
             indptr=csr["indptr"],
             indices=csr["indices"],
