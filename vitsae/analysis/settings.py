@@ -23,7 +23,9 @@ class LabelRules:
     abstract_min_class_share: float = 0.15
     abstract_min_coverage: float = 0.75
     trait_max_localization: float = 0.25
-    localization_pixels: int = 224  # the common pixel grid of localization (0: the model's token grid)
+    localization_pixels: int = (
+        112  # the common grid of localization, cells per side (0: the model's token grid)
+    )
     high_norm_multiple: float = 0.0  # a trait's peak tokens' median norm ratio at most this (0: no test)
 
     def to_dict(self) -> dict:
