@@ -163,6 +163,11 @@ def validate(config: dict, source: str = "config") -> dict:
 
 def _check_consistency(config: dict, source: str) -> None:
     for name, ds in config["datasets"].items():
+        if "multilabels" in ds and ds["format"] != "imagenet":
+            raise ConfigError(
+                f"{source}: datasets.{name}.multilabels is set, but only ImageNet-format datasets have a "
+                f"co-occurrence control (datasets.{name}.format is {ds['format']!r}); remove the key"
+            )
         if "generate" in ds:
             expected = DEMO_DATASET.format(dataset=name)
             if os.path.normpath(ds["root"]) != expected:
@@ -253,10 +258,12 @@ def model_depths(models: dict[str, dict], cache: str | os.PathLike | None = None
     for name, m in models.items():
         k = key(m)
         if k not in known:
-            from vitsae.data.models import UnknownModelError, model_shape
+            from vitsae.data.models import NotAViTError, UnknownModelError, model_shape
 
             try:
                 known[k] = {"n_blocks": model_shape(m["family"], m["arch"], int(m["image_size"])).n_blocks}
+            except NotAViTError as e:  # the library knows it, but it is no ViT: no other name to suggest
+                known[k] = {"error": str(e), "close": []}
             except UnknownModelError as e:
                 known[k] = {"error": str(e), "close": _close_names(m["family"], m["arch"])}
             new = True
@@ -272,6 +279,10 @@ def _close_names(family: str, arch: str) -> list[str]:
         import timm
 
         names = timm.list_models("*dinov2*", pretrained=True) + timm.list_models("*dinov2*")
+    elif family == "timm":
+        import timm
+
+        names = timm.list_models("*vit*", pretrained=True) + timm.list_models("*vit*")
     else:
         import open_clip
 
@@ -280,9 +291,10 @@ def _close_names(family: str, arch: str) -> list[str]:
 
 
 def check_models(config: dict, source: str = "config", cache: str | os.PathLike | None = None) -> None:
-    """Every model's architecture exists in its library (timm for dinov2, open_clip for clip), a dinov2
-    model is a DINOv2, and every configured layer is one of its blocks; else :class:`ConfigError` naming
-    the key. See :func:`model_depths` for ``cache``."""
+    """Every model's architecture exists in its library (timm for dinov2 and timm, open_clip for clip), a
+    dinov2 model is a DINOv2, a timm or clip model is a ViT with a class token and a patch grid
+    (:func:`vitsae.data.models.model_shape`), and every configured layer is one of its blocks; else
+    :class:`ConfigError` naming the key. See :func:`model_depths` for ``cache``."""
     problems = []
     for name, m in sorted(config["models"].items()):
         if m["family"] == "dinov2" and "dinov2" not in m["arch"]:
@@ -334,6 +346,7 @@ class Concepts:
     thumbnail_size: int
     imagenet: ImageNetRules
     inat: INatRules
+    region_cells: int = 8  # cells per side of the region descriptors (vitsae.analysis.regions; 0: none)
 
     def rules(self, dataset_format: str) -> ImageNetRules | INatRules:
         """The label rules of the table a dataset of this format gets."""
@@ -412,6 +425,7 @@ def build(config: dict) -> Run:
             ds["max_per_class"],
             ds["on_corrupt"],
             DemoSpec(**ds["generate"]) if "generate" in ds else None,
+            ds.get("multilabels"),
         )
         for name, ds in sorted(config["datasets"].items())
     }
@@ -445,7 +459,7 @@ def build(config: dict) -> Run:
         datasets=datasets, models=models, extraction=extraction, sweeps=sweeps,
         evaluation=Evaluation(ev["split"], float(ev["dense_threshold"])), transfer_saes=transfer, transfer=_transfer(config["transfer"]),
         features=Features(features, fe["split"], int(fe["top_k"]), int(fe["batch_tokens"])),
-        concepts=Concepts(int(co["thumbnail_size"]), rules["imagenet"], rules["inat"]),
+        concepts=Concepts(int(co["thumbnail_size"]), rules["imagenet"], rules["inat"], int(co["region_cells"])),
         n_boot=int(config["findings"]["n_boot"]), cards=Cards(int(ca["per_label"]), int(ca["n_images"])),
         claims=_claims(config, features), shuffled_labels=tuple(config["controls"]["shuffled_labels"]),
         config=config, quality=_quality(config["quality"]), browser=_browser(config), rating=_rating(config["rating"]),
@@ -577,6 +591,7 @@ def _claims(config: dict, features: tuple[tuple[str, str], ...]) -> ClaimSetting
                 problems.append(
                     f"claims.spec_grid.{kind}.{key}: {key!r} {why}; the curve can vary {', '.join(SPEC_KEYS[kind])}"
                 )
+    problems += _baseline_problems(config, comparisons)
     for sweep in config["controls"]["shuffled_labels"]:
         if sweep not in config["sweeps"]:
             problems.append(
@@ -594,8 +609,42 @@ def _claims(config: dict, features: tuple[tuple[str, str], ...]) -> ClaimSetting
         curve_points=int(cl["curve_points"]), null_sweep=null, decoder_cosine=float(cl["clusters"]["decoder_cosine"]),
         top_image_jaccard=float(cl["clusters"]["top_image_jaccard"]), alpha=float(cl["verdict"]["alpha"]),
         min_seeds=int(cl["verdict"]["min_seeds"]), min_spec_agreement=float(cl["verdict"]["min_spec_agreement"]),
-        spec_grid=grid,
+        spec_grid=grid, baselines=tuple(cl["baselines"]),
     )  # fmt: skip
+
+
+def _baseline_problems(config: dict, comparisons: list[ComparisonSpec]) -> list[str]:
+    """``claims.baselines``: models of the run that no primary or secondary comparison compares, each trained
+    by at least one of those comparisons' sweeps, with the layer of every comparison whose sweep trains it
+    (else its SAEs would be missing from that row without a word)."""
+    problems = []
+    judged = [c for c in comparisons if c.role != "control"]
+    compared: dict[str, str] = {}  # model -> the first comparison that compares it
+    for c in judged:
+        for a in (c.favoured, c.other):
+            compared.setdefault(a.model, c.name)
+    for name in config["claims"]["baselines"]:
+        model = config["models"].get(name)
+        if model is None:
+            problems.append(f"claims.baselines: no model {name!r}; the config has {sorted(config['models'])}")
+            continue
+        if name in compared:
+            problems.append(f"claims.baselines: {name!r} is compared in claims.comparisons ({compared[name]}); a "
+                            "baseline is a model no claim is about")  # fmt: skip
+            continue
+        trained = [c for c in judged if _trains(config["sweeps"][c.favoured.sweep], name)]
+        if not trained:
+            problems.append(f"claims.baselines: {name!r} is trained by none of the compared sweeps "
+                            f"{sorted({c.favoured.sweep for c in judged})}; add it to a sweep's models")  # fmt: skip
+        for c in trained:
+            if c.layer not in [int(x) for x in model["layers"]]:
+                problems.append(f"claims.baselines: comparison {c.name} is at layer {c.layer}, which is not among "
+                                f"models.{name}.layers {model['layers']}")  # fmt: skip
+    return problems
+
+
+def _trains(sweep: dict | None, model: str) -> bool:
+    return sweep is not None and (not sweep.get("models") or model in sweep["models"])
 
 
 def load(config: dict, source: str = "config", models_cache: str | os.PathLike | None = None,

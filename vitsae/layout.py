@@ -290,8 +290,11 @@ def browser_keys(run: Run) -> list[dict]:
 
 
 def rating_keys(run: Run) -> list[tuple[str, str, int, str]]:
-    """The concept keys the rating sample draws from: those of the browser's sweeps (:func:`browser_keys`)."""
-    keys = {(k["dataset"], k["model"], k["layer"], k["sweep"]) for k in browser_keys(run)}
+    """The concept keys the rating sample draws from: those of the browser's sweeps (:func:`browser_keys`),
+    but the baseline models' (``claims.baselines``: no claim row reads their precision; the browser shows
+    them)."""
+    keys = {(k["dataset"], k["model"], k["layer"], k["sweep"]) for k in browser_keys(run)
+            if k["model"] not in run.claims.baselines}  # fmt: skip
     return [k for k in concept_keys(run) if k in keys]
 
 

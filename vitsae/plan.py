@@ -192,6 +192,7 @@ def make_plan(config: dict, workdir: Path = Path(".")) -> dict:
     stores: list[StorePlan] = []
     n_sae = sae_size = 0
     sae_h: dict[str, float] = {}
+    model_sae: dict[str, tuple[int, float]] = {}  # model -> (SAE weight bytes, SAE training GPU h)
     for mname, m in sorted(config["models"].items()):
         shape = model_shape(m["family"], m["arch"], int(m["image_size"]))
         tokens = kept_tokens(m.get("tokens", ex["tokens"]), shape)
@@ -221,10 +222,15 @@ def make_plan(config: dict, workdir: Path = Path(".")) -> dict:
                 )
                 k, size = sae_bytes(config, shape.d_model, mname)
                 n_sae, sae_size = n_sae + k, sae_size + size
-                for sweep, h in sae_hours(config, shape.d_model, mname).items():
+                hours = sae_hours(config, shape.d_model, mname)
+                for sweep, h in hours.items():
                     sae_h[sweep] = sae_h.get(sweep, 0.0) + h
+                b, h = model_sae.get(mname, (0, 0.0))
+                model_sae[mname] = (b + size, h + sum(hours.values()))
+    claims = build(config).claims
     return {"stores": stores, "counts": counts, "sae": (n_sae, sae_size, sae_h), "decode": decode,
-            "controls": set(build(config).claims.control_sweeps)}  # fmt: skip
+            "controls": set(claims.control_sweeps), "baselines": tuple(claims.baselines),
+            "model_sae": model_sae}  # fmt: skip
 
 
 def format_plan(plan: dict, source: str) -> str:
@@ -273,6 +279,7 @@ def format_plan(plan: dict, source: str) -> str:
             if controls
             else "."
         ),
+        *_baseline_lines(plan),
         (
             f"Walls per job: model forward to the layer (H100/H200 bf16), decode {plan['decode']} "
             f"{DECODE_IMG_S[plan['decode']]:,.0f} img/s, disk write {DISK_WRITE_GB_S} GB/s; img/s/job is the slowest."
@@ -284,6 +291,20 @@ def format_plan(plan: dict, source: str) -> str:
         ),
     ]
     return "\n".join(lines)
+
+
+def _baseline_lines(plan: dict) -> list[str]:
+    """What the claims' baseline models (``claims.baselines``) add: their stores and SAEs (in the totals)."""
+    baselines = plan.get("baselines", ())
+    if not baselines:
+        return []
+    stores = [s for s in plan["stores"] if s.model in baselines]
+    store_gb, extract_h = sum(s.bytes for s in stores) / GB, sum(s.gpu_hours for s in stores)
+    size = store_gb + sum(plan["model_sae"][m][0] for m in baselines) / GB
+    hours = extract_h + sum(plan["model_sae"][m][1] for m in baselines)
+    line = (f"Baseline models ({', '.join(baselines)}): {size:,.1f} GB and {hours:.2f} GPU h of these totals "
+            f"(stores {store_gb:,.1f} GB, extraction {extract_h:.2f} h).")  # fmt: skip
+    return [line]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -52,6 +52,20 @@ def test_store_holds_the_models_block_output_per_image(dataset, tmp_path):
     np.testing.assert_array_equal(g["val_rows"][:], np.flatnonzero(df["split"] == "val"))
 
 
+def test_a_timm_family_model_is_stored_like_the_others(dataset, tmp_path):
+    """Family timm (any timm ViT; a supervised ViT-Ti/16 here): block output, layout, preprocessing."""
+    root, manifest, df = dataset
+    spec = ModelSpec("sup-ti16", "timm", "vit_tiny_patch16_224.augreg_in21k_ft_in1k", False, 64)
+    out = extract(manifest, root, "toy", spec, 3, tmp_path / "layer3.zarr", ["train"], batch_size=5)
+    g = store.open_store(out)
+    vm = load_model(spec)
+    assert g.attrs["token_layout"]["grid"] == [4, 4] and g.attrs["token_layout"]["n_tokens"] == 17
+    assert g.attrs["model"] == spec.to_dict() and g.attrs["preprocessing"] == vm.preprocessing
+    rows = g["train_rows"][:]
+    x = torch.stack([vm.transform(Image.open(root / p).convert("RGB")) for p in df.loc[rows, "path"]])
+    np.testing.assert_array_equal(g["train"][:], vm.block_output(x, 3).to(torch.float16).numpy())
+
+
 def test_corrupt_rows_are_left_out_of_the_store(tmp_path):
     bad_root = tmp_path / "bad"
     make_folder(bad_root, {"train": 3, "val": 1})
@@ -184,6 +198,8 @@ def test_pil_path_is_the_models_reference_transform(dataset):
     [
         ModelSpec("d", "dinov2", "vit_small_patch14_dinov2.lvd142m", False, 224),
         ModelSpec("c", "clip", "ViT-B-16-quickgelu", False, 64),
+        # family timm with its tag's own preprocessing (crop 0.9, mean = std = 0.5)
+        ModelSpec("t", "timm", "vit_tiny_patch16_224.augreg_in21k_ft_in1k", False, 64),
     ],
 )
 def test_tensor_path_matches_the_pil_path(tmp_path, spec):

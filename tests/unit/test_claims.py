@@ -154,3 +154,89 @@ def test_rated_precision_goes_beside_findings_1_and_2_only():
         0.75, 0.5, 0.3, 7]  # fmt: skip
     assert out.at[1, "precision_favoured"] == 0.8 and np.isnan(out.at[1, "precision_other"])  # m1 unrated
     assert out.loc[2, ["precision_favoured", "n_rated"]].isna().all()  # finding 3's row: nothing to rate
+
+
+def with_model(
+    groups: dict, model: str, share: float, l0s=(8.0, 16.0, 32.0), seeds: int = 3, seed: int = 7
+) -> dict:
+    """``groups`` plus a model's SAEs of sweep paper at ``share`` abstract (a baseline)."""
+    rng = np.random.default_rng(seed)
+    out = dict(groups)
+    for s in range(seeds):
+        for l0 in l0s:
+            sae = sae_tables(model, "paper", s, l0, share, rng)
+            out.setdefault(sae.group, []).append(sae)
+    return out
+
+
+def matched_share(groups: dict, model: str, l0: float = 16.0) -> float:
+    """Mean over seeds of the abstract share of each seed's SAE at ``l0`` (an exact hit: weight 1)."""
+    saes = [s for s in groups[("imagenet-x", model, 10, "paper")] if s.l0 == l0]
+    return float(np.mean([(s.table["label"] == "abstract").mean() for s in saes]))
+
+
+def test_a_baseline_as_far_above_the_other_model_turns_supported_into_not_supported():
+    groups = with_model(with_model(groups_with(effect=0.10), "rand", 0.11), "sup", 0.20, seed=8)
+    plain = claims.claims_table(groups, settings(row("effect")), agreeing(["effect"])).iloc[0]
+    assert plain["verdict"] == "supported" and plain["stat_baselines"] == ""
+    assert np.isnan(plain["baseline_delta"]) and plain["baseline_max"] == ""
+
+    def judged(*baselines):
+        s = ClaimSettings(comparisons=(row("effect"),), primary_l0=16.0, n_boot=300, n_perm=1000,
+                          baselines=baselines)  # fmt: skip
+        return claims.claims_table(groups, s, agreeing(["effect"])).iloc[0]
+
+    stat = {m: matched_share(groups, m) for m in ("a", "b", "rand", "sup")}
+    assert plain["stat_favoured"] == pytest.approx(stat["a"])
+    assert plain["stat_other"] == pytest.approx(stat["b"])
+    # a random-weight baseline just above the other model: the claim stands
+    low = judged("rand")
+    assert low["verdict"] == "supported", low["reason"]
+    assert low["stat_baselines"] == f"rand={stat['rand']:.6g}" and low["baseline_max"] == "rand"
+    assert low["baseline_delta"] == pytest.approx(stat["rand"] - stat["b"], abs=1e-12)
+    assert low["ci_low"] == plain["ci_low"] > low["baseline_delta"]
+    assert low["reason"].startswith(plain["reason"]) and "Largest baseline Δ" in low["reason"]
+    # a baseline as high as the favoured model: Δ does not exceed what a model without its objective shows
+    high = judged("rand", "sup")
+    assert high["stat_baselines"] == f"rand={stat['rand']:.6g}; sup={stat['sup']:.6g}"
+    assert high["baseline_max"] == "sup"
+    assert high["baseline_delta"] == pytest.approx(stat["sup"] - stat["b"], abs=1e-12)
+    assert high["ci_low"] == plain["ci_low"] <= high["baseline_delta"]
+    assert high["verdict"] == "not supported"
+    assert high["reason"] == (
+        f"Δ's 95% CI lower end {plain['ci_low']:.4g} does not exceed the largest baseline Δ "
+        f"{high['baseline_delta']:.4g} (sup − b): a baseline model lies as far above b as the favoured one."
+    )
+    # everything else in the row is what it was without baselines
+    same = [c for c in claims.CLAIMS_COLUMNS if c not in ("stat_baselines", "baseline_delta", "baseline_max",
+                                                          "verdict", "reason")]  # fmt: skip
+    pd.testing.assert_series_equal(high[same], plain[same], check_names=False)
+
+
+def test_a_baseline_missing_the_l0_or_the_sweep_is_said_and_controls_are_left_alone():
+    groups = with_model(groups_with(effect=0.10), "far", 0.11, l0s=(80.0, 160.0))
+    rows = (row("effect"), row("topk-row", role="secondary", sweep="topk"), row("ctl", role="control"))
+    s = ClaimSettings(comparisons=rows, primary_l0=16.0, n_boot=300, n_perm=1000, baselines=("far",))
+    compared = [k for k in groups if k[3] == "paper" and k[1] in ("a", "b")]
+    for key in compared:  # the two compared models in a topk sweep too, without the baseline
+        groups[(*key[:3], "topk")] = groups[key]
+    out = claims.claims_table(groups, s, agreeing(["effect", "topk-row", "ctl"])).set_index("comparison")
+    assert out.loc["effect", "verdict"] == "inconclusive"
+    assert out.loc["effect", "stat_baselines"] == "far=not comparable"
+    assert "Baseline(s) far of sweep paper have no SAEs around L0 16" in out.loc["effect", "reason"]
+    # the topk sweep trains no baseline: judged without them, and the reason says so
+    assert out.loc["topk-row", "verdict"] == "supported" and out.loc["topk-row", "stat_baselines"] == ""
+    assert out.loc["topk-row", "reason"].endswith(
+        "No baseline model has SAEs in sweep topk: the baseline rule was not applied."
+    )
+    # a control row is judged by the other checks alone (this one compares a with b: "supported")
+    assert out.loc["ctl", "verdict"] == "supported" and out.loc["ctl", "stat_baselines"] == ""
+    assert "baseline" not in out.loc["ctl", "reason"]
+    # a baseline that does reach the L0 and rules the row out decides it: "not supported"
+    groups = with_model(groups, "sup", 0.20, seed=8)
+    s = ClaimSettings(
+        comparisons=rows[:1], primary_l0=16.0, n_boot=300, n_perm=1000, baselines=("far", "sup")
+    )
+    both = claims.claims_table(groups, s, agreeing(["effect"])).iloc[0]
+    assert both["verdict"] == "not supported" and both["baseline_max"] == "sup"
+    assert both["stat_baselines"] == f"far=not comparable; sup={matched_share(groups, 'sup'):.6g}"

@@ -313,6 +313,16 @@ def test_the_demo_declares_its_comparisons_and_controls_once():
     assert run.claims.grid("inat")["trait_max_rank"] == ["family", "order", "class"]
 
 
+#: A baseline model for the demo config's claims (family timm: any timm ViT by name).
+MAE = {
+    "family": "timm",
+    "arch": "vit_base_patch16_224.mae",
+    "pretrained": False,
+    "image_size": 112,
+    "layers": [10],
+}
+
+
 def _set(path: str, value):
     """An edit of the demo config: ``path`` as dotted keys (list items by index)."""
 
@@ -339,6 +349,14 @@ def _set(path: str, value):
         ([_set("claims.spec_grid.imagenet.n_top", [8, 16])], "claims.spec_grid.imagenet.n_top: 'n_top' needs the top images again"),
         ([_set("claims.spec_grid.inat.clade_purty", [0.8])], "'clade_purty' is not a label threshold"),
         ([_set("claims.null_sweep", "twin")], "claims.null_sweep: 'twin' is not a sweep with permute_dims: true"),
+        ([_set("claims.baselines", ["vit-x"])], "claims.baselines: no model 'vit-x'; the config has"),
+        ([_set("claims.baselines", ["clip-b16"])],
+         "claims.baselines: 'clip-b16' is compared in claims.comparisons (abstraction); a baseline is a model"),
+        ([_set("models.mae-s16", MAE), _set("sweeps.paper.models", ["dinov2-s14", "clip-b16"]),
+          _set("claims.baselines", ["mae-s16"])],
+         "claims.baselines: 'mae-s16' is trained by none of the compared sweeps ['paper']; add it to a sweep's models"),
+        ([_set("models.mae-s16", {**MAE, "layers": [5]}), _set("claims.baselines", ["mae-s16"])],
+         "claims.baselines: comparison abstraction is at layer 10, which is not among models.mae-s16.layers [5]"),
     ],
 )  # fmt: skip
 def test_a_claims_setting_the_run_cannot_honour_is_a_config_error_naming_the_key(edits, message):
@@ -347,6 +365,28 @@ def test_a_claims_setting_the_run_cannot_honour_is_a_config_error_naming_the_key
             e(cfg)
 
     assert message in _claims_error(edit)
+
+
+def test_baselines_are_read_into_the_claims_and_default_to_none():
+    assert build(validate(demo_config())).claims.baselines == ()
+    cfg = demo_config()
+    cfg["models"]["mae-s16"] = MAE
+    cfg["claims"]["baselines"] = ["mae-s16"]
+    assert build(validate(cfg)).claims.baselines == ("mae-s16",)
+
+
+def test_a_timm_model_must_be_a_vit_with_a_class_token_and_a_patch_grid(tmp_path):
+    cfg = validate(demo_config())
+    cfg["models"]["mae-b16"] = {**MAE, "init_seed": 0}
+    check_models(cfg, cache=tmp_path / "depths.json")  # any timm ViT by name and tag
+    cfg["models"]["r18"] = {**MAE, "arch": "resnet18", "init_seed": 0}
+    with pytest.raises(ConfigError) as e:
+        check_models(cfg, cache=tmp_path / "depths.json")
+    assert str(e.value) == (
+        "config: models.r18.arch: family timm: timm model 'resnet18' builds a ResNet, not a timm "
+        "VisionTransformer; family timm takes a ViT with a class token and a fixed patch grid "
+        "(e.g. vit_base_patch16_224.augreg2_in21k_ft_in1k, vit_base_patch16_224.mae)"
+    )
 
 
 def test_a_sweep_for_an_unknown_model_is_named():

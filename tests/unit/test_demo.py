@@ -14,6 +14,7 @@ import timm
 from PIL import Image
 from scipy import ndimage
 
+from vitsae.analysis.wordnet import imagenet_wnids
 from vitsae.data import demo
 
 TRAIN, VAL, SIZE = 3, 2, 112
@@ -108,7 +109,13 @@ def test_imagenet_classes_are_real_and_span_four_subtrees() -> None:
 
 
 def test_imagenet_layout_and_counts(imagenet_root: Path) -> None:
-    assert sorted(p.name for p in imagenet_root.iterdir() if not p.name.startswith(".")) == ["train", "val"]
+    names = sorted(p.name for p in imagenet_root.iterdir() if not p.name.startswith("."))
+    assert names == ["train", "val", demo.MULTILABELS_NAME]
+    # the multi-labels (ReaL format): one list per val image, in file order, holding its own class only
+    wnids = imagenet_wnids()
+    multilabels = json.loads((imagenet_root / demo.MULTILABELS_NAME).read_text())
+    val = sorted(p.relative_to(imagenet_root).as_posix() for p in imagenet_root.glob("val/*/*.JPEG"))
+    assert multilabels == [[wnids.index(p.split("/")[1])] for p in val]
     for split, n in (("train", TRAIN), ("val", VAL)):
         class_dirs = sorted((imagenet_root / split).iterdir())
         assert [p.name for p in class_dirs] == sorted(demo.IMAGENET_DEMO_CLASSES)
@@ -234,11 +241,11 @@ def test_planted_table_levels_are_exact() -> None:
     kinds_levels = Counter((r["dataset"], r["kind"], r["level"]) for r in rows)
     assert kinds_levels == {
         ("imagenet-demo", "texture", "subtree"): 4,
-        ("imagenet-demo", "motif", "abstract"): 1,
+        ("imagenet-demo", "motif", "motif"): 1,
         ("imagenet-demo", "class_shape", "class"): len(classes),
         ("inat-demo", "texture", "order"): 2,
         ("inat-demo", "part", "genus"): 6,
-        ("inat-demo", "motif", "abstract"): 1,
+        ("inat-demo", "motif", "motif"): 1,
         ("inat-demo", "class_shape", "species"): len(species),
     }
     for r in rows:
@@ -250,7 +257,7 @@ def test_planted_table_levels_are_exact() -> None:
             if r["level"] == "subtree":
                 (subtree,) = subtrees
                 assert members == {w for w, c in classes.items() if c["subtree"] == subtree}
-            if r["level"] == "abstract":
+            if r["level"] == "motif":
                 assert len(subtrees) >= 3
         else:
             assert members <= set(species)
@@ -258,7 +265,7 @@ def test_planted_table_levels_are_exact() -> None:
             if rank is not None:
                 (value,) = {species[m][rank] for m in members}
                 assert members == {d for d, s in species.items() if s[rank] == value}
-            if r["level"] == "abstract":
+            if r["level"] == "motif":
                 assert len({species[m]["order"] for m in members}) >= 2
         if r["kind"] == "class_shape":
             assert len(members) == 1
@@ -450,3 +457,24 @@ def test_demo_files_lists_exactly_what_is_drawn(tmp_path, kind, make):
         p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file() and p.name != demo.MARKER_NAME
     }
     assert sorted(demo.demo_files(kind, 3, 2, 1)) == sorted(on_disk)
+
+
+def test_pixel_owners_are_the_drawn_objects() -> None:
+    """The masks the renderer returns: the same image as render_image, each object's pixels in its own
+    colour (a bullseye's in one of its two), the texture's everywhere else in one of its two tones."""
+    for ds, label in (
+        ("imagenet-demo", "n02099601"),
+        ("inat-demo", demo.INAT_DEMO_SPECIES[0]["image_dir_name"]),
+    ):
+        concepts = demo.concepts_for(ds, label)
+        img, owner = demo.render_with_owners(concepts, 112, np.random.default_rng(5))
+        assert np.array_equal(img, demo.render_image(concepts, 112, np.random.default_rng(5)))
+        assert set(np.unique(owner)) == set(range(len(concepts)))  # every concept owns some pixels
+        for i, c in enumerate(concepts):
+            colours = np.array(c.colours, dtype=np.float64)
+            pixels = img[owner == i].astype(np.float64)
+            # distance of each owned pixel to the nearest of the concept's colours (jitter 8, noise 4)
+            near = np.abs(pixels[:, None, :] - colours[None]).max(axis=2).min(axis=1)
+            assert np.median(near) < 20 and (near < 40).mean() > 0.97, (c.concept, np.median(near))
+    rel, concepts, owner = next(demo.planted_owners("inat-demo", 1, 2, 1, 112, ("train_mini",)))
+    assert rel in demo.demo_files("inat-demo", 1, 2, 1) and owner.shape == (112, 112) and len(concepts) >= 3

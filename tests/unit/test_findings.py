@@ -54,18 +54,21 @@ def _records(with_null: bool = True) -> tuple[list[findings.SAEConcepts], dict]:
     return records, truth
 
 
+LABELS4 = ["single-class", "taxonomic", "abstract", "unclear"]  # labels every row of the test below draws
+
+
 def test_bootstrap_equals_brute_force_reference():
     rng = np.random.default_rng(11)
     table = pd.DataFrame({
         "n_top": np.where(rng.random(57) < 0.9, 10, 0),
-        "label": rng.choice(concepts.IMAGENET_LABELS, 57, p=[0.3, 0.2, 0.1, 0.4]),
+        "label": rng.choice(LABELS4, 57, p=[0.3, 0.2, 0.1, 0.4]),
     })  # fmt: skip
-    got = findings.label_shares(table, concepts.IMAGENET_LABELS, n_boot=300, seed=3).set_index("label")
+    got = findings.label_shares(table, LABELS4, n_boot=300, seed=3).set_index("label")
     lab = table["label"].to_numpy()[table["n_top"].to_numpy() > 0]
     n = len(lab)
     ref_rng = np.random.default_rng(3)
     boots = np.array([lab[ref_rng.integers(0, n, size=n)] for _ in range(300)])  # one resample per row
-    for name in concepts.IMAGENET_LABELS:
+    for name in LABELS4:
         share_B = np.array([(b == name).mean() for b in boots])
         lo, hi = np.quantile(share_B, [0.025, 0.975])
         assert got.loc[name, "share"] == pytest.approx((lab == name).mean(), abs=1e-15)
@@ -295,3 +298,33 @@ def test_real_concept_tables_and_their_null_feed_the_findings():
     assert row["null_numerator"] <= 1 and row["null_denominator"] == 29
     trait = findings.robustness_table([rec], findings.TRAIT, n_boot=50).iloc[0]
     assert trait["denominator"] == table["animal"].fillna(False).astype(bool).sum()
+
+
+def test_abstract_shares_split_by_branch_pair():
+    """Abstract features counted per pair type against a direct count; the null's own pairs; no rows for
+    a table without the column."""
+    rng = np.random.default_rng(4)
+    n = 80
+    label = rng.choice(["abstract", "unclear", "taxonomic"], n, p=[0.4, 0.4, 0.2])
+    pair = rng.choice(["animal-artifact", "artifact-artifact", "animal-animal"], n)
+    n_top = np.where(rng.random(n) < 0.9, 10, 0)
+    table = pd.DataFrame({"feature": np.arange(n), "n_top": n_top, "label": label, "branch_pair": pair})
+    null = table.assign(label=np.where(np.arange(n) < 3, "abstract", "unclear"), branch_pair="other-other")
+    rec = findings.SAEConcepts(table=table, null_table=null, dataset="imagenet", model="clip", layer=10, sweep="main",
+                               sae_id="relu_l1-x8-l1_3-s0", l0=20.0, fvu=0.2)  # fmt: skip
+    out = findings.branch_pair_table([rec], n_boot=200, seed=1).set_index("branch_pair")
+    alive = n_top > 0
+    assert set(out.index) == {"animal-artifact", "artifact-artifact", "animal-animal", "other-other"}
+    for p in ("animal-artifact", "artifact-artifact", "animal-animal"):
+        count = int((alive & (label == "abstract") & (pair == p)).sum())
+        assert out.loc[p, "numerator"] == count and out.loc[p, "n_live"] == alive.sum()
+        assert out.loc[p, "statistic"] == pytest.approx(count / alive.sum())
+        assert out.loc[p, "ci_low"] < out.loc[p, "statistic"] < out.loc[p, "ci_high"]
+        assert out.loc[p, "null_numerator"] == 0
+    assert out.loc["other-other", "numerator"] == 0
+    assert out.loc["other-other", "null_numerator"] == int(alive[:3].sum())
+    # the pair shares add up to the abstract share
+    assert out["numerator"].sum() == (alive & (label == "abstract")).sum()
+    old = findings.SAEConcepts(table=table.drop(columns="branch_pair"), dataset="imagenet", model="clip",
+                               layer=10, sweep="main", sae_id="relu_l1-x8-l1_3-s0", l0=20.0, fvu=0.2)  # fmt: skip
+    assert findings.branch_pair_table([old]).empty

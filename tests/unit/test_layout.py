@@ -82,3 +82,14 @@ def test_no_results_path_is_written_outside_the_layout():
             if '"results/' in code or "'results/" in code or 'f"results/' in code:
                 offenders.append(f"{path.relative_to(REPO)}:{i}: {line.strip()}")
     assert offenders == []
+
+
+def test_the_paper_runs_baselines_are_browsed_and_claimed_but_not_rated():
+    run = build(validate(yaml.safe_load((REPO / "config" / "paper.yaml").read_text())))
+    baselines = set(run.claims.baselines)
+    assert baselines == {"rand-dinov2-b14", "rand-clip-b16", "supervised-b16", "mae-b16", "dinov1-b16"}
+    concept_models = {m for _d, m, _l, _s in layout.concept_keys(run)}
+    assert baselines <= concept_models and baselines <= {k["model"] for k in layout.browser_keys(run)}
+    rated = {m for _d, m, _l, _s in layout.rating_keys(run)}
+    assert rated == {"dinov2-b14", "clip-b16", "dinov2-reg-b14"}
+    assert {m for _d, m, _l, _s in layout.catch_keys(run)} == rated

@@ -10,13 +10,22 @@ import pytest
 import torch
 from PIL import Image
 
-from vitsae.data.models import WeightsUnavailableError, _check_loaded, load_model, state_digest
+from vitsae.data.models import (
+    NotAViTError,
+    WeightsUnavailableError,
+    _check_loaded,
+    load_model,
+    model_shape,
+    state_digest,
+)
 from vitsae.data.settings import ModelSpec
 
 SPECS = [
     ModelSpec("dinov2-s14", "dinov2", "vit_small_patch14_dinov2.lvd142m", False, 56),
     ModelSpec("dinov2-s14-reg", "dinov2", "vit_small_patch14_reg4_dinov2.lvd142m", False, 56),
     ModelSpec("clip-b16", "clip", "ViT-B-16-quickgelu", False, 64),
+    # family timm: any timm ViT by name and tag (a supervised ViT-Ti/16 here)
+    ModelSpec("sup-ti16", "timm", "vit_tiny_patch16_224.augreg_in21k_ft_in1k", False, 64),
 ]
 
 
@@ -92,6 +101,85 @@ def test_unknown_layer_is_named():
 
 
 @pytest.mark.parametrize(
+    "spec",
+    [
+        SPECS[3],
+        # a timm ViT with 4 registers, loaded as family timm: registers come from the model itself
+        ModelSpec("reg-s14", "timm", "vit_small_patch14_reg4_dinov2.lvd142m", False, 56),
+    ],
+    ids=lambda s: s.name,
+)
+def test_timm_family_block_output_is_timms_own_blocks_in_the_documented_layout(spec):
+    vm = load_model(spec)
+    m = vm.module
+    x = torch.stack([vm.transform(im) for im in images(2)])
+    layer = 4
+    got = vm.block_output(x, layer)
+    with torch.no_grad():  # timm's own path: embed, position, pre-norm, then the blocks up to `layer`
+        ref = m.norm_pre(m.patch_drop(m._pos_embed(m.patch_embed(x))))
+        for block in m.blocks[: layer + 1]:
+            ref = block(ref)
+        (patches_BDHW,) = m.forward_intermediates(
+            x, indices=[layer], norm=False, output_fmt="NCHW", intermediates_only=True
+        )
+    torch.testing.assert_close(got, ref, rtol=0, atol=0)
+    n_reg = 4 if "reg4" in spec.arch else 0
+    side = spec.image_size // m.patch_embed.patch_size[0]
+    assert vm.n_registers == n_reg == m.num_prefix_tokens - 1
+    assert vm.token_layout == {"n_tokens": 1 + n_reg + side * side, "n_prefix": 1 + n_reg, "n_registers": n_reg,
+                               "cls_index": 0, "grid": [side, side]}  # fmt: skip
+    assert got.shape == (2, 1 + n_reg + side * side, m.embed_dim)
+    # token 0 is CLS (the class token plus its position, through the blocks); the patches are row-major
+    torch.testing.assert_close(
+        got[:, 1 + n_reg :].reshape(2, side, side, -1), patches_BDHW.permute(0, 2, 3, 1)
+    )
+    assert not torch.allclose(got[:, 0], got[:, 1 + n_reg])
+    # the rest of the model from that block's output is the whole model
+    torch.testing.assert_close(vm.finish(got, layer), m(x), rtol=1e-5, atol=1e-5)
+    shape = model_shape(spec.family, spec.arch, spec.image_size)
+    assert (shape.n_tokens, shape.n_prefix, shape.d_model, shape.n_blocks) == (
+        got.shape[1],
+        1 + n_reg,
+        m.embed_dim,
+        12,
+    )
+
+
+def test_timm_family_preprocessing_is_the_tags_own():
+    vm = load_model(SPECS[3])  # AugReg ViT-Ti/16: mean = std = 0.5, crop 0.9, bicubic (timm's data config)
+    assert vm.preprocessing == {
+        "library": "timm", "input_size": [3, 64, 64], "interpolation": "bicubic", "crop_pct": 0.9,
+        "crop_mode": "center", "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5],
+    }  # fmt: skip
+    assert vm.weights["source"] == "random" and vm.weights["arch"] == SPECS[3].arch
+
+
+@pytest.mark.parametrize(
+    "family,arch,message",
+    [
+        ("timm", "resnet18", "timm model 'resnet18' builds a ResNet, not a timm VisionTransformer"),
+        (
+            "timm",
+            "vit_base_patch16_siglip_224",
+            "timm model 'vit_base_patch16_siglip_224' has no class token",
+        ),
+        (
+            "clip",
+            "RN50",
+            "open_clip model 'RN50' has a ModifiedResNet image tower, not open_clip's VisionTransformer",
+        ),
+        ("dinov2", "vit_tiny_patch16_224", "family dinov2 needs a timm DINOv2 architecture"),
+    ],
+)
+def test_a_model_that_is_not_a_vit_with_a_patch_grid_is_refused_by_name(family, arch, message):
+    with pytest.raises(NotAViTError, match=f"^model 'm': .*{message}"):
+        load_model(ModelSpec("m", family, arch, False, 64))
+    with pytest.raises(NotAViTError, match=message) as e:
+        model_shape(family, arch, 224)
+    assert isinstance(e.value, ValueError)
+
+
+@pytest.mark.parametrize(
     "spec,repo",
     [
         (
@@ -102,8 +190,12 @@ def test_unknown_layer_is_named():
             ModelSpec("clip-b16", "clip", "ViT-B-16-quickgelu", "openai", 224),
             "timm/vit_base_patch16_clip_224.openai",
         ),
+        (
+            ModelSpec("mae-b16", "timm", "vit_base_patch16_224.mae", True, 224),
+            "timm/vit_base_patch16_224.mae",
+        ),
     ],
-    ids=["dinov2", "clip"],
+    ids=["dinov2", "clip", "timm"],
 )
 def test_pretrained_without_network_fails_at_once_naming_model_and_repo(spec, repo):
     with pytest.raises(WeightsUnavailableError) as e:
@@ -154,6 +246,21 @@ def test_random_weights_are_described_by_seed_and_state_digest():
         "state_sha256": state_digest(clip.module),
     }
     json.dumps(a.weights)
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.name)
+def test_random_weights_are_the_librarys_own_init_from_the_seed(spec):
+    """Checking the architecture first (on the meta device) draws nothing: the weights are those the library
+    builds right after ``torch.manual_seed(init_seed)``, as the stores' recorded digests assume."""
+    import open_clip
+    import timm
+
+    torch.manual_seed(spec.init_seed)
+    if spec.family == "clip":
+        ref = open_clip.create_model(spec.arch, pretrained=None, force_image_size=spec.image_size).visual
+    else:
+        ref = timm.create_model(spec.arch, pretrained=False, img_size=spec.image_size, num_classes=0)
+    assert load_model(spec).weights["state_sha256"] == state_digest(ref)
 
 
 def test_check_loaded_refuses_a_file_the_module_does_not_hold(tmp_path):

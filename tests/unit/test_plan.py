@@ -145,11 +145,12 @@ def test_plan_reports_the_gpu_hours_of_the_claims_control_sweeps(tmp_path):
     _, _, by_sweep = p["sae"]
     assert p["controls"] == {"twin", "permuted"}
     # per store: max(tokens x SAEs / 4M SAE-tokens/s, tokens x d x 2 B / 1.4 GB/s); the twin sweep (15 SAEs)
-    # trains on DINOv2's 2 stores only, the permuted sweep (1 SAE, disk-bound) on every store (3 models x 2
-    # datasets: the register model is in a claim 2 comparison, whose null reads it too)
+    # trains on DINOv2's 2 stores only, the permuted sweep (1 SAE, disk-bound) on the compared models' stores
+    # (3 models x 2 datasets: the register model is in a claim 2 comparison, whose null reads it too; the
+    # baseline models get no null)
     tokens = 100_000_000
-    stores = len(cfg["datasets"]) * len(cfg["models"])
-    assert stores == 6
+    stores = len(cfg["datasets"]) * len(cfg["sweeps"]["permuted"]["models"])
+    assert stores == 6 and set(cfg["claims"]["baselines"]).isdisjoint(cfg["sweeps"]["permuted"]["models"])
     twin = 2 * max(tokens * 15 / plan.SAE_TOKENS_S, tokens * 768 * 2 / (plan.DISK_READ_GB_S * 1e9)) / 3600
     permuted = (
         stores * max(tokens * 1 / plan.SAE_TOKENS_S, tokens * 768 * 2 / (plan.DISK_READ_GB_S * 1e9)) / 3600
@@ -158,3 +159,28 @@ def test_plan_reports_the_gpu_hours_of_the_claims_control_sweeps(tmp_path):
     text = plan.format_plan(p, "x")
     assert f"the claims' control sweeps add {twin + permuted:.2f} GPU h (no new extraction)" in text
     assert "twin 0.21 (control)" in text
+
+
+def test_plan_reports_what_the_baseline_models_add(tmp_path):
+    cfg = validate(yaml.safe_load(PAPER.read_text()))
+    p = plan.make_plan(cfg, tmp_path)
+    baselines = ["rand-dinov2-b14", "rand-clip-b16", "supervised-b16", "mae-b16", "dinov1-b16"]
+    assert list(p["baselines"]) == baselines
+    # 2 stores each (published sizes), every token of block 10 in fp16; disk-bound extraction at 0.9 GB/s;
+    # the paper sweep's 15 SAEs per store (16 x 768 features), compute-bound at 4M SAE-tokens/s
+    images = 1_331_167 + 600_000
+    tokens = {"rand-dinov2-b14": 257}
+    store_bytes = sum(images * tokens.get(m, 197) * 768 * 2 for m in baselines)
+    assert all(s.bound == "disk" for s in p["stores"] if s.model in baselines)
+    extract_h = store_bytes / (plan.DISK_WRITE_GB_S * 1e9) / 3600
+    d_sae = 16 * 768
+    sae_bytes = 5 * 2 * 15 * 4 * (2 * 768 * d_sae + d_sae + 768)
+    sae_h = 5 * 2 * 100_000_000 * 15 / plan.SAE_TOKENS_S / 3600
+    text = plan.format_plan(p, "x")
+    assert (
+        f"Baseline models ({', '.join(baselines)}): {(store_bytes + sae_bytes) / 1e9:,.1f} GB and "
+        f"{extract_h + sae_h:.2f} GPU h of these totals (stores {store_bytes / 1e9:,.1f} GB, extraction "
+        f"{extract_h:.2f} h)."
+    ) in text
+    cfg["claims"]["baselines"] = []
+    assert "Baseline models" not in plan.format_plan(plan.make_plan(cfg, tmp_path), "x")

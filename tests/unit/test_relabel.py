@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import json
 
 import numpy as np
 import pandas as pd
@@ -31,6 +32,8 @@ IMAGENET_CHANGES = {
     "abstract_min_coverage": [0.5, 0.9],
     "abstract_min_branches": [1, 3],
     "min_diversity_ratio": [0.5, 1.0],
+    "min_region_diversity_ratio": [0.3, 1.2],
+    "cooccurrence_min_rate": [0.05, 0.6],
     "branch_depth": [4, 8],
     "trait_min_classes": [1, 3],
     "trait_max_localization": [0.1, 0.5],
@@ -50,7 +53,7 @@ INAT_CHANGES = {
 IMAGENET_COMBOS = [
     {"alpha": 0.05, "taxonomic_min_depth": 9, "abstract_min_class_share": 0.1, "branch_depth": 8},
     {"single_class_share": 0.5, "abstract_min_coverage": 0.5, "abstract_min_branches": 1,
-     "min_diversity_ratio": 0.5},
+     "min_diversity_ratio": 0.5, "min_region_diversity_ratio": 1.2, "cooccurrence_min_rate": 0.6},
     {"taxonomic_min_depth": 5, "trait_min_classes": 3, "trait_max_localization": 0.5, "branch_depth": 4,
      "abstract_min_class_share": 0.3, "high_norm_multiple": 3.0},
 ]  # fmt: skip
@@ -103,10 +106,12 @@ def hierarchy():
 
 
 @pytest.fixture(scope="module")
-def imagenet(hierarchy):
-    """(top_image_FK, maps_FKT, labels_N, descriptors_ND): 240 features over 40 classes (30 images each):
-    one class, a WordNet subtree (cats, retrievers, some animals), classes across branches, random images,
-    and features with too few top images."""
+def imagenet(hierarchy, tmp_path_factory):
+    """(top_image_FK, maps_FKT, labels_N, descriptors_ND, ratios, cells_NCD, multilabels): 240 features over
+    40 classes (30 images each): one class, a WordNet subtree (cats, retrievers, some animals), classes
+    across branches, random images, and features with too few top images. Every third class's images
+    look alike cell by cell (visual motifs), and the classes of each even-odd pair share half their
+    photos (co-occurrence)."""
     rng = np.random.default_rng(7)
     animals = hierarchy.animal_classes()
     others = [w for w in hierarchy.classes if w not in set(animals)]
@@ -136,7 +141,22 @@ def imagenet(hierarchy):
         else:  # too few top images (0-4) or a small set
             groups, strays, n = [of_class[str(rng.choice(classes))]], 0, int(rng.integers(0, 8))
         rows.append(_draw(rng, groups, n, min(strays, n), n_images))
-    return np.stack(rows), _maps(rng, 240), labels_N, descriptors_ND, _ratios(rng, 240)
+    cells_NCD = rng.random((n_images, 16, 10)).astype(np.float32)
+    alike = np.isin(labels_N, classes[::3])
+    cells_NCD[alike] = 0.5 + 0.02 * cells_NCD[alike]
+    wnids = hierarchy.classes
+    together = [[wnids.index(classes[i]), wnids.index(classes[i + 1])] for i in range(0, len(classes) - 1, 2)]
+    multilabels = tmp_path_factory.mktemp("relabel") / "multilabels.json"
+    multilabels.write_text(json.dumps(together + [[wnids.index(c)] for c in classes]))
+    return (
+        np.stack(rows),
+        _maps(rng, 240),
+        labels_N,
+        descriptors_ND,
+        _ratios(rng, 240),
+        cells_NCD,
+        multilabels,
+    )
 
 
 def _taxa() -> pd.DataFrame:
@@ -191,18 +211,19 @@ class _Tables:
     def __init__(self, kind: str, data: tuple, hierarchy) -> None:
         self.kind, self.data, self.hierarchy = kind, data, hierarchy
         if kind == "imagenet":
-            _, _, labels_N, desc_ND, _ = data
-            self.context = concepts.imagenet_context(labels_N, hierarchy, desc_ND, BASE_IMAGENET)
+            _, _, labels_N, desc_ND, _, cells_NCD, multilabels = data
+            self.context = concepts.imagenet_context(labels_N, hierarchy, desc_ND, BASE_IMAGENET, cells_NCD,
+                                                     multilabels)  # fmt: skip
         else:
             self.context = concepts.inat_context(data[2], BASE_INAT)
 
     def table(self, rules) -> pd.DataFrame:
         context = dataclasses.replace(self.context, rules=rules)
         if self.kind == "imagenet":
-            top_FK, maps_FKT, labels_N, desc_ND, ratio_FK = self.data
+            top_FK, maps_FKT, labels_N, desc_ND, ratio_FK, _, _ = self.data
             return concepts.imagenet_table(
                 top_FK, maps_FKT, labels_N, self.hierarchy, desc_ND, rules, context,
-                top_peak_norm_ratio_FK=ratio_FK,
+                top_peak_norm_ratio_FK=ratio_FK, grid=(3, 3),
             )  # fmt: skip
         top_FK, maps_FKT, taxa_N, ratio_FK = self.data
         table = concepts.inat_table(top_FK, maps_FKT, taxa_N, rules, context, top_peak_norm_ratio_FK=ratio_FK)
@@ -364,3 +385,25 @@ def test_grid_cells_are_the_product_in_order():
     assert [r.trait_max_rank for _, r in inat] == ["genus", "family"]
     with pytest.raises(ValueError, match="'seed' needs the top images again"):
         relabel.grid_cells(INatRules(), {"seed": [1, 2]})
+
+
+def test_label_and_trait_thresholds_do_not_cross(base_tables, hierarchy):
+    """What lets the claims job relabel once per distinct statistic (relabel.only_what_decides): the
+    trait-only thresholds never move a label, the label-only ones never move a trait; each moves its own."""
+    table = base_tables["imagenet"]
+    base = relabel.relabel(table, "imagenet", BASE_IMAGENET, hierarchy)
+    assert set(relabel.IMAGENET_TRAIT_ONLY) | set(relabel.IMAGENET_LABEL_ONLY) < set(IMAGENET_CHANGES)
+    for keys, same, moved in ((relabel.IMAGENET_TRAIT_ONLY, "label", "trait"),
+                              (relabel.IMAGENET_LABEL_ONLY, "trait", "label")):  # fmt: skip
+        n_moved = 0
+        for key in keys:
+            for value in IMAGENET_CHANGES[key]:
+                rules = dataclasses.replace(BASE_IMAGENET, **{key: value})
+                out = relabel.relabel(table, "imagenet", rules, hierarchy)
+                assert out[same].tolist() == base[same].tolist(), (key, value)
+                n_moved += int((out[moved] != base[moved]).sum())
+                normal = relabel.only_what_decides(rules, "imagenet", 1 if same == "label" else 2)
+                assert getattr(normal, key) == getattr(ImageNetRules(), key)
+        assert n_moved > 0, keys
+    inat = INatRules(alpha=0.05)
+    assert relabel.only_what_decides(inat, "inat", 2) is inat

@@ -27,6 +27,25 @@ Definitions
   (:func:`vitsae.analysis.relabel.relabel`) and recomputes Δ and its CI with the comparison's bootstrap
   draws (``claims.spec_n_boot``). ``spec_agreement`` = share of cells whose CI lies above 0 (the claimed
   direction). A comparison whose dataset kind has no grid gets one cell (the configured thresholds).
+* **Baseline models** (``claims.baselines``; :func:`baseline_check`, :func:`baseline_verdict`): models that
+  no claim is about (random weights, supervised, MAE, DINO v1), trained in the same sweeps. For each primary
+  or secondary comparison, each baseline ``B`` with SAEs in the favoured arm's sweep on the comparison's
+  dataset and layer takes the favoured model's place: its statistic ``stat_B`` at the row's matched L0 (the
+  same interpolation, :class:`vitsae.analysis.compare.Comparator` against the other arm at that L0) and
+  ``Δ_B = stat_B − stat_other``. That is the Δ that would explain the claim away: ``Δ_B ≥ Δ`` means
+  ``stat_B ≥ stat_favoured``, a model without the favoured model's training objective is as far above the other
+  model, so the difference says that the other model is low, not that the favoured one learned the concept.
+  (The opposite pair, the favoured model against a baseline in the other's place, cannot explain the claim
+  away: a large ``stat_favoured − stat_B`` only says the favoured model is high.) The row records every
+  baseline's statistic (``stat_baselines``), the largest ``Δ_B`` (``baseline_delta``) and its model
+  (``baseline_max``). **Rule**: a row that the other checks call "supported" stays supported only if the
+  lower end of Δ's 95% CI exceeds ``baseline_delta`` (the CI, not Δ itself: a difference that the
+  uncertainty cannot separate from a baseline's does not count; ``baseline_delta`` is a point estimate at
+  the same L0, with its own noise reported by nothing else); else it reads "not supported". A baseline whose
+  SAEs do not reach the row's L0 leaves the rule unchecked: "inconclusive", unless a baseline that does
+  reach it already gives "not supported". A sweep that trains none of the baselines (``topk`` in
+  config/paper.yaml) is judged without them, and its reason says so. Control rows, and a run without
+  ``claims.baselines`` (the demo), are judged as before.
 * **Controls table** (:func:`controls_table`): per concept table and label, the share of live features
   with the label against its null table, paired by feature: an exact one-sided McNemar test (discordant
   features, Binomial(b + c, 1/2)), Holm's correction within each kind of table (``observed``,
@@ -35,6 +54,7 @@ Definitions
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Mapping, Sequence
@@ -61,7 +81,8 @@ CLAIMS_COLUMNS = [
     "stat_favoured", "stat_other", "delta", "ci_low", "ci_high", "se", "df", "boot_low", "boot_high", "p_perm",
     "p_min", "n_relabelings", "p_holm", "spec_cells", "spec_agreement", "delta_clusters", "clusters_ci_low",
     "clusters_ci_high", "stat_favoured_clusters", "stat_other_clusters", "null_favoured", "null_other",
-    "perm_null_favoured", "perm_null_other", "stability_favoured", "stability_other", "quality_failures",
+    "perm_null_favoured", "perm_null_other", "stat_baselines", "baseline_delta", "baseline_max",
+    "stability_favoured", "stability_other", "quality_failures",
     "limit", "accuracy_recovered", "accuracy_ci_low", "accuracy_ci_high", "baseline_pca_fvu",
     "baseline_recentred_fvu", "rated_label", "n_rated", "precision_favoured", "precision_other",
     "corrected_favoured", "corrected_other", "verdict", "reason",
@@ -166,12 +187,29 @@ class Relabeller:
     def numden(
         self, sae: SAETables, kind: str, cell: int, rules, claim: int
     ) -> tuple[np.ndarray, np.ndarray]:
-        key = (sae.key, cell)
+        rules = relabel.only_what_decides(rules, kind, claim)
+        key = (sae.key, rules)  # cells that differ only in thresholds the statistic ignores: one relabel
         if key not in self._cache:
             new = relabel.relabel(sae.table, kind, rules, self.hierarchy)
             self._cache[key] = (findings.live(sae.table), new["label"].to_numpy(), new["trait"].to_numpy(bool),
                                 new["animal"].to_numpy(bool))  # fmt: skip
         return STATISTICS[claim].rule(*self._cache[key])
+
+
+def _numden_digest(*arms: Sequence[tuple[np.ndarray, np.ndarray]]) -> bytes:
+    """A digest of every SAE's (num, den) masks: cells with equal digests get equal comparisons (the
+    comparator's draws are fixed), so a threshold that does not touch a statistic costs no rerun."""
+    h = hashlib.blake2b(digest_size=16)
+    for arm in arms:
+        h.update(b"|")
+        for num, den in arm:
+            h.update(
+                np.packbits(np.asarray(num, bool)).tobytes()
+                + b"/"
+                + np.packbits(np.asarray(den, bool)).tobytes()
+            )
+            h.update(len(num).to_bytes(8, "little"))
+    return h.digest()
 
 
 def spec_curve(spec: ComparisonSpec, groups: Mapping, kind: str, base_rules, grid: Mapping[str, list],
@@ -185,9 +223,14 @@ def spec_curve(spec: ComparisonSpec, groups: Mapping, kind: str, base_rules, gri
         return pd.DataFrame([{"comparison": spec.name, "claim": spec.claim, "role": spec.role, "cell": 0,
                               "comparable": False}])  # fmt: skip
     rows = []
+    done: dict[bytes, compare.Comparison] = {}  # cells that leave every (num, den) as it was: one run
     for i, (cell_settings, rules) in enumerate(cells):
-        res = comparator.run([relabeller.numden(s, kind, i, rules, spec.claim) for s in fav],
-                             [relabeller.numden(s, kind, i, rules, spec.claim) for s in oth])  # fmt: skip
+        fav_nd = [relabeller.numden(s, kind, i, rules, spec.claim) for s in fav]
+        oth_nd = [relabeller.numden(s, kind, i, rules, spec.claim) for s in oth]
+        key = _numden_digest(fav_nd, oth_nd)
+        if key not in done:
+            done[key] = comparator.run(fav_nd, oth_nd)
+        res = done[key]
         rows.append({"comparison": spec.name, "claim": spec.claim, "role": spec.role, "cell": i,
                      "comparable": True, "settings": json.dumps(cell_settings, sort_keys=True),
                      **{f"set_{k}": v for k, v in cell_settings.items()}, "l0": res.l0, "stat_favoured": res.stat_fav,
@@ -235,6 +278,74 @@ def _architecture(*arms: Sequence[SAETables]) -> str:
     return " / ".join(names)
 
 
+@dataclass(frozen=True)
+class BaselineCheck:
+    """The baseline models' columns of one claims row (:data:`CLAIMS_COLUMNS` ``stat_baselines``,
+    ``baseline_delta``, ``baseline_max``) and the state of the baseline rule: ``"applied"``, ``"off"`` (no
+    baselines configured, a control row, or a row not comparable), ``"absent"`` (no baseline has SAEs in
+    the sweep) or ``"unchecked"`` (a baseline's SAEs do not reach the row's L0); ``note`` says why."""
+
+    columns: dict
+    state: str
+    note: str = ""
+    other: str = ""  # the other model, for the reason
+
+
+def baseline_check(groups: Mapping, settings: ClaimSettings, c: ComparisonSpec, res, seed: int = 0
+                   ) -> BaselineCheck:  # fmt: skip
+    """Each baseline of ``claims.baselines`` in the favoured model's place (module docstring): its statistic
+    at the L0 of ``res`` (the row's matched comparison) against the other arm, and the largest Δ."""
+    empty = {"stat_baselines": "", "baseline_delta": float("nan"), "baseline_max": ""}
+    if not settings.baselines or c.role == "control" or not res.comparable:
+        return BaselineCheck(empty, "off")
+    sweep = c.favoured.sweep
+    present = [b for b in settings.baselines if groups.get((c.dataset, b, c.layer, sweep))]
+    if not present:
+        return BaselineCheck(empty, "absent", f"No baseline model has SAEs in sweep {sweep}: the baseline "
+                                              "rule was not applied.")  # fmt: skip
+    oth = _units(_arm(groups, c, "other"), c.claim)
+    stats_, deltas, missing = [], {}, []
+    for b in present:
+        units = _units(groups[(c.dataset, b, c.layer, sweep)], c.claim)
+        # point estimates only: the fewest replicates the Comparator allows, the other arm's own values
+        r = compare.Comparator(units, oth, float(res.l0), n_boot=2, seed=seed, n_perm=100,
+                               names=(f"{b}@{sweep}", c.other.name)).run()  # fmt: skip
+        if not r.comparable:
+            stats_.append(f"{b}=not comparable")
+            missing.append(b)
+            continue
+        stats_.append(f"{b}={r.stat_fav:.6g}")
+        deltas[b] = float(r.delta)
+    top = max(deltas, key=deltas.get) if deltas else ""
+    cols = {"stat_baselines": "; ".join(stats_), "baseline_delta": deltas.get(top, float("nan")),
+            "baseline_max": top}  # fmt: skip
+    if missing:
+        return BaselineCheck(cols, "unchecked", f"Baseline(s) {', '.join(missing)} of sweep {sweep} have no SAEs "
+                                                f"around L0 {res.l0:.4g}: the baseline rule cannot be checked; "
+                                                f"widen sweeps.{sweep}.", other=c.other.model)  # fmt: skip
+    return BaselineCheck(cols, "applied", other=c.other.model)
+
+
+def baseline_verdict(verdict: str, reason: str, ci_low: float, check: BaselineCheck) -> tuple[str, str]:
+    """The baseline rule (module docstring) on the verdict of the other checks: only "supported" changes,
+    to "not supported" (Δ's CI lower end ≤ the largest baseline Δ) or "inconclusive" (a baseline not
+    comparable at the row's L0, and none that is rules the row out); a sweep without baselines keeps it,
+    with a note in the reason."""
+    if verdict != "supported" or check.state == "off":
+        return verdict, reason
+    if check.state == "absent":
+        return verdict, f"{reason} {check.note}"
+    delta_b, top = check.columns["baseline_delta"], check.columns["baseline_max"]
+    if check.state == "unchecked" and not (np.isfinite(delta_b) and ci_low <= delta_b):
+        return "inconclusive", check.note
+    if not ci_low > delta_b:
+        return "not supported", (
+            f"Δ's 95% CI lower end {ci_low:.4g} does not exceed the largest baseline Δ {delta_b:.4g} "
+            f"({top} − {check.other}): a baseline model lies as far above {check.other} as the favoured one."
+        )
+    return verdict, f"{reason} Largest baseline Δ {delta_b:.4g} ({top}) lies below the CI."
+
+
 def claims_table(
     groups: Mapping,
     settings: ClaimSettings,
@@ -247,7 +358,7 @@ def claims_table(
     a quality check, in ``quality_failures`` and in the reason; the verdict does not change (a failing SAE
     is reported, never dropped)."""
     rules = compare.VerdictRules(settings.alpha, settings.min_seeds, settings.min_spec_agreement)
-    rows, results = [], []
+    rows, results, checks = [], [], []
     for c in settings.comparisons:
         fav, oth = _arm(groups, c, "favoured"), _arm(groups, c, "other")
         comparator = compare.Comparator(_units(fav, c.claim), _units(oth, c.claim), settings.primary_l0,
@@ -271,6 +382,9 @@ def claims_table(
                "perm_null_favoured": _perm_null(groups, c, "favoured", settings.null_sweep),
                "perm_null_other": _perm_null(groups, c, "other", settings.null_sweep),
                **_quality_columns(quality, c)}  # fmt: skip
+        check = baseline_check(groups, settings, c, res, seed)
+        row.update(check.columns)
+        checks.append(check)
         rows.append(row)
         results.append(res)
     out = pd.DataFrame(rows).reindex(columns=CLAIMS_COLUMNS)
@@ -285,6 +399,7 @@ def claims_table(
     for i, res in enumerate(results):
         agreement = float(out.at[i, "spec_agreement"])
         verdict, reason = compare.verdict(res, float(out.at[i, "p_holm"]), agreement, rules)
+        verdict, reason = baseline_verdict(verdict, reason, float(res.ci_low), checks[i])
         if not res.comparable:
             reason = f"{reason} {_sweep_hint(settings.comparisons[i])}"
         failures = out.at[i, "quality_failures"]
@@ -562,8 +677,11 @@ def claims_chart(claims: pd.DataFrame, curves: pd.DataFrame, title: str, note: s
         ),
         base.mark_point(filled=True, size=80).encode(x="delta:Q", color=color),
         base.mark_point(filled=False, size=80, shape="diamond").encode(x="delta_clusters:Q", color=color),
+        base.mark_tick(color="black", thickness=2, size=16).encode(x="baseline_delta:Q"),
     ).properties(
-        width=300, height=28 * len(d), title="Δ over features (filled) and over clusters (hollow diamond)"
+        width=300,
+        height=28 * len(d),
+        title="Δ over features (filled) and over clusters (hollow diamond); | = largest baseline Δ",
     )
     verdicts = base.mark_text(align="left", dx=4).encode(text="text:N", color=color, x=alt.value(0)).properties(
         width=260, height=28 * len(d), title="verdict (rule: config claims.verdict)")  # fmt: skip
@@ -607,6 +725,29 @@ def claims_chart(claims: pd.DataFrame, curves: pd.DataFrame, title: str, note: s
     )
 
 
+#: Above this many cells a comparison's specification curve draws one mark per run of neighbouring cells:
+#: per-cell marks made the demo's figure (4,374 ImageNet cells, 9 thresholds) an 88 MB PDF that pypdf refuses to read.
+MAX_CELL_MARKS = 120
+
+
+def _binned(d: pd.DataFrame, n_bins: int) -> pd.DataFrame:
+    """Cells sorted by Δ (``rank`` 1..n) in ``n_bins`` runs: per run the median Δ, the lowest CI end and
+    the highest, whether most of its cells agree; ``attrs["settings"]``: per run and threshold value the
+    share of its cells that use it."""
+    d = d.assign(bin=(d["rank"].to_numpy() - 1) * n_bins // len(d))
+    out = d.groupby("bin").agg(delta=("delta", "median"), ci_low=("ci_low", "min"), ci_high=("ci_high", "max"),
+                               agrees=("agrees", "mean")).reset_index()  # fmt: skip
+    out = out.assign(rank=out["bin"] + 1, agrees=out["agrees"] >= 0.5)
+    keys = [c for c in d.columns if c.startswith("set_") and d[c].nunique() > 1]
+    if keys:
+        m = d.melt(id_vars=["bin"], value_vars=keys, var_name="threshold", value_name="value")
+        m["setting"] = m["threshold"].str[4:] + " = " + m["value"].astype(str)
+        m = m.groupby(["bin", "setting"]).size().rename("n").reset_index()
+        m["share"] = m["n"] / m["bin"].map(d.groupby("bin").size())
+        out.attrs["settings"] = m.assign(rank=m["bin"] + 1)[["rank", "setting", "share"]]
+    return out
+
+
 def spec_chart(spec: pd.DataFrame, title: str, note: str, width: int = 720) -> alt.TopLevelMixin:
     """Per comparison: the cells sorted by Δ with their CIs (CI above 0: orange) and beneath them which
     threshold values each cell uses (a black mark)."""
@@ -616,6 +757,12 @@ def spec_chart(spec: pd.DataFrame, title: str, note: str, width: int = 720) -> a
         d = d.sort_values("delta", kind="stable").assign(rank=np.arange(1, len(d) + 1))
         agree = d["agrees"].mean()
         head = f"{name} (claim {d['claim'].iloc[0]}, {d['role'].iloc[0]}): CI above 0 in {agree:.0%} of {len(d)} cells"
+        n_cells = len(d)
+        if n_cells > MAX_CELL_MARKS:  # one mark per run of neighbouring cells (sorted by Δ), not per cell
+            d, per = _binned(d, MAX_CELL_MARKS), -(-n_cells // MAX_CELL_MARKS)
+            head += f" (each mark: {per} neighbouring cells; median Δ, widest CI, the settings' shares)"
+        else:
+            d = d.assign(agrees=d["agrees"].astype(bool))
         x = alt.X("rank:Q", title=None, scale=alt.Scale(domain=[0.5, len(d) + 0.5], nice=False),
                   axis=alt.Axis(labels=False, ticks=False, grid=False))  # fmt: skip
         agree_color = alt.Color("agrees:N", title="CI above 0", scale=alt.Scale(domain=[False, True],
@@ -626,14 +773,20 @@ def spec_chart(spec: pd.DataFrame, title: str, note: str, width: int = 720) -> a
             alt.Chart(d).mark_circle(size=8).encode(x=x, y="delta:Q", color=agree_color),
             alt.Chart(pd.DataFrame({"y": [0.0]})).mark_rule(strokeDash=[4, 3], color="black").encode(y="y:Q"),
         ).properties(width=width, height=130, title=alt.TitleParams(head, fontSize=11, anchor="start"))  # fmt: skip
-        keys = [c for c in d.columns if c.startswith("set_") and d[c].nunique() > 1]
-        if keys:
-            m = d.melt(id_vars=["rank"], value_vars=keys, var_name="threshold", value_name="value")
-            m["setting"] = m["threshold"].str[4:] + " = " + m["value"].astype(str)
-            bottom = alt.Chart(m).mark_tick(thickness=1, color="black").encode(
+        keys = (
+            [c for c in d.columns if c.startswith("set_") and d[c].nunique() > 1] if "share" not in d else []
+        )
+        m = d.attrs.get("settings")
+        if keys or m is not None:
+            if m is None:
+                m = d.melt(id_vars=["rank"], value_vars=keys, var_name="threshold", value_name="value")
+                m["setting"] = m["threshold"].str[4:] + " = " + m["value"].astype(str)
+                m["share"] = 1.0
+            bottom = alt.Chart(m).mark_tick(thickness=1).encode(
                 x=alt.X("rank:Q", title="cells, sorted by Δ", scale=alt.Scale(domain=[0.5, len(d) + 0.5], nice=False),
                         axis=alt.Axis(labels=False, ticks=False, grid=False)),
                 y=alt.Y("setting:N", title=None, sort=sorted(m["setting"].unique())),
+                color=alt.Color("share:Q", scale=alt.Scale(domain=[0, 1], range=["#dddddd", "black"]), legend=None),
             ).properties(width=width, height=10 * m["setting"].nunique())  # fmt: skip
             panels.append(alt.vconcat(top, bottom, spacing=2))
         else:

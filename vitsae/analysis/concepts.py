@@ -24,6 +24,13 @@ ImageNet table (:func:`imagenet_table`, one row per feature)
 * ``diversity``: mean Euclidean distance over all pairs of top images between per-image descriptors that
   come from neither model (default :func:`vitsae.analysis.thumbnails.thumbnail_descriptors`: a 4×4 RGB thumbnail), against the same
   random sets: ``diversity_null_mean``, ``diversity_ratio`` (observed / null mean), ``diversity_z``;
+* ``branch_pair``: the coarse kinds of the major classes (``animal``: below animal.n.01, ``artifact``:
+  below artifact.n.01, ``other``), ``-``-joined and sorted, doubled for one kind (``artifact-artifact``),
+  so abstract shares can be reported per pair type; ``cooccurring_pairs``, ``major_cooccurrence``:
+  :mod:`vitsae.analysis.cooccurrence`;
+* ``region_diversity``, ``region_diversity_null_mean``, ``region_diversity_ratio``: the same on the
+  regions where the feature fires (:mod:`vitsae.analysis.regions`: model-free cell descriptors of the
+  cells above half each top image's max activation, against the same masks on random images);
 * ``localization``: mean over top images of the share of the image above half its max activation, on
   one pixel grid for every model (:func:`vitsae.analysis.maps.localization`: each patch map resampled
   bilinearly to ``localization_pixels`` x ``localization_pixels``; with ``localization_pixels`` 0, or
@@ -47,7 +54,16 @@ Label rule (first that applies; every threshold a field of :class:`ImageNetRules
    span at least ``abstract_min_branches`` top-level branches (``major_branches``), and the images are
    visually diverse (``diversity_ratio >= min_diversity_ratio``): one relation shared by classes of
    different branches while the images do not look alike;
-5. ``unclear``      otherwise.
+5. ``co-occurrence`` every condition of rule 4 holds but two major classes of different branches appear
+   in the same photos (``major_cooccurrence >= cooccurrence_min_rate``, :mod:`vitsae.analysis.
+   cooccurrence`: the dataset's multi-labels, ImageNet's ReaL labels): one scene, not an abstract
+   relation. Without multi-labels the column is NaN and this rule does not apply;
+6. ``visual-motif`` every condition of rule 4 holds but the regions where the feature fires look alike
+   (``region_diversity_ratio < min_region_diversity_ratio``, :mod:`vitsae.analysis.regions`): a shared
+   local pattern (a shape, a colour pair, a texture) across branches, not a semantic relation. Without
+   cell descriptors or a patch grid (CLS-token SAEs: the region is the whole image, which rule 4's
+   whole-image diversity already tests) the ratio is NaN and this rule does not apply;
+7. ``unclear``      otherwise.
 
 The major-class condition turns away the commonest false "abstract" feature of a weak SAE: one class's
 images plus a scatter of strays from everywhere (on the demo's random-weight DINOv2 it removed about half
@@ -86,24 +102,25 @@ clades of ``abstract_rank`` those species come from), and a label:
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
-from vitsae.analysis import taxonomy
+from vitsae.analysis import cooccurrence, regions, taxonomy
 from vitsae.analysis.maps import localization
 from vitsae.analysis.settings import ImageNetRules, INatRules
-from vitsae.analysis.wordnet import Hierarchy
+from vitsae.analysis.wordnet import ARTIFACT_WNID, Hierarchy, imagenet_wnids
 
-IMAGENET_LABELS = ("single-class", "taxonomic", "abstract", "unclear")
+IMAGENET_LABELS = ("single-class", "taxonomic", "abstract", "co-occurrence", "visual-motif", "unclear")
 INAT_LABELS = ("single-species", "trait", "clade", "cross-clade", "unclear")
 IMAGENET_COLUMNS = (
     "feature", "n_top", "n_classes", "top_class", "top_class_share", "classes", "lca", "lca_name", "lca_depth",
-    "n_branches", "n_major", "major_share", "major_branches", "coherence", "coherence_null_mean", "coherence_z", "coherence_p", "concentration",
+    "n_branches", "n_major", "major_share", "major_branches", "branch_pair", "cooccurring_pairs", "major_cooccurrence", "coherence", "coherence_null_mean", "coherence_z", "coherence_p", "concentration",
     "concentration_null_mean", "concentration_p", "diversity", "diversity_null_mean", "diversity_ratio",
-    "diversity_z", "localization", "localization_tokens", "peak_norm_ratio", "animal", "label", "trait",
+    "diversity_z", "region_diversity", "region_diversity_null_mean", "region_diversity_ratio", "localization", "localization_tokens", "peak_norm_ratio", "animal", "label", "trait",
 )  # fmt: skip
 INAT_COLUMNS = (
     "feature", "n_top", *(f"purity_{r}" for r in taxonomy.RANKS), "deepest_rank", "n_species", "localization",
@@ -202,18 +219,31 @@ class ImageNetContext:
     null: NullModel
     animals: frozenset
     rules: ImageNetRules
+    cells_NCD: np.ndarray | None = None  # per split image, the cell descriptors (vitsae.analysis.regions)
+    rate_CC: np.ndarray | None = None  # pair co-occurrence rates of the split's classes (code order)
+    artifacts: frozenset = frozenset()
 
 
 def imagenet_context(labels_N: np.ndarray, hierarchy: Hierarchy, descriptors_ND: np.ndarray,
-                     rules: ImageNetRules = ImageNetRules()) -> ImageNetContext:  # fmt: skip
+                     rules: ImageNetRules = ImageNetRules(), cells_NCD: np.ndarray | None = None,
+                     multilabels: str | os.PathLike | None = None) -> ImageNetContext:  # fmt: skip
+    """``multilabels``: a multi-label file (:func:`vitsae.analysis.cooccurrence.load_multilabels`) for the
+    co-occurrence rates, or None (no co-occurrence control)."""
     labels_N = np.asarray(labels_N).astype(str)
     if descriptors_ND.shape[0] != labels_N.shape[0]:
         raise ValueError(f"{descriptors_ND.shape[0]} descriptors for {labels_N.shape[0]} images of the split")
+    if cells_NCD is not None and cells_NCD.shape[0] != labels_N.shape[0]:
+        raise ValueError(
+            f"cell descriptors of {cells_NCD.shape[0]} images for {labels_N.shape[0]} images of the split"
+        )
     split_classes, class_N = np.unique(labels_N, return_inverse=True)
     sim_CC = hierarchy.similarity_matrix(list(split_classes))
     null = NullModel(class_N, sim_CC, descriptors_ND, rules.null_samples, rules.seed)
+    rate_CC = None
+    if multilabels is not None:
+        rate_CC = cooccurrence.split_rates(list(split_classes), multilabels, imagenet_wnids())
     return ImageNetContext(labels_N, class_N, sim_CC, descriptors_ND, null, frozenset(hierarchy.animal_classes()),
-                           rules)  # fmt: skip
+                           rules, cells_NCD, rate_CC, frozenset(hierarchy.descendants(ARTIFACT_WNID)))  # fmt: skip
 
 
 def imagenet_table(
@@ -227,20 +257,39 @@ def imagenet_table(
     grid: Sequence[int] | None = None,
     top_patch_index_FKT: np.ndarray | None = None,
     top_peak_norm_ratio_FK: np.ndarray | None = None,
+    cells_NCD: np.ndarray | None = None,
+    view: float = 1.0,
 ) -> pd.DataFrame:
     """One row per feature (module docstring). ``labels_N``: wnid per split image; ``descriptors_ND``:
     per split image, the visual descriptor used for diversity (e.g. :func:`vitsae.analysis.thumbnails.thumbnail_descriptors`).
     ``context``: :func:`imagenet_context` of the same split and rules, built here when not given.
     ``grid`` (the statistics' ``meta.json`` ``grid``) and ``top_patch_index_FKT`` (stores that keep a
     patch subset) place the maps on the patch grid for ``localization``; without a grid it is the token
-    share. ``top_peak_norm_ratio_FK``: the statistics' peak-token norm ratios (``peak_norm_ratio``)."""
+    share. ``top_peak_norm_ratio_FK``: the statistics' peak-token norm ratios (``peak_norm_ratio``).
+    ``cells_NCD`` (``[images, cells * cells, descriptors]``, :func:`vitsae.analysis.regions.cell_descriptors`;
+    the context's when it has them) and ``view`` (the statistics' meta ``view``): the region diversity."""
     if context is None:
-        context = imagenet_context(labels_N, hierarchy, descriptors_ND, rules)
+        context = imagenet_context(labels_N, hierarchy, descriptors_ND, rules, cells_NCD)
     elif context.rules != rules or len(context.labels_N) != len(labels_N):
         raise ValueError("the context was built for other rules or another split")
     labels_N, class_N, sim_CC = context.labels_N, context.class_N, context.sim_CC
     descriptors_ND, null, animals = context.descriptors_ND, context.null, context.animals
     top_FK = _top_images(top_image_FK, rules.n_top)
+    branches = functools.lru_cache(maxsize=None)(
+        lambda w: frozenset(hierarchy.branches(w, rules.branch_depth))
+    )
+    cells_NCD = context.cells_NCD if context.cells_NCD is not None else cells_NCD
+    pidx = None if top_patch_index_FKT is None else top_patch_index_FKT[:, : top_FK.shape[1]]
+    region_F, region_null_F = regions.region_diversity(
+        top_FK,
+        top_map_FKT[:, : top_FK.shape[1]],
+        grid,
+        cells_NCD,
+        null.sets,
+        view,
+        pidx,
+        rules.min_top_images,
+    )
     rows = []
     for f in range(top_FK.shape[0]):
         slots = np.nonzero(top_FK[f] >= 0)[0]
@@ -262,6 +311,13 @@ def imagenet_table(
         null_div = null.diversity(n)
         loc, loc_tokens = _localizations(top_map_FKT, f, slots, grid, top_patch_index_FKT, rules)
         major, major_share = _major(classes, counts, rules.abstract_min_class_share)
+        major_list = [str(c) for c in major]
+        pairs, major_cooc = "", float("nan")
+        if context.rate_CC is not None:
+            pairs = cooccurrence.pairs_text(list(classes), context.rate_CC, np.unique(class_N[images]))
+            major_cooc = cooccurrence.major_cooccurrence(
+                major_list, cooccurrence.parse_pairs(pairs), branches
+            )
         row.update(
             n_classes=len(classes),
             top_class=str(classes[order[0]]),
@@ -276,6 +332,9 @@ def imagenet_table(
             major_branches=hierarchy.n_branches([str(c) for c in major], rules.branch_depth)
             if len(major)
             else 0,
+            branch_pair=branch_pair(major_list, animals, context.artifacts),
+            cooccurring_pairs=pairs,
+            major_cooccurrence=major_cooc,
             coherence=coherence,
             coherence_null_mean=float(null_coh.mean()),
             coherence_z=_z(coherence, null_coh),
@@ -287,6 +346,9 @@ def imagenet_table(
             diversity_null_mean=float(null_div.mean()),
             diversity_ratio=diversity / float(null_div.mean()) if null_div.mean() > 0 else float("nan"),
             diversity_z=_z(diversity, null_div),
+            region_diversity=region_F[f],
+            region_diversity_null_mean=region_null_F[f],
+            region_diversity_ratio=region_F[f] / region_null_F[f] if region_null_F[f] > 0 else float("nan"),
             localization=loc,
             localization_tokens=loc_tokens,
             peak_norm_ratio=_peak_norm(top_peak_norm_ratio_FK, f, slots),
@@ -302,6 +364,14 @@ def imagenet_table(
         )
         rows.append(row)
     return pd.DataFrame(rows, columns=list(IMAGENET_COLUMNS))
+
+
+def branch_pair(major: Sequence[str], animals: frozenset, artifacts: frozenset) -> str:
+    """The ``branch_pair`` of major classes (module docstring); "" for none."""
+    kinds = sorted({"animal" if w in animals else "artifact" if w in artifacts else "other" for w in major})
+    if not major:
+        return ""
+    return f"{kinds[0]}-{kinds[0]}" if len(kinds) == 1 else "-".join(kinds)
 
 
 def _localizations(
@@ -346,7 +416,11 @@ def _imagenet_label(row: dict, rules: ImageNetRules) -> str:
         and row["major_branches"] >= rules.abstract_min_branches
         and row["diversity_ratio"] >= rules.min_diversity_ratio
     ):
-        return "abstract"
+        if row["major_cooccurrence"] >= rules.cooccurrence_min_rate:
+            return "co-occurrence"
+        return (
+            "visual-motif" if row["region_diversity_ratio"] < rules.min_region_diversity_ratio else "abstract"
+        )
     return "unclear"
 
 

@@ -48,6 +48,10 @@ Outputs (:func:`write_semantic_abstraction`, :func:`write_traits`)
   :data:`ROBUSTNESS_COLUMNS` (``statistic`` with ``ci_low``/``ci_high``, numerator and denominator
   counts, the null's ``null_statistic`` with its CI, ``l0``, ``fvu``, the settings).
 * ``shares_csv`` (optional): one row per SAE × label: :data:`SHARES_COLUMNS`.
+* ``branch_pairs_csv`` (finding 1, optional): one row per SAE × branch pair (:func:`branch_pair_table`):
+  the share of live features that are abstract *and* whose major classes are of that pair of coarse kinds
+  (``branch_pair``: ``animal-artifact``, ``artifact-artifact``, ...), with its CI and null, so that a share
+  of abstract features cannot hide in one pair type (e.g. artifacts that share a scene).
 * ``out_pdf``: the label shares of each headline SAE with CIs and the null beside them; the headline
   statistic of every SAE against L0 and against FVU (both models, every layer and setting, seeds as
   separate points), observed filled, null hollow.
@@ -75,6 +79,11 @@ ROBUSTNESS_COLUMNS = [
     "expansion", "l1_coeff", "k", "l0", "fvu", "n_features", "n_live", "n_dead", "numerator", "denominator",
     "statistic", "ci_low", "ci_high", "null_numerator", "null_denominator", "null_statistic", "null_ci_low",
     "null_ci_high", "n_boot", "headline",
+]  # fmt: skip
+BRANCH_PAIR_COLUMNS = [
+    "dataset", "model", "layer", "sweep", "sae_id", "setting", "seed", "branch_pair", "n_live", "numerator",
+    "statistic", "ci_low", "ci_high", "null_numerator", "null_statistic", "null_ci_low", "null_ci_high", "l0",
+    "headline",
 ]  # fmt: skip
 SHARES_COLUMNS = [
     "dataset", "model", "layer", "sweep", "sae_id", "setting", "seed", "label", "n_live", "count", "share",
@@ -323,6 +332,37 @@ def robustness_table(records: Sequence[SAEConcepts], stat: Statistic, n_boot: in
     return out.sort_values(["dataset", "model", "layer", "sweep", "sae_id"], ignore_index=True)
 
 
+def branch_pair_table(records: Sequence[SAEConcepts], n_boot: int = 1000, seed: int = 0,
+                      headline: Mapping[tuple[str, str], tuple[int, str]] | None = None) -> pd.DataFrame:  # fmt: skip
+    """One row per SAE × branch pair of its abstract features (:data:`BRANCH_PAIR_COLUMNS`): ``numerator``
+    abstract live features of that pair, ``statistic`` their share of the live features with its
+    bootstrap CI (:func:`ratio_ci`), and the same on the null table. Pairs are those of the observed or
+    null abstract features; a table without ``branch_pair`` (an older version) gives no rows."""
+    _check_unique(records)
+    heads = headline_keys(records, headline)
+    rows = []
+    for r in records:
+        if "branch_pair" not in r.table.columns:
+            continue
+        tables = [r.table] + (
+            [r.null_table] if r.null_table is not None and "branch_pair" in r.null_table else []
+        )
+        abstract = [live(t) & (t["label"].to_numpy() == "abstract") for t in tables]
+        pairs = sorted({str(p) for t, a in zip(tables, abstract) for p in t["branch_pair"].to_numpy()[a]})
+        for pair in pairs:
+            num = [a & (t["branch_pair"].astype(str).to_numpy() == pair) for t, a in zip(tables, abstract)]
+            obs = ratio_ci(num[0], live(tables[0]), n_boot, seed)
+            row = {**_meta(r), "branch_pair": pair, "n_live": obs["denominator"],
+                   **{k: obs[k] for k in ("numerator", "statistic", "ci_low", "ci_high")}, "l0": r.l0,
+                   "headline": r.key in heads}  # fmt: skip
+            if len(tables) > 1:
+                nul = ratio_ci(num[1], live(tables[1]), n_boot, seed + 1)
+                row.update({f"null_{k}": nul[k] for k in ("numerator", "statistic", "ci_low", "ci_high")})
+            rows.append(row)
+    out = pd.DataFrame(rows).reindex(columns=BRANCH_PAIR_COLUMNS)
+    return out.sort_values(["dataset", "model", "layer", "sweep", "sae_id", "branch_pair"], ignore_index=True)
+
+
 def table_labels(table: pd.DataFrame) -> tuple[str, ...]:
     """The label set of a concept table: iNat's if it has ``purity_species``, else ImageNet's."""
     return concepts.INAT_LABELS if "purity_species" in table.columns else concepts.IMAGENET_LABELS
@@ -504,5 +544,8 @@ def write_all(tables: list[str], nulls: list[str], evals: list[str], cfgs: list[
         raise ValueError("finding 1 needs at least one dataset of format imagenet (WordNet concept tables)")
     write_semantic_abstraction(records_1, outputs["abstraction_pdf"], outputs["abstraction_csv"],
                                outputs["abstraction_shares"], titles["semantic_abstraction"], note, n_boot, seed)  # fmt: skip
+    if "abstraction_branch_pairs" in outputs:
+        pairs = branch_pair_table(records_1, n_boot, seed)
+        atomic_write(outputs["abstraction_branch_pairs"], lambda tmp: pairs.to_csv(tmp, index=False))
     write_traits(records_2, outputs["traits_pdf"], outputs["traits_csv"], outputs["traits_shares"], titles["traits"],
                  note, n_boot, seed)  # fmt: skip

@@ -13,6 +13,10 @@ ImageNet (:class:`~vitsae.analysis.settings.ImageNetRules`):
 
 * ``single_class_share``: ``top_class_share``; ``alpha``: ``coherence_p``, ``concentration_p``;
   ``taxonomic_min_depth``: ``lca_depth``; ``min_diversity_ratio``: ``diversity_ratio``;
+  ``cooccurrence_min_rate``: ``major_cooccurrence``, recomputed for the cell's major classes from
+  ``classes`` and ``cooccurring_pairs``;
+  ``min_region_diversity_ratio``: ``region_diversity_ratio`` (NaN, as in a table of an older version or
+  of CLS tokens: the visual-motif rule does not apply);
   ``trait_max_localization``: ``localization``; ``high_norm_multiple``: ``peak_norm_ratio``;
   ``abstract_min_coverage``, ``abstract_min_branches``:
   ``major_share``, ``major_branches`` (recomputed, below).
@@ -79,7 +83,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from vitsae.analysis import taxonomy
+from vitsae.analysis import cooccurrence, taxonomy
 from vitsae.analysis.concepts import _core_classes, _major
 from vitsae.analysis.settings import RULES, SPEC_KEYS, ImageNetRules, INatRules
 from vitsae.analysis.wordnet import Hierarchy, load_hierarchy
@@ -194,6 +198,24 @@ def _coerce(base: object, value: object) -> object:
 # Relabelling
 
 
+#: ImageNet thresholds that decide only the ``trait`` column, and only ``label``: a claim 1 statistic (the
+#: abstract label) never reads the first, an ImageNet claim 2 statistic (trait among animal) never the
+#: second (tests/unit/test_relabel.py checks both on every row). iNat's trait is a label: all count.
+IMAGENET_TRAIT_ONLY = ("trait_min_classes", "trait_max_localization", "high_norm_multiple")
+IMAGENET_LABEL_ONLY = ("single_class_share", "alpha", "abstract_min_class_share", "abstract_min_coverage",
+                       "abstract_min_branches", "min_diversity_ratio", "min_region_diversity_ratio",
+                       "cooccurrence_min_rate", "branch_depth")  # fmt: skip
+
+
+def only_what_decides(rules: ImageNetRules | INatRules, kind: str, claim: int) -> ImageNetRules | INatRules:
+    """``rules`` with the thresholds that cannot change claim ``claim``'s statistic on a ``kind`` table set
+    to their defaults, so that cells differing only in those share one relabelling."""
+    if kind != "imagenet":
+        return rules
+    ignored = IMAGENET_TRAIT_ONLY if claim == 1 else IMAGENET_LABEL_ONLY
+    return dataclasses.replace(rules, **{k: getattr(ImageNetRules, k) for k in ignored})
+
+
 def relabel(
     table: pd.DataFrame, kind: str, rules: ImageNetRules | INatRules, hierarchy: Hierarchy | None = None
 ) -> pd.DataFrame:
@@ -243,8 +265,17 @@ def _imagenet(
         & (major_branches_F >= rules.abstract_min_branches)
         & (_float(table, "diversity_ratio") >= rules.min_diversity_ratio)
     )
-    label_F = np.select([few_F, single_F, taxonomic_F, abstract_F], ["unclear", "single-class", "taxonomic",
-                        "abstract"], "unclear").astype(object)  # fmt: skip
+    region_F = (
+        _float(table, "region_diversity_ratio")
+        if "region_diversity_ratio" in table.columns
+        else np.full(len(table), np.nan)
+    )
+    cooc_F = _cooccurrence(table, rules, hierarchy)
+    cooc_label_F = abstract_F & (cooc_F >= rules.cooccurrence_min_rate)
+    motif_F = abstract_F & (region_F < rules.min_region_diversity_ratio)
+    label_F = np.select([few_F, single_F, taxonomic_F, cooc_label_F, motif_F, abstract_F],
+                        ["unclear", "single-class", "taxonomic", "co-occurrence", "visual-motif", "abstract"],
+                        "unclear").astype(object)  # fmt: skip
     trait_F = (
         ~few_F
         & table["animal"].fillna(False).astype(bool).to_numpy()
@@ -344,6 +375,33 @@ def _class_stats(classes_F: pd.Series, rules: ImageNetRules, hierarchy: Hierarch
     if len(_COLUMNS) > _MAX_COLUMNS:
         _COLUMNS.popitem(last=False)
     return stats_F3
+
+
+def _cooccurrence(table: pd.DataFrame, rules: ImageNetRules, hierarchy: Hierarchy) -> np.ndarray:
+    """``major_cooccurrence`` of every row recomputed for the rules' major classes and branches from the
+    saved ``classes`` and ``cooccurring_pairs`` (NaN where the table has no multi-labels: the saved
+    ``major_cooccurrence`` is NaN, or the columns are missing, as in a table of an older version)."""
+    if "cooccurring_pairs" not in table.columns or "major_cooccurrence" not in table.columns:
+        return np.full(len(table), np.nan)
+    saved_F = _float(table, "major_cooccurrence")
+    _HIERARCHIES.setdefault(id(hierarchy), hierarchy)
+    out = np.full(len(table), np.nan)
+    for i, (classes, pairs, saved) in enumerate(zip(table["classes"].tolist(), table["cooccurring_pairs"].tolist(),
+                                                    saved_F)):  # fmt: skip
+        if isinstance(classes, str) and np.isfinite(saved):
+            out[i] = _one_cooccurrence(id(hierarchy), classes, pairs if isinstance(pairs, str) else "",
+                                       rules.abstract_min_class_share, rules.branch_depth)  # fmt: skip
+    return out
+
+
+@functools.lru_cache(maxsize=1 << 20)
+def _one_cooccurrence(hierarchy_id: int, classes: str, pairs: str, min_share: float, depth: int) -> float:
+    if not pairs:
+        return 0.0
+    major, _ = _major_of(classes, min_share)
+    h = _HIERARCHIES[hierarchy_id]
+    return cooccurrence.major_cooccurrence(major, cooccurrence.parse_pairs(pairs),
+                                           lambda w: frozenset(h.branches(w, depth)))  # fmt: skip
 
 
 @functools.lru_cache(maxsize=1 << 20)

@@ -41,6 +41,8 @@ class ImageNetRules(LabelRules):
     taxonomic_min_depth: int = 7
     abstract_min_branches: int = 2
     min_diversity_ratio: float = 0.75
+    min_region_diversity_ratio: float = 0.75  # abstract, not visual-motif: firing regions this diverse
+    cooccurrence_min_rate: float = 0.1  # co-occurrence, not abstract: two major classes this often together
     branch_depth: int = 6  # WordNet depth of the nodes that define top-level branches
     trait_min_classes: int = 2
 
@@ -118,6 +120,9 @@ class ClaimSettings:
     spec_grid: tuple[
         tuple[str, tuple[tuple[str, tuple], ...]], ...
     ] = ()  # ((kind, ((key, values), ...)), ...)
+    # Baseline models (random weights, supervised, MAE, ...): each primary and secondary row must beat the
+    # largest Δ of a baseline in the favoured model's place (vitsae.analysis.claims, "Baseline models").
+    baselines: tuple[str, ...] = ()
 
     @property
     def control_sweeps(self) -> frozenset[str]:
@@ -185,7 +190,7 @@ class TransferSettings:
 #: abstract_rank, ...) change the tables' own columns and would need the top images again.
 SPEC_KEYS = {
     "imagenet": ("single_class_share", "alpha", "taxonomic_min_depth", "abstract_min_class_share",
-                 "abstract_min_coverage", "abstract_min_branches", "min_diversity_ratio", "branch_depth",
+                 "abstract_min_coverage", "abstract_min_branches", "min_diversity_ratio", "min_region_diversity_ratio", "cooccurrence_min_rate", "branch_depth",
                  "trait_min_classes", "trait_max_localization", "high_norm_multiple"),
     "inat": ("single_species_share", "clade_purity", "trait_max_rank", "trait_min_species",
              "trait_max_localization", "high_norm_multiple", "alpha", "abstract_min_coverage"),
@@ -207,7 +212,8 @@ def claim_settings(params: dict) -> ClaimSettings:
         for c in params["comparisons"]
     )
     grid = tuple((kind, tuple((k, tuple(v)) for k, v in g)) for kind, g in params["spec_grid"])
-    return ClaimSettings(**{**params, "comparisons": comparisons, "spec_grid": grid})
+    baselines = tuple(params.get("baselines", ()))
+    return ClaimSettings(**{**params, "comparisons": comparisons, "spec_grid": grid, "baselines": baselines})
 
 
 #: The rating categories a rater picks from (config ``rating.categories``), and which of them confirm each
@@ -220,6 +226,7 @@ RATING_CORRECT = (
     ("abstract", ("semantic abstraction",)), ("cross-clade", ("semantic abstraction",)),
     ("single-class", ("one kind of object or organism",)), ("single-species", ("one kind of object or organism",)),
     ("taxonomic", ("related kinds",)), ("clade", ("related kinds",)), ("trait", ("morphological part",)),
+    ("visual-motif", ("colour/texture",)), ("co-occurrence", ("co-occurring objects",)),
 )  # fmt: skip
 
 

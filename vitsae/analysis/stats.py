@@ -58,6 +58,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from vitsae.analysis.regions import view_fraction
 from vitsae.atomic import atomic_dir
 from vitsae.data.manifest import read_manifest
 from vitsae.data.store import iter_chunks, nonfinite_rows, open_store, split_array, token_slice
@@ -311,6 +312,8 @@ def compute_feature_stats(
         "token_kind": token_kind,
         "store_kept": kept,
         "grid": list(layout["grid"]) if token_kind == "patches" and "grid" in layout else None,
+        # the share of the image's centre square the model saw (its resize and centre crop)
+        "view": view_fraction(dict(group.attrs.get("preprocessing") or {})),
         "n_images": int(n_images),
         "tokens_per_image": int(n_tok),
         "n_tokens": int(total),

@@ -50,7 +50,6 @@ from __future__ import annotations
 import argparse
 import functools
 import hashlib
-import importlib.util
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -59,9 +58,11 @@ from pathlib import Path
 import numpy as np
 
 from vitsae.atomic import atomic_write
+from vitsae.data.manifest import imagenet_wnids
 
 ROOT_WNID = "n00001740"  # entity.n.01
 ANIMAL_WNID = "n00015388"  # animal.n.01
+ARTIFACT_WNID = "n00021939"  # artifact.n.01
 BRANCH_DEPTH = 6
 DATA_DIR = Path(__file__).resolve().parents[2] / "data"
 HIERARCHY_FILE = "imagenet1k_hierarchy.tsv"
@@ -159,21 +160,6 @@ def hypernym_paths(offset: int, synsets: dict[int, NounSynset]) -> list[tuple[in
         return tuple(p + (o,) for h in parents for p in up(h))
 
     return sorted(set(up(offset)))
-
-
-def imagenet_wnids() -> list[str]:
-    """The 1000 ImageNet-1K wnids in class-index order, from timm's ``imagenet_synsets.txt``."""
-    spec = importlib.util.find_spec("timm")  # locates the file without importing timm (and torch)
-    if spec is None or not spec.submodule_search_locations:
-        raise WordNetError(
-            "timm is not installed; it ships the ImageNet-1K class list (imagenet_synsets.txt)"
-        )
-    path = Path(next(iter(spec.submodule_search_locations))) / "data" / "_info" / "imagenet_synsets.txt"
-    text = path.read_text()
-    wnids = [w.strip() for w in text.splitlines() if w.strip()]
-    if len(wnids) != 1000:
-        raise WordNetError(f"timm's imagenet_synsets.txt lists {len(wnids)} classes, expected 1000")
-    return wnids
 
 
 def _clean(text: str) -> str:

@@ -15,7 +15,9 @@ The concepts, listed in :data:`PLANTED` (one row per concept), are:
 - ``texture``: the background pattern, shared by a WordNet subtree (ImageNet, level ``subtree``) or an
   order (iNat, level ``order``);
 - ``part``: a shape of one colour shared by all species of a genus (iNat, level ``genus``);
-- ``motif``: a two-colour bullseye shared by classes from different subtrees / orders (level ``abstract``);
+- ``motif``: a two-colour bullseye shared by classes from different subtrees / orders (level ``motif``): a
+  shared *visual* pattern, the negative control of ImageNet's ``abstract`` label (it must be labelled
+  ``visual-motif``, :mod:`vitsae.analysis.regions`) and, in iNat, a convergent pattern (``cross-clade``);
 - ``class_shape``: a shape of one colour unique to a class (level ``class``) or species (level ``species``),
   drawn twice in each of its images (:data:`SHAPE_COPIES`).
 
@@ -62,6 +64,7 @@ from vitsae.atomic import atomic_dir
 RGB = tuple[int, int, int]
 
 MARKER_NAME = ".vitsae-demo.json"
+MULTILABELS_NAME = "val_multilabels.json"  # imagenet-demo: per val image, its classes (ReaL format)
 JPEG_QUALITY = 90
 TEXTURE_PERIOD = 8  # pixels; stripes and checks are TEXTURE_PERIOD // 2 wide
 OBJECT_JITTER = 8  # max per-channel colour shift of one drawn object
@@ -193,7 +196,7 @@ class Concept:
     dataset: str  # "imagenet-demo" | "inat-demo"
     concept: str
     kind: str  # "part" | "texture" | "motif" | "class_shape"
-    level: str  # "genus" | "order" | "subtree" | "abstract" | "class" | "species"
+    level: str  # "genus" | "order" | "subtree" | "motif" | "class" | "species"
     members: tuple[str, ...]
     pattern: str  # a shape name (see _SHAPES), "bullseye", or a texture name (see TEXTURES)
     colours: tuple[RGB, ...]  # objects: 1 colour (bullseye: outer, inner); textures: 2 tones
@@ -296,7 +299,7 @@ def _object(
 
 def _motif(dataset: str, members: list[str], outer: RGB, inner: RGB) -> Concept:
     name = f"motif: {_COLOUR_NAMES[outer]}/{_COLOUR_NAMES[inner]} bullseye"
-    return Concept(dataset, name, "motif", "abstract", tuple(members), "bullseye", (outer, inner), 0.3)
+    return Concept(dataset, name, "motif", "motif", tuple(members), "bullseye", (outer, inner), 0.3)
 
 
 _CLASS_SIZE = 0.3
@@ -546,6 +549,15 @@ def _jitter(rng: np.random.Generator, colour: RGB) -> np.ndarray:
 
 def render_image(concepts: list[Concept], image_size: int, rng: np.random.Generator) -> np.ndarray:
     """Draw one image (uint8 img_HWC) holding exactly ``concepts`` (one texture, objects in quadrants)."""
+    return render_with_owners(concepts, image_size, rng)[0]
+
+
+def render_with_owners(
+    concepts: list[Concept], image_size: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`render_image` and each pixel's owner: ``owner_HW`` (int16), the index into ``concepts`` of the
+    concept that drew the pixel (the texture where no object lies; a bullseye's ring and centre are the
+    motif's). The same draws from ``rng``, so the image is the one :func:`render_image` draws."""
     if image_size < MIN_IMAGE_SIZE:
         raise ValueError(f"image_size {image_size} is too small; use at least {MIN_IMAGE_SIZE}")
     textures = [c for c in concepts if c.kind == "texture"]
@@ -559,6 +571,7 @@ def render_image(concepts: list[Concept], image_size: int, rng: np.random.Genera
     light_HW = texture_mask(texture.pattern, image_size, phase_y, phase_x)
     dark_C, light_C = (_jitter(rng, c) for c in texture.colours)
     img_HWC = np.where(light_HW[:, :, None], light_C, dark_C).astype(np.int16)
+    owner_HW = np.full((image_size, image_size), concepts.index(texture), dtype=np.int16)
 
     cell = image_size // 2
     quadrants = rng.permutation(4)
@@ -568,6 +581,10 @@ def render_image(concepts: list[Concept], image_size: int, rng: np.random.Genera
         y0 = (quadrant // 2) * cell + int(rng.integers(1, cell - side))
         x0 = (quadrant % 2) * cell + int(rng.integers(1, cell - side))
         window_SSC = img_HWC[y0 : y0 + side, x0 : x0 + side]
+        owner_SS = owner_HW[y0 : y0 + side, x0 : x0 + side]
+        owner_SS[shape_mask("circle" if concept.pattern == "bullseye" else concept.pattern, side)] = (
+            concepts.index(concept)
+        )
         if concept.pattern == "bullseye":
             outer_C, inner_C = (_jitter(rng, c) for c in concept.colours)
             window_SSC[shape_mask("circle", side)] = outer_C
@@ -579,7 +596,7 @@ def render_image(concepts: list[Concept], image_size: int, rng: np.random.Genera
             window_SSC[shape_mask(concept.pattern, side)] = _jitter(rng, concept.colours[0])
 
     noise_HWC = rng.normal(0.0, NOISE_SIGMA, size=img_HWC.shape)
-    return np.clip(np.rint(img_HWC + noise_HWC), 0, 255).astype(np.uint8)
+    return np.clip(np.rint(img_HWC + noise_HWC), 0, 255).astype(np.uint8), owner_HW
 
 
 def _save_jpeg(img_HWC: np.ndarray, path: Path) -> None:
@@ -647,6 +664,17 @@ def _plan(
                     yield f"{split}/{dir_name}/{name}.jpg", dir_name, rng
 
 
+def planted_owners(
+    kind: str, seed: int, train_per_class: int, val_per_class: int, image_size: int, splits: tuple[str, ...]
+) -> Iterator[tuple[str, list[Concept], np.ndarray]]:
+    """Replays the drawing of a demo dataset's ``splits``: per image, its path relative to the root, its
+    concepts and its pixel owners (:func:`render_with_owners`): the planted objects' masks, exactly as
+    drawn (the same generators as :func:`make_imagenet_demo` / :func:`make_inat_demo`)."""
+    for rel, label, rng in _plan(kind, seed, train_per_class, val_per_class, splits):
+        concepts = concepts_for(kind, label)
+        yield rel, concepts, render_with_owners(concepts, image_size, rng)[1]
+
+
 def demo_files(kind: str, seed: int, train_per_class: int, val_per_class: int) -> list[str]:
     """Every file a demo dataset holds (images, and the iNat JSON), relative to its root, without drawing it."""
     if kind not in _SPLITS:
@@ -654,6 +682,8 @@ def demo_files(kind: str, seed: int, train_per_class: int, val_per_class: int) -
     files = [rel for rel, _, _ in _plan(kind, seed, train_per_class, val_per_class)]
     if kind == "inat-demo":
         files += [f"{split}.json" for split in _SPLITS[kind]]
+    else:
+        files.append(MULTILABELS_NAME)
     return files
 
 
@@ -690,8 +720,20 @@ def _make_demo(
 def make_imagenet_demo(
     root: Path, seed: int, train_per_class: int = 40, val_per_class: int = 10, image_size: int = 112
 ) -> None:
-    """Write ``root/{train,val}/<wnid>/<wnid>_<i>.JPEG`` for :data:`IMAGENET_DEMO_CLASSES`."""
-    _make_demo("imagenet-demo", root, seed, train_per_class, val_per_class, image_size)
+    """Write ``root/{train,val}/<wnid>/<wnid>_<i>.JPEG`` for :data:`IMAGENET_DEMO_CLASSES`, and
+    ``root/val_multilabels.json``: the classes visible in each val image, as ImageNet-1K class indices in
+    the format of the ReaL labels (:mod:`vitsae.analysis.cooccurrence`). A demo image shows its own class
+    only (the motif is a pattern, not a class), so no two demo classes co-occur: the co-occurrence
+    control runs and finds nothing."""
+
+    def write_multilabels(tmp: Path, drawn: list[tuple[str, str]]) -> None:
+        from vitsae.data.manifest import imagenet_wnids
+
+        index = {w: i for i, w in enumerate(imagenet_wnids())}
+        val = sorted((rel, label) for rel, label in drawn if rel.startswith("val/"))
+        (tmp / MULTILABELS_NAME).write_text(json.dumps([[index[label]] for _, label in val]))
+
+    _make_demo("imagenet-demo", root, seed, train_per_class, val_per_class, image_size, write_multilabels)
 
 
 def make_inat_demo(

@@ -24,6 +24,7 @@ image's id in every later artifact (see :mod:`vitsae.data.store`).
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import io
 import json
 import logging
@@ -63,6 +64,21 @@ MANIFEST_VERSION = 1
 _WNID = re.compile(r"^n\d{8}$")
 _INAT_ID = re.compile(r"^\d{5}$")
 _BATCH = 512  # images decoded per thread-pool round; bounds memory and the work lost on an error
+
+
+def imagenet_wnids() -> list[str]:
+    """The 1000 ImageNet-1K wnids in class-index order, from timm's ``imagenet_synsets.txt``."""
+    spec = importlib.util.find_spec("timm")  # locates the file without importing timm (and torch)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(
+            "timm is not installed; it ships the ImageNet-1K class list (imagenet_synsets.txt)"
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / "data" / "_info" / "imagenet_synsets.txt"
+    text = path.read_text()
+    wnids = [w.strip() for w in text.splitlines() if w.strip()]
+    if len(wnids) != 1000:
+        raise ValueError(f"timm's imagenet_synsets.txt lists {len(wnids)} classes, expected 1000")
+    return wnids
 
 
 class CorruptImageError(ValueError):

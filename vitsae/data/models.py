@@ -1,4 +1,14 @@
-"""Vision models: DINOv2 (timm) and CLIP (open_clip), run up to one block, with their token layout.
+"""Vision models: DINOv2 and any other timm ViT (timm), CLIP (open_clip), run up to one block, with their
+token layout.
+
+Families (``models.<name>.family``): ``dinov2``, a timm DINOv2 (``vit_*_dinov2*``); ``timm``, any timm
+``VisionTransformer`` with a class token and a fixed patch grid, by name and pretrained tag (e.g. the
+baselines ``vit_base_patch16_224.augreg2_in21k_ft_in1k`` (supervised), ``vit_base_patch16_224.mae``,
+``vit_base_patch16_224.dino`` (DINO v1)); ``clip``, any open_clip model whose image tower is open_clip's
+own ``VisionTransformer`` (``ViT-B-16-quickgelu``, ...). A timm model is run with its own preprocessing
+(timm's data config: mean, std, interpolation, crop) at the configured image size, and its grid and
+register count are read off the model. Any other architecture (a ResNet, ConvNeXt, a timm ViT without a
+class token) is refused with a :class:`ValueError` that names it.
 
 ``load_model(spec)`` returns a :class:`VisionModel` whose ``transform`` is the model's own
 preprocessing at the configured image size and whose ``block_output(x, layer)`` runs the model
@@ -25,6 +35,10 @@ log = logging.getLogger("vitsae.data.models")
 HF_HOST = "huggingface.co"
 
 
+#: Which library builds each family's network.
+FAMILY_LIBRARY = {"dinov2": "timm", "timm": "timm", "clip": "open_clip"}
+
+
 class WeightsUnavailableError(RuntimeError):
     """Pretrained weights were asked for but can neither be found in the cache nor downloaded."""
 
@@ -42,6 +56,10 @@ class VisionModel:
     weights: (
         dict  # which weights: hub repo, revision, file and digests, or random (arch, seed); see load_model
     )
+
+    @property
+    def library(self) -> str:
+        return FAMILY_LIBRARY[self.spec.family]
 
     @property
     def token_layout(self) -> dict:
@@ -65,7 +83,7 @@ class VisionModel:
     def block_output(self, x_BCHW: torch.Tensor, layer: int) -> torch.Tensor:
         """Output of block ``layer`` for all tokens, ``[B, T, D]``; later blocks are not run."""
         self.check_layer(layer)
-        if self.spec.family == "dinov2":
+        if self.library == "timm":
             ((patches_BPD, prefix_BRD),) = self.module.forward_intermediates(
                 x_BCHW,
                 indices=[layer],
@@ -92,7 +110,8 @@ class VisionModel:
     def finish(self, acts_BTD: torch.Tensor, layer: int) -> torch.Tensor:
         """The model's final image representation ``[B, D_out]`` from block ``layer``'s output (all tokens,
         as :meth:`block_output` gives them): blocks ``layer + 1`` to the last, then the model's own head.
-        DINOv2 (timm, no classifier): ``norm``, then ``forward_head`` (the CLS token); CLIP (open_clip):
+        timm (built without classifier): ``norm``, then ``forward_head`` (the model's own pooling: the CLS
+        token, or the mean of the patches with ``fc_norm`` where the model pools so); CLIP (open_clip):
         ``_pool`` (``ln_post`` and the CLS token, in the model's order) and ``proj``, the image embedding.
         ``finish(block_output(x, l), l)`` is the full forward pass, ``module(x)``."""
         self.check_layer(layer)
@@ -103,7 +122,7 @@ class VisionModel:
             )
         param = next(self.module.parameters())
         x_BTD = acts_BTD.to(device=param.device, dtype=param.dtype)
-        if self.spec.family == "dinov2":
+        if self.library == "timm":
             for block in self.module.blocks[layer + 1 :]:
                 x_BTD = block(x_BTD)
             return self.module.forward_head(self.module.norm(x_BTD))
@@ -116,7 +135,7 @@ class VisionModel:
 
     def blocks(self) -> torch.nn.ModuleList:
         """The transformer blocks, for forward hooks (tests compare hooks to ``block_output``)."""
-        if self.spec.family == "dinov2":
+        if self.library == "timm":
             return self.module.blocks
         return self.module.transformer.resblocks
 
@@ -277,9 +296,9 @@ def load_model(spec: ModelSpec, device: str | torch.device = "cpu") -> VisionMod
     ``file_sha256`` (``tag`` too for open_clip); random: ``source: "random"``, ``arch``, ``init_seed``; both:
     ``state_sha256``, :func:`state_digest` of the module as loaded (on CPU, so the same for any device).
     """
-    loaders = {"dinov2": _load_dinov2, "clip": _load_clip}
+    loaders = {"dinov2": _load_timm, "timm": _load_timm, "clip": _load_clip}
     if spec.family not in loaders:
-        raise ValueError(f"model '{spec.name}': unknown family {spec.family!r} (dinov2 or clip)")
+        raise ValueError(f"model '{spec.name}': unknown family {spec.family!r} (dinov2, timm or clip)")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(spec.init_seed)  # random-weight models are a function of the spec
         vm = loaders[spec.family](spec)
@@ -288,18 +307,22 @@ def load_model(spec: ModelSpec, device: str | torch.device = "cpu") -> VisionMod
     return vm
 
 
-def _load_dinov2(spec: ModelSpec) -> VisionModel:
+def _load_timm(spec: ModelSpec) -> VisionModel:
+    """A timm ViT (family dinov2 or timm) at ``spec.image_size``, without classifier, with timm's own
+    preprocessing for it; its registers are the prefix tokens after the class token."""
     import timm
     from timm.data import create_transform, resolve_data_config
 
-    if "dinov2" not in spec.arch:
-        raise ValueError(
-            f"model '{spec.name}': family dinov2 needs a timm DINOv2 architecture, got {spec.arch!r}"
-        )
+    probe = _timm_vit(spec.family, spec.arch, f"model '{spec.name}'")  # on the meta device: fails fast
     weights = _random_weights(spec)
     if spec.pretrained:
-        probe = timm.create_model(spec.arch, pretrained=False, img_size=14)
-        repo_id = probe.pretrained_cfg["hf_hub_id"]
+        repo_id = probe.pretrained_cfg.get("hf_hub_id")
+        if not repo_id:
+            raise ValueError(
+                f"model '{spec.name}': timm has no Hugging Face hub weights for {spec.arch!r}; name a pretrained "
+                f"tag that has them (timm.list_pretrained('{spec.arch.split('.')[0]}*')) or set "
+                f"models.{spec.name}.pretrained: false"
+            )
         # timm asks hf_hub_download for model.safetensors, then pytorch_model.bin, at refs/main
         filenames = ["model.safetensors", "pytorch_model.bin"]
         before = _need_weights(spec, repo_id, filenames)
@@ -308,7 +331,8 @@ def _load_dinov2(spec: ModelSpec) -> VisionModel:
     )
     if spec.pretrained:
         weights = _hub_weights(spec, repo_id, filenames, before, module)
-    # timm's pretrained_cfg still says 518 px after img_size=...: give the size ourselves (FACTS.md).
+    # timm's pretrained_cfg keeps the tag's input size after img_size=... (518 px for DINOv2): give the
+    # size ourselves (FACTS.md); mean, std, interpolation and crop are the tag's own.
     data_cfg = resolve_data_config({"input_size": (3, spec.image_size, spec.image_size)}, model=module)
     transform = create_transform(**data_cfg, is_training=False)
     grid = tuple(module.patch_embed.grid_size)
@@ -337,6 +361,7 @@ def _load_dinov2(spec: ModelSpec) -> VisionModel:
 def _load_clip(spec: ModelSpec) -> VisionModel:
     import open_clip
 
+    _clip_vit(spec.arch, f"model '{spec.name}'")  # on the meta device: fails fast
     tag = None
     weights = _random_weights(spec)
     if spec.pretrained:
@@ -389,6 +414,11 @@ class UnknownModelError(ValueError):
     """timm or open_clip has no architecture of that name."""
 
 
+class NotAViTError(UnknownModelError):
+    """The library knows the architecture, but it is not a ViT this package can run: no transformer
+    blocks over a fixed patch grid with a class token in front."""
+
+
 @dataclass(frozen=True)
 class ModelShape:
     """What a model gives per image, known without its weights."""
@@ -400,33 +430,76 @@ class ModelShape:
     n_blocks: int
 
 
+def _timm_vit(family: str, arch: str, where: str, image_size: int | None = None) -> torch.nn.Module:
+    """The timm model ``arch`` built on the meta device (no weights, no download), at ``image_size``
+    (None: its default), after checking that it is a ViT :class:`VisionModel` can run; else
+    :class:`UnknownModelError` / :class:`NotAViTError` saying why, prefixed by ``where``."""
+    import timm
+    from timm.models.vision_transformer import VisionTransformer
+
+    if not timm.is_model(arch) or ("." in arch and arch not in timm.list_pretrained(arch)):
+        raise UnknownModelError(f"timm has no model {arch!r}")
+    if family == "dinov2" and "dinov2" not in arch:
+        raise NotAViTError(
+            f"{where}: family dinov2 needs a timm DINOv2 architecture (e.g. vit_base_patch14_dinov2.lvd142m), "
+            f"got {arch!r}; use family timm for another timm ViT"
+        )
+    # the meta device holds no weights; fork_rng: building must not move the random weights' generator
+    with torch.random.fork_rng(devices=[]), torch.device("meta"):
+        m = timm.create_model(arch, pretrained=False, num_classes=0)
+        why = None
+        if not isinstance(m, VisionTransformer):
+            why = f"builds a {type(m).__name__}, not a timm VisionTransformer"
+        elif getattr(m, "cls_token", None) is None:
+            why = "has no class token (the token layout is CLS, registers, patches)"
+        elif getattr(m.patch_embed, "grid_size", None) is None or getattr(m, "dynamic_img_size", False):
+            why = "has no fixed patch grid"
+        if why is not None:
+            raise NotAViTError(
+                f"{where}: timm model {arch!r} {why}; family {family} takes a ViT with a class token and a "
+                f"fixed patch grid (e.g. vit_base_patch16_224.augreg2_in21k_ft_in1k, vit_base_patch16_224.mae)"
+            )
+        if image_size is not None:
+            m = timm.create_model(arch, pretrained=False, img_size=image_size, num_classes=0)
+    return m
+
+
+def _clip_vit(arch: str, where: str, image_size: int | None = None) -> torch.nn.Module:
+    """The image tower of open_clip's model ``arch`` built on the meta device, after checking that it is
+    open_clip's own VisionTransformer; else :class:`UnknownModelError` / :class:`NotAViTError`."""
+    import open_clip
+    from open_clip.transformer import VisionTransformer
+
+    if arch not in open_clip.list_models():
+        raise UnknownModelError(f"open_clip has no model {arch!r}")
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # open_clip warns "no pretrained weights loaded": we want none
+    try:
+        kwargs = {} if image_size is None else {"force_image_size": image_size}
+        with torch.random.fork_rng(devices=[]):  # open_clip draws on the CPU generator even for "meta"
+            v = open_clip.create_model(arch, pretrained=None, device="meta", **kwargs).visual
+    finally:
+        root.setLevel(level)
+    if not isinstance(v, VisionTransformer):
+        raise NotAViTError(
+            f"{where}: open_clip model {arch!r} has a {type(v).__name__} image tower, not open_clip's "
+            f"VisionTransformer; family clip takes open_clip ViTs (e.g. ViT-B-16-quickgelu). A tower built "
+            f"from a timm model (SigLIP, ...) may load as family timm under its timm name"
+        )
+    return v
+
+
 def model_shape(family: str, arch: str, image_size: int) -> ModelShape:
     """Token count, width and depth of a model, built on the meta device (no weights, no download,
     milliseconds once the library is imported). Raises :class:`UnknownModelError` for a name the
-    library does not know."""
-    with torch.device("meta"):
-        if family == "dinov2":
-            import timm
-
-            if not timm.is_model(arch) or ("." in arch and arch not in timm.list_pretrained(arch)):
-                raise UnknownModelError(f"timm has no model {arch!r}")
-            m = timm.create_model(arch, pretrained=False, img_size=image_size, num_classes=0)
-            h, w = m.patch_embed.grid_size
-            return ModelShape(
-                m.num_prefix_tokens + h * w, m.num_prefix_tokens, h * w, m.embed_dim, len(m.blocks)
-            )
-        import open_clip
-
-        if arch not in open_clip.list_models():
-            raise UnknownModelError(f"open_clip has no model {arch!r}")
-        root = logging.getLogger()
-        level = root.level
-        root.setLevel(logging.ERROR)  # open_clip warns "no pretrained weights loaded": we want none
-        try:
-            v = open_clip.create_model(
-                arch, pretrained=None, force_image_size=image_size, device="meta"
-            ).visual
-        finally:
-            root.setLevel(level)
-        h, w = v.grid_size
-        return ModelShape(1 + h * w, 1, h * w, v.transformer.width, len(v.transformer.resblocks))
+    library does not know and :class:`NotAViTError` for one that is not a ViT with a patch grid."""
+    if FAMILY_LIBRARY.get(family) == "timm":
+        m = _timm_vit(family, arch, f"family {family}", image_size)
+        h, w = m.patch_embed.grid_size
+        return ModelShape(m.num_prefix_tokens + h * w, m.num_prefix_tokens, h * w, m.embed_dim, len(m.blocks))
+    if family != "clip":
+        raise UnknownModelError(f"unknown model family {family!r} (dinov2, timm or clip)")
+    v = _clip_vit(arch, f"family {family}", image_size)
+    h, w = v.grid_size
+    return ModelShape(1 + h * w, 1, h * w, v.transformer.width, len(v.transformer.resblocks))

@@ -31,6 +31,9 @@ class DatasetSpec:
     max_per_class: int | None = None
     on_corrupt: str = "error"
     generate: DemoSpec | None = None
+    # ImageNet only: per-image multi-labels of the eval split for the co-occurrence control ("real": timm's
+    # ReaL labels of ImageNet-1K val; a path, relative to the root or absolute; None: no control)
+    multilabels: str | None = None
 
     def manifest_settings(self) -> dict:
         """What a manifest depends on: layout, root, splits, subset, corrupt-image policy."""
@@ -44,7 +47,7 @@ class ModelSpec:
     ``init_seed``: same seed, same model."""
 
     name: str  # the config's name for it, e.g. "dinov2-b14"
-    family: str  # "dinov2" | "clip"
+    family: str  # "dinov2" | "timm" (any timm ViT) | "clip"
     arch: str  # timm / open_clip architecture name
     pretrained: bool | str = False
     image_size: int = 224

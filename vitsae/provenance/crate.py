@@ -62,6 +62,7 @@ COMPLETED = "http://schema.org/CompletedActionStatus"
 #: Where a model family's architecture code comes from: (package as recorded, its source's URL).
 MODEL_LIBRARIES = {
     "dinov2": ("timm", "https://github.com/huggingface/pytorch-image-models"),
+    "timm": ("timm", "https://github.com/huggingface/pytorch-image-models"),
     "clip": ("open_clip", "https://github.com/mlfoundations/open_clip"),
 }
 LICENSE_NAMES = {

@@ -106,6 +106,23 @@ def dataset_root(wildcards):
     return RUN.datasets[wildcards.dataset].root
 
 
+def multilabels_of(name):
+    """The multi-label file of dataset ``name`` for the co-occurrence control: "" for none, "real" for
+    timm's ReaL labels (resolved by the job), else its path (relative paths under the dataset root)."""
+    ds = RUN.datasets[name]
+    if not ds.multilabels or ds.multilabels == "real":
+        return ds.multilabels or ""
+    return ds.multilabels if os.path.isabs(ds.multilabels) else str(Path(ds.root) / ds.multilabels)
+
+
+def multilabels(wildcards):
+    return multilabels_of(wildcards.dataset)
+
+
+def eval_multilabels(wildcards):
+    return multilabels_of(wildcards.eval_dataset)
+
+
 def manifest_settings(wildcards):
     return RUN.datasets[wildcards.dataset].manifest_settings()
 

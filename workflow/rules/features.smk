@@ -4,8 +4,9 @@
 # selected SAEs of the sweep; per-feature work is vectorised inside it, never one job per feature.
 
 
-# Per dataset and split: a 4x4 RGB thumbnail of every image, a visual descriptor from neither model
-# (the concept tables' visual-diversity statistic and its null model).
+# Per dataset and split: a 4x4 RGB thumbnail of every image and descriptors of the cells of its centre
+# square, visual descriptors from neither model (the concept tables' visual diversity of whole images
+# and of the regions where a feature fires, with their null models).
 rule thumbnails:
     input:
         manifest=MANIFEST,
@@ -25,6 +26,7 @@ rule thumbnails:
     params:
         root=dataset_root,
         size=RUN.concepts.thumbnail_size,
+        cells=RUN.concepts.region_cells,
         code=code("thumbnails"),
     script:
         "../scripts/thumbnails.py"
@@ -87,6 +89,7 @@ for _sweep in FEATURE_SAES:
         params:
             format=dataset_format,
             rules=concept_rules,
+            multilabels=multilabels,
             seed=RUN.seed,
             code=code("concepts"),
         script:
@@ -175,6 +178,7 @@ for _sweep in RUN.shuffled_labels:
         params:
             format=dataset_format,
             rules=concept_rules,
+            multilabels=multilabels,
             seed=RUN.seed,
             shuffle_seed=RUN.seed,
             code=code("concepts"),
@@ -202,6 +206,7 @@ rule findings:
             category="Finding 1: abstraction",
         ),
         abstraction_shares=TABLE.format(table="semantic_abstraction_shares"),
+        abstraction_branch_pairs=TABLE.format(table="semantic_abstraction_branch_pairs"),
         traits_pdf=report(
             FIGURE.format(figure="traits"),
             caption="../report/findings.rst",

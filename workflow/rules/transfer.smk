@@ -58,6 +58,7 @@ for _sweep in TRANSFER_LABEL_SWEEPS:
         params:
             format=eval_dataset_format,
             rules=eval_concept_rules,
+            multilabels=eval_multilabels,
             seed=RUN.seed,
             code=code("concepts"),
         script:

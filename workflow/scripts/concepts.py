@@ -11,4 +11,5 @@ rules = RULES[TABLE_KIND[p.format]](**p.rules)
 runtime.run(snakemake, lambda: sweep_concept_tables(
     list(snakemake.input.stats), p.format, snakemake.input.manifest, snakemake.input.get("thumbnails"), rules,
     snakemake.output.table, snakemake.output.null, seed=p.seed, shuffle_seed=p.get("shuffle_seed"),
+    multilabels=p.get("multilabels") or None,
 ))  # fmt: skip

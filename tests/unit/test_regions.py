@@ -1,0 +1,159 @@
+"""The patch-level visual control of "abstract" (vitsae.analysis.regions) on drawn images: a feature firing on
+the same local pattern in images of classes from different WordNet branches is a visual motif, one firing
+on regions that look different is abstract."""
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from vitsae.analysis import concepts, regions
+from vitsae.analysis.settings import ImageNetRules
+from vitsae.analysis.thumbnails import image_descriptors
+from vitsae.analysis.wordnet import load_hierarchy
+
+GOLDEN, CAB, TROMBONE = "n02099601", "n02930766", "n04487394"  # three top-level branches
+SIDE, GRID, PER_CLASS, K = 48, 3, 12, 10
+PATCH = SIDE // GRID
+
+
+@pytest.fixture(scope="module")
+def hierarchy():
+    return load_hierarchy()
+
+
+def _draw(rng, motif_cell=None, square_cell=None) -> Image.Image:
+    """A random two-tone background; a bullseye (red ring, blue centre) filling patch ``motif_cell``; a
+    square of a random colour filling patch ``square_cell``."""
+    im = Image.new("RGB", (SIDE, SIDE), tuple(int(v) for v in rng.integers(0, 256, 3)))
+    d = ImageDraw.Draw(im)
+    for _ in range(3):  # random blocks: images differ as wholes and region by region
+        x, y = rng.integers(0, SIDE - 12, 2)
+        d.rectangle([x, y, x + 11, y + 11], fill=tuple(int(v) for v in rng.integers(0, 256, 3)))
+    if square_cell is not None:
+        r, c = divmod(square_cell, GRID)
+        d.rectangle([c * PATCH, r * PATCH, c * PATCH + PATCH - 1, r * PATCH + PATCH - 1],
+                    fill=tuple(int(v) for v in rng.integers(0, 256, 3)))  # fmt: skip
+    if motif_cell is not None:
+        r, c = divmod(motif_cell, GRID)
+        x0, y0 = c * PATCH, r * PATCH
+        d.rectangle([x0, y0, x0 + PATCH - 1, y0 + PATCH - 1], fill=(230, 20, 20))
+        d.ellipse([x0 + 4, y0 + 4, x0 + PATCH - 5, y0 + PATCH - 5], fill=(20, 20, 230))
+    return im
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory, hierarchy):
+    """Images of 36 classes (12 each); features 0 (motif) and 1 (abstract) have top images from golden
+    retriever, cab and trombone (4 + 3 + 3), firing on one patch of each: feature 0's patch holds the same
+    bullseye in every image, feature 1's a square of a different random colour."""
+    rng = np.random.default_rng(0)
+    others = [w for w in hierarchy.classes[::40] if w not in (GOLDEN, CAB, TROMBONE)][:33]
+    classes = [GOLDEN, CAB, TROMBONE, *others]
+    labels = np.repeat(classes, PER_CLASS)
+    n = len(labels)
+    tops = {0: [], 1: []}
+    for cls, count in ((GOLDEN, 4), (CAB, 3), (TROMBONE, 3)):
+        first = classes.index(cls) * PER_CLASS
+        tops[0] += list(range(first, first + count))
+        tops[1] += list(range(first + count, first + 2 * count))
+    cell_of = rng.integers(0, GRID * GRID, n)
+    tmp = tmp_path_factory.mktemp("regions")
+    paths = []
+    for i in range(n):
+        im = _draw(rng, motif_cell=cell_of[i] if i in tops[0] else None,
+                   square_cell=cell_of[i] if i in tops[1] else rng.integers(0, GRID * GRID))  # fmt: skip
+        paths.append(tmp / f"{i}.png")
+        im.save(paths[-1])
+    desc_ND, cells_NCD = image_descriptors(paths, 4, regions.REGION_CELLS)
+    top_FK = np.array([tops[0], tops[1]])
+    map_FKT = np.zeros((2, K, GRID * GRID), dtype=np.float32)
+    for f in (0, 1):
+        for k, i in enumerate(top_FK[f]):
+            map_FKT[f, k, cell_of[i]] = 1.0 + 0.1 * k
+    return labels, desc_ND, cells_NCD, top_FK, map_FKT
+
+
+def test_motif_is_not_abstract_and_different_regions_are(scene, hierarchy):
+    labels, desc_ND, cells_NCD, top_FK, map_FKT = scene
+    table = concepts.imagenet_table(top_FK, map_FKT, labels, hierarchy, desc_ND, grid=(GRID, GRID),
+                                    cells_NCD=cells_NCD).set_index("feature")  # fmt: skip
+    for f in (0, 1):  # both pass every whole-image test of "abstract"
+        row = table.loc[f]
+        assert row["major_branches"] == 3 and row["major_share"] == 1.0 and row["concentration_p"] < 0.01
+        assert row["diversity_ratio"] > 0.75, row.to_dict()
+    motif, abstract = table.loc[0], table.loc[1]
+    assert motif["region_diversity_ratio"] < 0.4 and motif["label"] == "visual-motif", motif.to_dict()
+    assert abstract["region_diversity_ratio"] > 0.75 and abstract["label"] == "abstract", abstract.to_dict()
+    # without cell descriptors the control cannot apply: the motif passes as abstract (the old rule)
+    old = concepts.imagenet_table(top_FK, map_FKT, labels, hierarchy, desc_ND, grid=(GRID, GRID))
+    assert old.set_index("feature").loc[0, "label"] == "abstract"
+    assert np.isnan(old.set_index("feature").loc[0, "region_diversity_ratio"])
+    # the threshold decides: at 0 nothing is a motif
+    loose = concepts.imagenet_table(top_FK, map_FKT, labels, hierarchy, desc_ND,
+                                    ImageNetRules(min_region_diversity_ratio=0.0), grid=(GRID, GRID),
+                                    cells_NCD=cells_NCD)  # fmt: skip
+    assert loose.set_index("feature").loc[0, "label"] == "abstract"
+
+
+def test_region_diversity_matches_a_float64_loop(scene, hierarchy):
+    labels, _, cells_NCD, top_FK, map_FKT = scene
+    top_FK = top_FK.copy()
+    top_FK[1, 7:] = -1  # a feature with fewer top images: its own set size
+    rng = np.random.default_rng(3)
+    sets = {n: rng.choice(len(labels), size=(60, n)) for n in (7, 10)}
+    div_F, null_F = regions.region_diversity(top_FK, map_FKT, (GRID, GRID), cells_NCD, sets.__getitem__,
+                                             view=0.875, samples=40)  # fmt: skip
+    cells64 = cells_NCD.astype(np.float64)
+    w_all = cells_NCD.shape[1]
+    side = int(np.sqrt(w_all))
+    for f in (0, 1):
+        ks = np.nonzero(top_FK[f] >= 0)[0]
+        masks = []
+        for k in ks:  # the map at every cell centre, by hand
+            grid_HW = map_FKT[f, k].astype(np.float64).reshape(GRID, GRID)
+            act = np.zeros((side, side))
+            for a in range(side):
+                for b in range(side):
+                    vy, vx = [((i + 0.5) / side - 0.5) / 0.875 + 0.5 for i in (a, b)]
+                    if not (0 <= vy <= 1 and 0 <= vx <= 1):
+                        continue
+                    py, px = vy * GRID - 0.5, vx * GRID - 0.5
+                    y0, x0 = int(np.floor(py)), int(np.floor(px))
+                    for yy, wy in ((y0, 1 - (py - y0)), (y0 + 1, py - y0)):
+                        for xx, wx in ((x0, 1 - (px - x0)), (x0 + 1, px - x0)):
+                            yc, xc = min(max(yy, 0), GRID - 1), min(max(xx, 0), GRID - 1)
+                            act[a, b] += wy * wx * grid_HW[yc, xc]
+            act = act.reshape(-1)
+            w = np.where(act >= 0.5 * act.max(), act, 0)
+            masks.append(w / w.sum())
+
+        def mean_dist(images, masks=masks):
+            r = np.stack([m @ cells64[i] for m, i in zip(masks, images)])
+            return np.mean(
+                [np.linalg.norm(r[a] - r[b]) for a in range(len(r)) for b in range(len(r)) if a != b]
+            )
+
+        assert div_F[f] == pytest.approx(mean_dist(top_FK[f, ks]), rel=1e-5)
+        null = np.mean([mean_dist(s) for s in sets[len(ks)][:40]])
+        assert null_F[f] == pytest.approx(null, rel=1e-5)
+
+
+def test_cells_outside_the_model_view_get_nothing():
+    w = regions.cell_weights((2, 2), 4, view=0.5)
+    # the model saw the central half of the square: its 2x2 patches sit exactly on the 4 inner cells
+    inner = [5, 6, 9, 10]
+    assert np.allclose(w[inner], np.eye(4)) and not w[[c for c in range(16) if c not in inner]].any()
+    assert regions.view_fraction({"input_size": [3, 224, 224], "crop_pct": 0.875}) == pytest.approx(224 / 256)
+    assert regions.view_fraction({"input_size": [3, 224, 224], "crop_pct": 1.0}) == 1.0
+
+
+def test_cell_descriptors_see_colour_and_texture():
+    flat = Image.new("RGB", (64, 64), (255, 0, 0))
+    stripes = Image.fromarray(np.tile(np.repeat([0, 255], 2)[None, :, None], (64, 16, 3)).astype(np.uint8))
+    f, s = regions.cell_descriptors(flat, 4), regions.cell_descriptors(stripes, 4)
+    names = regions.DESCRIPTOR_NAMES
+    assert f.shape == (16, len(names))
+    assert np.allclose(f[:, names.index("mean_r")], 1.0) and np.allclose(f[:, 3:], 0, atol=1e-6)
+    # vertical stripes: luminance changes along rows, not down columns; grey on average, high contrast
+    assert (s[:, names.index("grad_h")] > 0.2).all() and np.allclose(s[:, names.index("grad_v")], 0)
+    assert np.allclose(s[:, names.index("sd_g")], 0.5, atol=0.01)

@@ -1,0 +1,196 @@
+"""Where a feature fires, described without either model: the patch-level visual control of "abstract".
+
+The whole-image thumbnails (:mod:`vitsae.analysis.thumbnails`) cannot see a small pattern that a feature
+fires on: a two-colour bullseye on otherwise different images passes the whole-image diversity test. So
+the ImageNet concept table also measures how alike the *regions where the feature fires* look.
+
+Cells
+    The thumbnails rule also cuts each image's centre square (the shorter side, centred) into
+    ``cells`` x ``cells`` cells (default :data:`REGION_CELLS`) and describes each cell, from the pixels only
+    (:func:`cell_descriptors`, :data:`DESCRIPTOR_NAMES`): mean R, G, B; the standard deviation of R, G, B
+    within the cell (contrast, e.g. two colours side by side); and the mean absolute luminance difference
+    between neighbouring pixels in four directions (horizontal, vertical, two diagonals: texture, its scale
+    and orientation). Values lie in [0, 1]; the square is first box-resized to :data:`PX_PER_CELL` pixels
+    per cell.
+
+The model's view
+    A model resizes the shorter side to ``floor(S / crop_pct)`` and crops ``S`` from the centre, so it sees
+    the central ``view = S / floor(S / crop_pct)`` of the centre square (1 for CLIP, 0.875 for DINOv2's
+    timm config; the statistics' ``meta.json`` ``view``). :func:`cell_weights` evaluates a patch map
+    bilinearly at every cell centre (cells outside the view get nothing).
+
+Region of one top image
+    The cells whose interpolated activation is at least half the image's maximum, weighted by that
+    activation; its descriptor is the weighted mean of their cell descriptors (:func:`region_masks`).
+
+Region diversity of a feature (:func:`region_diversity`)
+    The mean Euclidean distance over all pairs of its top images' region descriptors (``region_diversity``),
+    against the *same masks* laid on random images of the split (the concept table's random image sets,
+    the first :data:`REGION_NULL_SAMPLES` of them: image i of a set gets top image i's mask):
+    ``region_diversity_null_mean`` and ``region_diversity_ratio`` (observed / null mean). A feature firing
+    on the same local pattern in every image has a ratio far below 1, however different the rest of its
+    images look; one firing on regions that look different has a ratio near 1. The ImageNet table calls a
+    feature that passes every other test of "abstract" but has a ratio below ``min_region_diversity_ratio``
+    a ``visual-motif`` (:mod:`vitsae.analysis.concepts`).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+
+import numpy as np
+from PIL import Image
+
+#: Cells per side of the centre square (config ``concepts.region_cells``).
+REGION_CELLS = 8
+#: Pixels per cell side after the centre square is box-resized.
+PX_PER_CELL = 16
+#: Random image sets per feature for the region null (the first of the table's null sets).
+REGION_NULL_SAMPLES = 50
+DESCRIPTOR_NAMES = ("mean_r", "mean_g", "mean_b", "sd_r", "sd_g", "sd_b", "grad_h", "grad_v", "grad_d1",
+                    "grad_d2")  # fmt: skip
+_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+
+
+def cell_descriptors(image: Image.Image, cells: int = REGION_CELLS) -> np.ndarray:
+    """``[cells * cells, len(DESCRIPTOR_NAMES)]`` float32 descriptors of the cells of ``image``'s centre
+    square, row-major (module docstring)."""
+    im = image.convert("RGB")
+    w, h = im.size
+    s = min(w, h)
+    left, top = (w - s) // 2, (h - s) // 2
+    side = cells * PX_PER_CELL
+    sq = im.resize((side, side), Image.Resampling.BOX, box=(left, top, left + s, top + s))
+    x_HWC = np.asarray(sq, dtype=np.float32) / 255.0
+    p = PX_PER_CELL
+    blocks = x_HWC.reshape(cells, p, cells, p, 3).transpose(0, 2, 1, 3, 4).reshape(cells * cells, p * p, 3)
+    lum = x_HWC @ _LUMA
+    grads = np.zeros((4, side, side), dtype=np.float32)
+    grads[0, :, :-1] = np.abs(np.diff(lum, axis=1))
+    grads[1, :-1, :] = np.abs(np.diff(lum, axis=0))
+    grads[2, :-1, :-1] = np.abs(lum[1:, 1:] - lum[:-1, :-1])
+    grads[3, :-1, 1:] = np.abs(lum[1:, :-1] - lum[:-1, 1:])
+    g = grads.reshape(4, cells, p, cells, p).mean(axis=(2, 4)).reshape(4, -1).T
+    return np.concatenate([blocks.mean(axis=1), blocks.std(axis=1), g], axis=1).astype(np.float32)
+
+
+def view_fraction(preprocessing: dict | None) -> float:
+    """The share of the centre square's side that a model with this ``preprocessing`` (the store's
+    ``preprocessing`` attribute: ``input_size``, ``crop_pct``) sees; 1.0 without one."""
+    if not preprocessing:
+        return 1.0
+    s = int(preprocessing["input_size"][-1])
+    return s / float(np.floor(s / float(preprocessing.get("crop_pct", 1.0))))
+
+
+@functools.lru_cache(maxsize=64)
+def _axis_weights(n: int, cells: int, view: float) -> np.ndarray:
+    """``[cells, n]``: bilinear weights of ``n`` patch centres at each cell centre of the square (cells
+    outside the model's view: zero rows)."""
+    u = (np.arange(cells) + 0.5) / cells
+    v = (u - 0.5) / view + 0.5  # the cell centre in the model's view, 0..1 inside
+    pos = v * n - 0.5
+    lo = np.clip(np.floor(pos).astype(int), 0, n - 1)
+    hi = np.clip(lo + 1, 0, n - 1)
+    frac = np.clip(pos - np.floor(pos), 0, 1)
+    frac = np.where(pos < 0, 0.0, frac)
+    out = np.zeros((cells, n))
+    np.add.at(out, (np.arange(cells), lo), 1 - frac)
+    np.add.at(out, (np.arange(cells), hi), frac)
+    out[(v < 0) | (v > 1)] = 0.0
+    out.setflags(write=False)
+    return out
+
+
+def cell_weights(grid: Sequence[int], cells: int, view: float = 1.0) -> np.ndarray:
+    """``[cells * cells, grid_h * grid_w]``: a row-major patch map times this matrix's transpose is the
+    map at every cell centre of the square (module docstring)."""
+    wy = _axis_weights(int(grid[0]), cells, round(float(view), 9))
+    wx = _axis_weights(int(grid[1]), cells, round(float(view), 9))
+    return np.kron(wy, wx)
+
+
+def gridded(map_KT: np.ndarray, grid: Sequence[int], patch_index_KT: np.ndarray | None = None) -> np.ndarray:
+    """``[..., grid_h * grid_w]`` activations on the patch grid (``patch_index`` places a kept subset)."""
+    n = int(grid[0]) * int(grid[1])
+    if patch_index_KT is None:
+        if map_KT.shape[-1] != n:
+            raise ValueError(f"a patch map of {map_KT.shape[-1]} tokens does not fill the {grid} grid")
+        return np.asarray(map_KT, dtype=np.float64)
+    out = np.zeros((*map_KT.shape[:-1], n + 1))
+    np.put_along_axis(out, np.where(patch_index_KT >= 0, patch_index_KT, n), map_KT, axis=-1)
+    return out[..., :n]
+
+
+def region_masks(map_KT: np.ndarray, grid: Sequence[int], cells: int, view: float = 1.0,
+                 patch_index_KT: np.ndarray | None = None) -> np.ndarray:  # fmt: skip
+    """``[..., cells * cells]`` normalised weights of each image's firing region (cells at least half the
+    image's max interpolated activation, weighted by it); a row whose max is not above 0: NaN."""
+    act = gridded(map_KT, grid, patch_index_KT) @ cell_weights(grid, cells, view).T
+    peak = act.max(axis=-1, keepdims=True)
+    w = np.where((act >= 0.5 * peak) & (peak > 0), act, 0.0)
+    total = w.sum(axis=-1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(total > 0, w / total, np.nan)
+
+
+def _mean_pairwise(r_XKD: np.ndarray) -> np.ndarray:
+    """Mean Euclidean distance over the pairs of the K rows of each ``[K, D]`` block."""
+    k = r_XKD.shape[-2]
+    sq = (r_XKD**2).sum(-1)
+    d2 = sq[..., :, None] + sq[..., None, :] - 2 * np.einsum("...id,...jd->...ij", r_XKD, r_XKD)
+    return np.sqrt(np.maximum(d2, 0)).sum(axis=(-2, -1)) / (k * (k - 1))
+
+
+def region_diversity(
+    top_FK: np.ndarray,
+    map_FKT: np.ndarray,
+    grid: Sequence[int] | None,
+    cells_NCD: np.ndarray | None,
+    null_sets: Callable[[int], np.ndarray],
+    view: float = 1.0,
+    patch_index_FKT: np.ndarray | None = None,
+    min_images: int = 2,
+    samples: int = REGION_NULL_SAMPLES,
+    chunk: int = 256,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(region_diversity_F, region_null_mean_F)`` of every feature (module docstring), NaN where it
+    cannot be measured: no patch grid or cell descriptors, or fewer than ``min_images`` top images with
+    a firing region. ``top_FK``: split positions (-1 = none); ``null_sets(n)``: the table's random sets
+    ``[samples, n]`` of split positions for a feature of ``n`` top images."""
+    n_feat = top_FK.shape[0]
+    div_F = np.full(n_feat, np.nan)
+    null_F = np.full(n_feat, np.nan)
+    if grid is None or cells_NCD is None or n_feat == 0:
+        return div_F, null_F
+    cells = round(np.sqrt(cells_NCD.shape[1]))
+    mask_FKC = region_masks(map_FKT, grid, cells, view, patch_index_FKT)
+    valid_FK = (top_FK >= 0) & np.isfinite(mask_FKC).all(axis=-1)
+    n_F = valid_FK.sum(axis=1)
+    # features whose valid top images are the first n slots share the null sets of size n: one batch each
+    prefix_F = (valid_FK == (np.arange(top_FK.shape[1]) < n_F[:, None])).all(axis=1)
+    for n in np.unique(n_F[n_F >= max(2, min_images)]):
+        feats = np.nonzero((n_F == n) & prefix_F)[0]
+        others = np.nonzero((n_F == n) & ~prefix_F)[0]
+        sets_SN = np.asarray(null_sets(int(n)))[:samples]
+        null_SNCD = cells_NCD[sets_SN].astype(np.float32)
+        s_, _, c_, d_ = null_SNCD.shape
+        null_NCX = np.ascontiguousarray(null_SNCD.transpose(1, 2, 0, 3).reshape(n, c_, s_ * d_))
+        for batch in [feats[i : i + chunk] for i in range(0, len(feats), chunk)] + [[f] for f in others]:
+            batch = np.asarray(batch)
+            if batch.size == 0:
+                continue
+            if prefix_F[batch[0]]:
+                slots_BN = np.broadcast_to(np.arange(n), (len(batch), n))
+            else:
+                slots_BN = np.nonzero(valid_FK[batch[0]])[0][None]
+            w_BNC = np.take_along_axis(mask_FKC[batch], slots_BN[:, :, None], axis=1).astype(np.float32)
+            images_BN = np.take_along_axis(top_FK[batch], slots_BN, axis=1)
+            observed_BND = np.einsum("bnc,bncd->bnd", w_BNC, cells_NCD[images_BN].astype(np.float32))
+            div_F[batch] = _mean_pairwise(observed_BND.astype(np.float64))
+            # per slot n one BLAS product [B, C] @ [C, S * D]
+            null_NBX = np.matmul(np.ascontiguousarray(w_BNC.transpose(1, 0, 2)), null_NCX)
+            null_BSND = null_NBX.reshape(n, len(batch), s_, d_).transpose(1, 2, 0, 3)
+            null_F[batch] = _mean_pairwise(null_BSND.astype(np.float64)).mean(axis=1)
+    return div_F, null_F
