@@ -9,8 +9,9 @@ setting of ``config/config.yaml`` unchanged, and runs the DAG up to the concept 
 
 * recall (:func:`vitsae.analysis.planted.planted_recovery`): per planted concept, how many SAEs of each
   model have a feature with the expected label on the concept's classes;
-* the negative controls: features that call the bullseye ``abstract`` or an order texture ``trait``
-  (both must be 0);
+* the negative controls, read off the drawn masks: features called ``abstract`` whose firing regions lie
+  on the bullseye, and ``trait`` features on an order's background texture (both should be 0), beside
+  the features with the right labels there (``visual-motif``, ``clade``);
 * precision (:func:`vitsae.analysis.planted.planted_precision`): per dataset, model and label, the share of
   the labelled features whose firing regions lie on a planted object of the label's level.
 
@@ -54,8 +55,6 @@ def report(workdir: Path, config: dict, label: str) -> dict:
     tables = [t for t in layout.concept_tables(run) if "/paper.csv" in t]
     pd.set_option("display.width", 200)
     found = planted_recovery(workdir, PLANTED, tables, layout.MANIFEST, layout.FEATURES)
-    wrong = planted_recovery(workdir, PLANTED, tables, layout.MANIFEST, layout.FEATURES,
-                             expected={"motif": ("abstract",), "order": ("trait",)})  # fmt: skip
     generators = {d: dict(config["datasets"][d]["generate"]) for d in config["datasets"]}
     for g in generators.values():
         (
@@ -66,8 +65,21 @@ def report(workdir: Path, config: dict, label: str) -> dict:
     precision = planted_precision(workdir, tables, layout.MANIFEST, layout.FEATURES, generators)
     print(f"\n## {label}: recall (SAEs of each model with a feature of the expected label)")
     print(found.drop(columns=["label"]).to_string(index=False))
-    print(f"\n## {label}: negative controls (features that must not exist)")
-    print(wrong[["dataset", "concept", "level", "label", "n_features"]].to_string(index=False))
+    on = precision.set_index(["dataset", "label"]).groupby(level=[0, 1]).sum()
+
+    def landed(dataset: str, label: str, level: str) -> int:
+        key = (dataset, label)
+        return int(on.loc[key, f"on_{level}"]) if key in on.index and f"on_{level}" in on else 0
+
+    controls = {
+        "bullseye called abstract": landed("imagenet-demo", "abstract", "motif"),
+        "bullseye called visual-motif": landed("imagenet-demo", "visual-motif", "motif"),
+        "order texture called trait": landed("inat-demo", "trait", "order"),
+        "order texture called clade": landed("inat-demo", "clade", "order"),
+    }
+    print(f"\n## {label}: negative controls read off the masks (features whose firing regions lie there)")
+    for k, v in controls.items():
+        print(f"  {k}: {v}")
     print(f"\n## {label}: precision per label")
     print(precision.to_string(index=False))
     saes = [c for c in found.columns if c.startswith("saes_")]
@@ -79,7 +91,7 @@ def report(workdir: Path, config: dict, label: str) -> dict:
         "concepts_found": int((found["n_features"] > 0).sum()),
         "concepts": len(found),
         "mean_recall": {m: round(sum(v) / len(v), 3) for m, v in recall.items()},
-        "negative_control_features": int(wrong["n_features"].sum()),
+        "controls": controls,
         "precision": {
             f"{r.dataset}/{r.model}/{r.label}": [int(r.n_right), int(r.n_features)]
             for r in precision.itertuples()
@@ -110,7 +122,7 @@ def main() -> None:
         (workdir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
         targets = [t for t in layout.concept_tables(build(validate(config))) if "/paper.csv" in t]
         cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory",
-               str(workdir), "--configfile", str(workdir / "config.yaml"), "--cores", args.cores, "--quiet",
+               str(workdir), "--configfile", str(workdir / "config.yaml"), "--cores", args.cores,
                *targets]  # fmt: skip
         subprocess.run(cmd, check=True)
         summaries.append(report(workdir, config, f"unseen seeds {seed} / {seed + 1}"))
