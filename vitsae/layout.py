@@ -100,8 +100,9 @@ PER_SWEEP: dict[str, str] = {
     "quality": "SAE quality: stability across seeds, dead and dense features, training convergence: sweep {sweep}",
 }
 #: The findings' tables (beside the transfer and Pareto tables).
-FINDINGS_TABLES = ("semantic_abstraction", "semantic_abstraction_shares", "traits", "traits_shares",
-                   "transfer_features", "transfer_labels", "claims", "spec_curve", "controls")  # fmt: skip
+FINDINGS_TABLES = ("semantic_abstraction", "semantic_abstraction_shares", "semantic_abstraction_branch_pairs",
+                   "traits", "traits_shares", "transfer_features", "transfer_labels", "claims", "spec_curve",
+                   "controls")  # fmt: skip
 #: Finding 3's tables beside ``transfer``: the gap at matched L0 with baselines, downstream accuracy recovered.
 TRANSFER_TABLES = ("transfer_matched", "transfer_downstream")
 

@@ -73,10 +73,12 @@ def test_lineage_page_of_the_figure(demo):
     n_images = sum(1 for n in lin["nodes"].values() if n.get("leaf") and n.get("kind") != "model")
     n_files = sum(
         1
-        for p in (demo / "results/datasets").rglob("*")  # images + iNat's JSON, not demo markers
+        for p in (demo / "results/datasets").rglob("*")  # images, iNat's JSON, the multi-labels; no markers
         if p.is_file() and not p.name.startswith(".")
     )
-    assert n_images == n_files == 1402 and page.count('class="raw"') == 2  # one collapsed table per manifest
+    assert (
+        n_images == n_files == 1402 + 1 and page.count('class="raw"') == 2
+    )  # one collapsed table per manifest
     assert len(page) < 1_000_000, len(
         page
     )  # 1.4 MB before raw inputs were collapsed, with a third of the SAEs

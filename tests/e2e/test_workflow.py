@@ -161,9 +161,9 @@ def test_every_artifact_has_a_provenance_record_and_the_figure_verifies(demo):
     n_sae = len(layout.sae_dirs(run))  # every sweep's, the claims' control sweeps included
     n_evals = len(set(layout.evals(run, in_domain=True)) | set(layout.evals(run, run.transfer_saes)))
     # tables: transfer with its matched-L0 and downstream tables, a Pareto and a quality table per sweep,
-    # findings 1 and 2 with their label shares, feature-level transfer (decoders, labels), claims,
-    # specification curve, controls; figures: every one of the run
-    n_tables = 3 + 2 * len(run.sweeps) + 4 + 2 + 3
+    # findings 1 and 2 with their label shares (and finding 1's branch pairs), feature-level transfer
+    # (decoders, labels), claims, specification curve, controls; figures: every one of the run
+    n_tables = 3 + 2 * len(run.sweeps) + 5 + 2 + 3
     assert n_tables == len(layout.final_tables(run))
     n_rating = 3  # the rating sample's key, the ratings' precision and their agreement
     assert len(artifacts) == 2 + 4 + 3 * n_sae + n_evals + n_tables + n_rating + len(layout.figures(run))

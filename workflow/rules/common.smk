@@ -110,8 +110,12 @@ def multilabels_of(name):
     """The multi-label file of dataset ``name`` for the co-occurrence control: "" for none, "real" for
     timm's ReaL labels (resolved by the job), else its path (relative paths under the dataset root)."""
     ds = RUN.datasets[name]
-    if not ds.multilabels or ds.multilabels == "real":
-        return ds.multilabels or ""
+    if not ds.multilabels:
+        return ""
+    if ds.multilabels == "real":
+        from vitsae.analysis.cooccurrence import real_labels_path
+
+        return str(real_labels_path())
     return ds.multilabels if os.path.isabs(ds.multilabels) else str(Path(ds.root) / ds.multilabels)
 
 
@@ -282,6 +286,8 @@ def concept_inputs(sweep):
         }
         if RUN.datasets[wildcards.dataset].format == "imagenet":
             out["thumbnails"] = THUMBNAILS.format(dataset=wildcards.dataset, split=RUN.features.split)
+            if multilabels_of(wildcards.dataset):  # recorded in the tables' provenance
+                out["multilabels"] = multilabels_of(wildcards.dataset)
         return out
 
     return inputs
@@ -360,6 +366,8 @@ def concept_on_inputs(sweep):
         }
         if RUN.datasets[wildcards.eval_dataset].format == "imagenet":
             out["thumbnails"] = THUMBNAILS.format(dataset=wildcards.eval_dataset, split=RUN.features.split)
+            if multilabels_of(wildcards.eval_dataset):
+                out["multilabels"] = multilabels_of(wildcards.eval_dataset)
         return out
 
     return inputs
