@@ -91,7 +91,9 @@ def test_imagenet_labels_of_planted_features(planted, hierarchy):
     stats, labels, descriptors, members = planted
     for f, m in members.items():  # the statistics found the planted images
         assert np.isin(stats.top_image_FK[f], np.nonzero(m)[0]).all()
-    table = concepts.imagenet_table(stats.top_image_FK, stats.top_map_FKT, labels, hierarchy, descriptors)
+    # on the 3x3 token grid (localization_pixels 0): shares of tokens, places for the spread
+    table = concepts.imagenet_table(stats.top_image_FK, stats.top_map_FKT, labels, hierarchy, descriptors,
+                                    ImageNetRules(localization_pixels=0), grid=[GRID, GRID])  # fmt: skip
     row = table.set_index("feature")
     assert row.loc[0, "label"] == "single-class" and row.loc[0, "top_class"] == CATS[0]
     assert row.loc[0, "lca"] == CATS[0] and row.loc[0, "n_classes"] == 1
@@ -162,7 +164,9 @@ def test_one_stray_image_does_not_move_the_lca(hierarchy):
 def test_inat_labels_of_planted_features(planted, classes):
     stats, _, _, _ = planted
     taxa_N = _taxa(classes).iloc[np.repeat(np.arange(len(classes)), PER_CLASS)]
-    table = concepts.inat_table(stats.top_image_FK, stats.top_map_FKT, taxa_N).set_index("feature")
+    table = concepts.inat_table(stats.top_image_FK, stats.top_map_FKT, taxa_N, INatRules(localization_pixels=0),
+                                grid=[GRID, GRID]).set_index("feature")  # fmt: skip
+    assert table.loc[4, "spread"] == 0.0 and table.loc[5, "spread"] == pytest.approx(1.0)
     assert table.loc[4, "label"] == "trait" and table.loc[4, "deepest_rank"] == "genus"
     assert table.loc[4, "n_species"] >= 2 and table.loc[4, "purity_genus"] == 1.0
     assert table.loc[5, "label"] == "clade" and table.loc[5, "deepest_rank"] == "genus"
@@ -183,7 +187,11 @@ def test_inat_labels_of_planted_features(planted, classes):
     assert by_class.loc[7, "major_clades"] == 1 and by_class.loc[7, "label"] == "unclear"
     # the family-level threshold: a genus clade is a trait up to trait_max_rank="genus", not beyond "species"
     strict = concepts.inat_table(
-        stats.top_image_FK, stats.top_map_FKT, taxa_N, INatRules(trait_max_rank="species")
+        stats.top_image_FK,
+        stats.top_map_FKT,
+        taxa_N,
+        INatRules(trait_max_rank="species", localization_pixels=0),
+        grid=[GRID, GRID],
     )
     assert strict.set_index("feature").loc[4, "label"] == "unclear"
 
@@ -271,7 +279,7 @@ def test_one_dominant_species_is_single_species_as_on_imagenet(classes):
     top_FK = np.concatenate([np.arange(12), PER_CLASS + np.arange(4)])[None]
     maps_FKT = np.zeros((1, 16, 9))
     maps_FKT[:, :, 0] = 1.0  # one patch of nine: localized
-    table = concepts.inat_table(top_FK, maps_FKT, taxa_N)
+    table = concepts.inat_table(top_FK, maps_FKT, taxa_N, grid=[3, 3])
     assert table.loc[0, "purity_species"] == 0.75 and table.loc[0, "label"] == "single-species"
-    strict = concepts.inat_table(top_FK, maps_FKT, taxa_N, INatRules(single_species_share=0.9))
+    strict = concepts.inat_table(top_FK, maps_FKT, taxa_N, INatRules(single_species_share=0.9), grid=[3, 3])
     assert strict.loc[0, "label"] == "trait" and strict.loc[0, "deepest_rank"] == "genus"

@@ -93,3 +93,76 @@ def test_the_trait_label_uses_the_common_grid():
         got = concepts.inat_table(top_FK, maps_FKT, pd.DataFrame(taxa), replace(rules, high_norm_multiple=multiple),
                                   grid=[14, 14], top_peak_norm_ratio_FK=np.full((1, 6), ratio)).iloc[0]  # fmt: skip
         assert got["label"] == label and got["peak_norm_ratio"] == ratio, (ratio, multiple, got.to_dict())
+
+
+def patchy_texture(cells: int, rng: np.random.Generator, sigma: float = 0.7) -> np.ndarray:
+    """The patch map of a feature answering a background texture that fills a 224 px image but one
+    quadrant (an object), as a random-weight model's texture feature does: a log-normal gain per 8 px
+    texture period. At sigma 0.7 only scattered places (about a tenth of the image) reach half the image's
+    max; at sigma 1.3 one or two places do, and the region above half the max is as compact as a part's
+    (spread 0.5-0.7): only the support (active wherever the texture lies) tells them apart."""
+    gain = np.exp(rng.normal(0.0, sigma, (28, 28))).repeat(8, axis=0).repeat(8, axis=1)
+    gain[:112, :112] = 0.0  # the object's quadrant
+    return patch_average(gain, cells)
+
+
+def test_spread_tells_one_part_from_a_patchy_texture_on_either_grid():
+    """A disc's spread is sqrt(3a/pi) on the 16x16 and the 14x14 grid alike; a texture feature whose share
+    above half the max is as small as a part's is spread over the image (near 1)."""
+    for disc, area in blobs(30, seed=1):
+        s16 = maps.footprint(patch_average(disc, 16).reshape(1, -1), [16, 16], size=224)[1]
+        s14 = maps.footprint(patch_average(disc, 14).reshape(1, -1), [14, 14], size=224)[1]
+        assert abs(s16 - s14) < 0.05 and abs(s16 - np.sqrt(3 * area / np.pi)) < 0.06, (area, s16, s14)
+    rng = np.random.default_rng(0)
+    for cells in (16, 14):
+        tex = np.stack([patchy_texture(cells, rng).reshape(-1) for _ in range(6)])
+        share, spread, support = maps.footprint(tex, [cells, cells])
+        assert share < 0.25 and spread > 0.7, (cells, share, spread)  # small like a part, scattered
+        assert support > 0.7  # and active wherever the texture lies
+    # a row that never fires has no region: left out of the spread; no grid: no places
+    share, spread, support = maps.footprint(np.stack([np.zeros(16), np.eye(16)[5]]), [4, 4], size=0)
+    assert share == pytest.approx(1 / 32) and spread == 0.0 and support == pytest.approx(1 / 32)
+    assert np.isnan(maps.footprint(np.zeros((2, 16)), [4, 4])[1])
+    assert np.isnan(maps.footprint(np.ones((2, 16)))[1])
+
+
+def test_an_order_texture_is_a_clade_and_a_genus_part_a_trait():
+    """Six top images of three species of one order. Firing on the order's background texture, patchy
+    (scattered region) or peaky (one or two hot places), with a share under trait_max_localization, is
+    clade; firing on one compact part of the same size is trait, on a 16x16 and on a 14x14 grid. Without
+    the spread and support tests both textures were traits."""
+    taxa = pd.DataFrame({r: [f"{r}{i % 3}" if r in ("species", "genus") else f"{r}0" for i in range(6)]
+                         for r in ("species", "genus", "family", "order", "class", "phylum", "kingdom")})  # fmt: skip
+    rules = INatRules(min_top_images=2, null_samples=20)
+    rng = np.random.default_rng(3)
+    yy, xx = np.mgrid[0:224, 0:224] + 0.5
+    for cells in (16, 14):
+        patchy_KT = np.stack([patchy_texture(cells, rng).reshape(-1) for _ in range(6)])
+        peaky_KT = np.stack([patchy_texture(cells, rng, sigma=1.3).reshape(-1) for _ in range(6)])
+        part_KT = []
+        for _ in range(6):  # a part of 28% of the image side in a random quadrant
+            cy, cx = rng.uniform(40, 184, 2)
+            part = (((yy - cy) ** 2 + (xx - cx) ** 2) < 30**2).astype(np.float64)
+            # an SAE feature: a ReLU of the part's evidence plus noise, so mostly silent off the part
+            noisy = patch_average(part, cells) + 0.05 * rng.random((cells, cells)) - 0.04
+            part_KT.append(np.maximum(noisy, 0.0).reshape(-1))
+        cases = (("patchy texture", patchy_KT, "clade"), ("peaky texture", peaky_KT, "clade"),
+                 ("part", np.stack(part_KT), "trait"))  # fmt: skip
+        for name, maps_KT, label in cases:
+            row = concepts.inat_table(
+                np.arange(6)[None], maps_KT[None], taxa, rules, grid=[cells, cells]
+            ).iloc[0]
+            assert row["localization"] < rules.trait_max_localization, (cells, name, row.to_dict())
+            assert row["label"] == label, (cells, name, row["spread"], row["support"])
+        # each test alone: the support turns both textures away, the spread the patchy one
+        for change, maps_KT in (({"trait_max_spread": 2.0}, patchy_KT), ({"trait_max_spread": 2.0}, peaky_KT),
+                                ({"trait_max_support": 1.0}, patchy_KT)):  # fmt: skip
+            row = concepts.inat_table(np.arange(6)[None], maps_KT[None], taxa, replace(rules, **change),
+                                      grid=[cells, cells]).iloc[0]  # fmt: skip
+            assert row["label"] == "clade", (change, row["spread"], row["support"])
+        loose = replace(rules, trait_max_spread=2.0, trait_max_support=1.0)  # the rule before both tests
+        for maps_KT in (patchy_KT, peaky_KT):
+            row = concepts.inat_table(
+                np.arange(6)[None], maps_KT[None], taxa, loose, grid=[cells, cells]
+            ).iloc[0]
+            assert row["label"] == "trait"

@@ -12,6 +12,7 @@ from vitsae.analysis.thumbnails import image_descriptors
 from vitsae.analysis.wordnet import load_hierarchy
 
 GOLDEN, CAB, TROMBONE = "n02099601", "n02930766", "n04487394"  # three top-level branches
+CONVERTIBLE = "n03100240"
 SIDE, GRID, PER_CLASS, K = 48, 3, 12, 10
 PATCH = SIDE // GRID
 
@@ -45,29 +46,41 @@ def _draw(rng, motif_cell=None, square_cell=None) -> Image.Image:
 def scene(tmp_path_factory, hierarchy):
     """Images of 36 classes (12 each); features 0 (motif) and 1 (abstract) have top images from golden
     retriever, cab and trombone (4 + 3 + 3), firing on one patch of each: feature 0's patch holds the same
-    bullseye in every image, feature 1's a square of a different random colour."""
+    bullseye in every image, feature 1's a square of a different random colour. Feature 2 is a mixture,
+    as the demo's leftover "abstract" bullseye features are: the bullseye in its golden retriever and
+    trombone images (3 + 2), a square of a random colour in its cab and convertible images (3 + 2)."""
     rng = np.random.default_rng(0)
-    others = [w for w in hierarchy.classes[::40] if w not in (GOLDEN, CAB, TROMBONE)][:33]
-    classes = [GOLDEN, CAB, TROMBONE, *others]
+    others = [w for w in hierarchy.classes[::40] if w not in (GOLDEN, CAB, TROMBONE, CONVERTIBLE)][:32]
+    classes = [GOLDEN, CAB, TROMBONE, CONVERTIBLE, *others]
     labels = np.repeat(classes, PER_CLASS)
     n = len(labels)
-    tops = {0: [], 1: []}
+    tops = {0: [], 1: [], 2: []}
     for cls, count in ((GOLDEN, 4), (CAB, 3), (TROMBONE, 3)):
         first = classes.index(cls) * PER_CLASS
         tops[0] += list(range(first, first + count))
         tops[1] += list(range(first + count, first + 2 * count))
+    bullseyes = set(tops[0])
+    for cls, count, bullseye in (
+        (GOLDEN, 3, True),
+        (TROMBONE, 2, True),
+        (CAB, 3, False),
+        (CONVERTIBLE, 2, False),
+    ):
+        first = classes.index(cls) * PER_CLASS + 8
+        tops[2] += list(range(first, first + count))
+        bullseyes |= set(range(first, first + count)) if bullseye else set()
     cell_of = rng.integers(0, GRID * GRID, n)
     tmp = tmp_path_factory.mktemp("regions")
     paths = []
     for i in range(n):
-        im = _draw(rng, motif_cell=cell_of[i] if i in tops[0] else None,
-                   square_cell=cell_of[i] if i in tops[1] else rng.integers(0, GRID * GRID))  # fmt: skip
+        im = _draw(rng, motif_cell=cell_of[i] if i in bullseyes else None,
+                   square_cell=cell_of[i] if i in tops[1] or i in tops[2] else rng.integers(0, GRID * GRID))  # fmt: skip
         paths.append(tmp / f"{i}.png")
         im.save(paths[-1])
     desc_ND, cells_NCD = image_descriptors(paths, 4, regions.REGION_CELLS)
-    top_FK = np.array([tops[0], tops[1]])
-    map_FKT = np.zeros((2, K, GRID * GRID), dtype=np.float32)
-    for f in (0, 1):
+    top_FK = np.array([tops[0], tops[1], tops[2]])
+    map_FKT = np.zeros((3, K, GRID * GRID), dtype=np.float32)
+    for f in (0, 1, 2):
         for k, i in enumerate(top_FK[f]):
             map_FKT[f, k, cell_of[i]] = 1.0 + 0.1 * k
     return labels, desc_ND, cells_NCD, top_FK, map_FKT
@@ -88,6 +101,19 @@ def test_motif_is_not_abstract_and_different_regions_are(scene, hierarchy):
     old = concepts.imagenet_table(top_FK, map_FKT, labels, hierarchy, desc_ND, grid=(GRID, GRID))
     assert old.set_index("feature").loc[0, "label"] == "abstract"
     assert np.isnan(old.set_index("feature").loc[0, "region_diversity_ratio"])
+    # the mixture: half its regions are the bullseye, so over all its images they look diverse enough for
+    # abstract; its golden retriever and trombone regions (two branches) look alike: a visual motif
+    mixed = table.loc[2]
+    assert mixed["major_branches"] >= 2 and mixed["diversity_ratio"] > 0.75, mixed.to_dict()
+    assert mixed["region_diversity_ratio"] > 0.75, mixed.to_dict()
+    pairs = concepts.cooccurrence.parse_pairs(mixed["region_pairs"])
+    assert pairs[frozenset((GOLDEN, TROMBONE))] < 0.4 and pairs[frozenset((CAB, CONVERTIBLE))] > 0.75, pairs
+    assert (
+        mixed["major_region_ratio"] == pairs[frozenset((GOLDEN, TROMBONE))]
+        and mixed["label"] == "visual-motif"
+    )
+    # feature 1's pairs all look different: every pair ratio near 1
+    assert abstract["major_region_ratio"] > 0.75, abstract.to_dict()
     # the threshold decides: at 0 nothing is a motif
     loose = concepts.imagenet_table(top_FK, map_FKT, labels, hierarchy, desc_ND,
                                     ImageNetRules(min_region_diversity_ratio=0.0), grid=(GRID, GRID),
@@ -101,8 +127,9 @@ def test_region_diversity_matches_a_float64_loop(scene, hierarchy):
     top_FK[1, 7:] = -1  # a feature with fewer top images: its own set size
     rng = np.random.default_rng(3)
     sets = {n: rng.choice(len(labels), size=(60, n)) for n in (7, 10)}
-    div_F, null_F = regions.region_diversity(top_FK, map_FKT, (GRID, GRID), cells_NCD, sets.__getitem__,
-                                             view=0.875, samples=40)  # fmt: skip
+    class_N = np.unique(labels, return_inverse=True)[1]
+    div_F, null_F, pairs_F = regions.region_diversity(top_FK, map_FKT, (GRID, GRID), cells_NCD, sets.__getitem__,
+                                                      view=0.875, samples=40, class_N=class_N)  # fmt: skip
     cells64 = cells_NCD.astype(np.float64)
     w_all = cells_NCD.shape[1]
     side = int(np.sqrt(w_all))
@@ -137,6 +164,19 @@ def test_region_diversity_matches_a_float64_loop(scene, hierarchy):
         null = np.mean([mean_dist(s) for s in sets[len(ks)][:40]])
         assert null_F[f] == pytest.approx(null, rel=1e-5)
 
+        def cross(images, a, b, masks=masks):  # mean distance between the slots of class a and of class b
+            r = np.stack([m @ cells64[i] for m, i in zip(masks, images)])
+            return np.mean([np.linalg.norm(r[i] - r[j]) for i in a for j in b])
+
+        cls = class_N[top_FK[f, ks]]
+        codes, counts = np.unique(cls, return_counts=True)
+        kept = codes[counts >= 2]
+        assert len(pairs_F[f]) == len(kept) * (len(kept) - 1) // 2 > 0
+        for (a, b), ratio in pairs_F[f].items():
+            ia, ib = np.nonzero(cls == a)[0], np.nonzero(cls == b)[0]
+            expected = cross(top_FK[f, ks], ia, ib) / np.mean([cross(s, ia, ib) for s in sets[len(ks)][:40]])
+            assert ratio == pytest.approx(expected, rel=1e-5)
+
 
 def test_cells_outside_the_model_view_get_nothing():
     w = regions.cell_weights((2, 2), 4, view=0.5)
@@ -157,3 +197,24 @@ def test_cell_descriptors_see_colour_and_texture():
     # vertical stripes: luminance changes along rows, not down columns; grey on average, high contrast
     assert (s[:, names.index("grad_h")] > 0.2).all() and np.allclose(s[:, names.index("grad_v")], 0)
     assert np.allclose(s[:, names.index("sd_g")], 0.5, atol=0.01)
+
+
+def test_relabelling_recomputes_the_pair_test_for_other_major_classes(scene, hierarchy):
+    """The mixture is a visual motif through its golden retriever / trombone pair. With major classes of
+    at least 25% of the top images (golden retriever and cab, whose regions differ) it is abstract: the
+    relabelled saved table and a table built with those rules agree on every feature."""
+    from dataclasses import replace
+
+    from vitsae.analysis import relabel
+
+    labels, desc_ND, cells_NCD, top_FK, map_FKT = scene
+    base = ImageNetRules()
+    saved = concepts.imagenet_table(top_FK, map_FKT, labels, hierarchy, desc_ND, base, grid=(GRID, GRID),
+                                    cells_NCD=cells_NCD)  # fmt: skip
+    for rules in (base, replace(base, abstract_min_class_share=0.25, abstract_min_coverage=0.5)):
+        direct = concepts.imagenet_table(top_FK, map_FKT, labels, hierarchy, desc_ND, rules, grid=(GRID, GRID),
+                                         cells_NCD=cells_NCD)  # fmt: skip
+        again = relabel.relabel(saved, "imagenet", rules, hierarchy)
+        assert again["label"].tolist() == direct["label"].tolist(), (rules, direct["label"].tolist())
+    assert direct["label"].tolist() == ["visual-motif", "abstract", "abstract"]
+    assert direct.loc[2, "major_region_ratio"] > 0.75  # golden retriever / cab: regions that differ

@@ -19,8 +19,8 @@ from vitsae.analysis.wordnet import load_hierarchy
 K, T = 20, 9  # top images per feature, tokens per patch map
 CATS = ["n02123045", "n02123159", "n02123394", "n02123597", "n02124075"]
 RETRIEVERS = ["n02099601", "n02099712", "n02099267", "n02099429"]
-BASE_IMAGENET = ImageNetRules(null_samples=200, seed=1)
-BASE_INAT = INatRules(null_samples=200, seed=1)
+BASE_IMAGENET = ImageNetRules(null_samples=200, seed=1, localization_pixels=0)  # 3x3 token grid
+BASE_INAT = INatRules(null_samples=200, seed=1, localization_pixels=0)
 
 #: Each SPEC key alone at values on either side of its default (every one of them changes some label or
 #: trait of the synthetic features: checked below, so the reproduction test is not vacuous).
@@ -37,6 +37,8 @@ IMAGENET_CHANGES = {
     "branch_depth": [4, 8],
     "trait_min_classes": [1, 3],
     "trait_max_localization": [0.1, 0.5],
+    "trait_max_spread": [0.3, 0.8],
+    "trait_max_support": [0.3, 0.9],
     "high_norm_multiple": [2.0, 4.0],
 }
 INAT_CHANGES = {
@@ -45,6 +47,8 @@ INAT_CHANGES = {
     "trait_max_rank": ["species", "family", "class"],
     "trait_min_species": [1, 3],
     "trait_max_localization": [0.1, 0.5],
+    "trait_max_spread": [0.3, 0.8],
+    "trait_max_support": [0.3, 0.9],
     "high_norm_multiple": [2.0, 4.0],
     "alpha": [0.001, 0.05],  # 0.001: below the smallest p-value (1 / 201),
     "abstract_min_coverage": [0.5, 0.9],
@@ -55,23 +59,42 @@ IMAGENET_COMBOS = [
     {"single_class_share": 0.5, "abstract_min_coverage": 0.5, "abstract_min_branches": 1,
      "min_diversity_ratio": 0.5, "min_region_diversity_ratio": 1.2, "cooccurrence_min_rate": 0.6},
     {"taxonomic_min_depth": 5, "trait_min_classes": 3, "trait_max_localization": 0.5, "branch_depth": 4,
-     "abstract_min_class_share": 0.3, "high_norm_multiple": 3.0},
+     "abstract_min_class_share": 0.3, "high_norm_multiple": 3.0, "trait_max_spread": 0.8,
+     "trait_max_support": 0.9},
 ]  # fmt: skip
 INAT_COMBOS = [
-    {"clade_purity": 0.7, "trait_max_rank": "class", "trait_min_species": 3, "high_norm_multiple": 3.0},
+    {
+        "clade_purity": 0.7,
+        "trait_max_rank": "class",
+        "trait_min_species": 3,
+        "high_norm_multiple": 3.0,
+        "trait_max_spread": 0.3,
+    },
     {"single_species_share": 0.9, "alpha": 0.05, "abstract_min_coverage": 0.5, "trait_max_localization": 0.5},
     {"clade_purity": 1.0, "single_species_share": 0.5, "trait_max_rank": "species", "alpha": 0.005},
 ]
 
 
 def _maps(rng: np.random.Generator, n_feat: int) -> np.ndarray:
-    """Patch maps whose localization varies by feature: about ``h`` of 9 tokens hot in each image."""
+    """Patch maps whose localization, spread and support vary by feature: about ``h`` of 9 tokens hot in
+    each image, scattered (every other feature) or the ``h`` nearest a random token (compact), over a
+    background active on a random share of the tokens."""
     maps_FKT = 0.4 * rng.random((n_feat, K, T))
+    active_F = rng.random(n_feat)
+    active_F[::2] *= 0.2  # the compact features (below) mostly silent off their hot tokens: support varies
+    maps_FKT[rng.random((n_feat, K, T)) > active_F[:, None, None]] = 0.0
     hot_F = rng.integers(1, T + 1, n_feat)
+    hot_F[::2] = rng.integers(1, 4, len(hot_F[::2]))  # compact ones mostly small: localization varies too
+    yx_T = np.stack(np.divmod(np.arange(T), 3), axis=1)
     for f in range(n_feat):
         for k in range(K):
             h = int(np.clip(hot_F[f] + rng.integers(-1, 2), 1, T))
-            maps_FKT[f, k, rng.choice(T, h, replace=False)] = 1.0
+            if f % 2:
+                hot = rng.choice(T, h, replace=False)
+            else:
+                dist_T = ((yx_T - yx_T[rng.integers(T)]) ** 2).sum(axis=1) + 0.1 * rng.random(T)
+                hot = np.argsort(dist_T)[:h]
+            maps_FKT[f, k, hot] = 1.0
     return maps_FKT
 
 
@@ -226,7 +249,9 @@ class _Tables:
                 top_peak_norm_ratio_FK=ratio_FK, grid=(3, 3),
             )  # fmt: skip
         top_FK, maps_FKT, taxa_N, ratio_FK = self.data
-        table = concepts.inat_table(top_FK, maps_FKT, taxa_N, rules, context, top_peak_norm_ratio_FK=ratio_FK)
+        table = concepts.inat_table(
+            top_FK, maps_FKT, taxa_N, rules, context, top_peak_norm_ratio_FK=ratio_FK, grid=(3, 3)
+        )
         table["animal"] = nulls.inat_animal(
             top_FK, taxa_N["kingdom"].to_numpy(), rules.n_top, rules.clade_purity
         )

@@ -31,11 +31,19 @@ ImageNet table (:func:`imagenet_table`, one row per feature)
 * ``region_diversity``, ``region_diversity_null_mean``, ``region_diversity_ratio``: the same on the
   regions where the feature fires (:mod:`vitsae.analysis.regions`: model-free cell descriptors of the
   cells above half each top image's max activation, against the same masks on random images);
+  ``region_pairs``: the same ratio between the regions of two classes' images, for every pair of classes
+  with at least two top images each (``a|b:ratio;...``), and ``major_region_ratio``: the smallest of these
+  over the pairs of major classes from different branches (NaN for none);
 * ``localization``: mean over top images of the share of the image above half its max activation, on
   one pixel grid for every model (:func:`vitsae.analysis.maps.localization`: each patch map resampled
   bilinearly to ``localization_pixels`` x ``localization_pixels``; with ``localization_pixels`` 0, or
   without a patch grid, the share of tokens); ``localization_tokens``: the share of tokens, for
-  comparison (it depends on the model's patch grid); ``peak_norm_ratio``: median over the top images of
+  comparison (it depends on the model's patch grid); ``spread``: mean over the top images of how scattered
+  the region above half the max is (:func:`vitsae.analysis.maps.footprint`: RMS distance of its cells from
+  their centroid relative to the whole image's; about 1 for a patchy texture all over the image, 0.31 for
+  one disc on a tenth of it; NaN without a patch grid); ``support``: mean over the top images of the share
+  of the image's tokens where the feature is active at all (above 0): a part's feature is silent off the
+  part, a texture's active wherever the texture is; ``peak_norm_ratio``: median over the top images of
   the activation norm of the feature's peak token over its image's median token norm (from the
   statistics; NaN without them): a ViT's high-norm artifact tokens (Darcet et al. 2024) fire on one
   patch while carrying global information, which would read as a localized trait; ``animal``: every
@@ -58,9 +66,13 @@ Label rule (first that applies; every threshold a field of :class:`ImageNetRules
    in the same photos (``major_cooccurrence >= cooccurrence_min_rate``, :mod:`vitsae.analysis.
    cooccurrence`: the dataset's multi-labels, ImageNet's ReaL labels): one scene, not an abstract
    relation. Without multi-labels the column is NaN and this rule does not apply;
-6. ``visual-motif`` every condition of rule 4 holds but the regions where the feature fires look alike
-   (``region_diversity_ratio < min_region_diversity_ratio``, :mod:`vitsae.analysis.regions`): a shared
-   local pattern (a shape, a colour pair, a texture) across branches, not a semantic relation. Without
+6. ``visual-motif`` every condition of rule 4 holds but the regions where the feature fires look alike,
+   over all its top images or between the images of two major classes of different branches
+   (``region_diversity_ratio`` or ``major_region_ratio`` below ``min_region_diversity_ratio``,
+   :mod:`vitsae.analysis.regions`): a shared local pattern (a shape, a colour pair, a texture) across
+   branches, not a semantic relation. The pair test catches mixtures: a feature firing on one motif in
+   the images of two branches and on unrelated things in the rest has diverse regions over all its
+   images, but one of its cross-branch links is a look, not a relation. Without
    cell descriptors or a patch grid (CLS-token SAEs: the region is the whole image, which rule 4's
    whole-image diversity already tests) the ratio is NaN and this rule does not apply;
 7. ``unclear``      otherwise.
@@ -72,14 +84,16 @@ two unrelated classes still passes rule 4; the statistics cannot tell it from an
 the findings show examples (feature cards) beside the counts.
 
 ``trait`` (ImageNet's animal classes via WordNet): ``animal``, at least ``trait_min_classes`` classes,
-``lca_depth >= taxonomic_min_depth``, ``localization <= trait_max_localization`` and, with
+``lca_depth >= taxonomic_min_depth``, ``localization <= trait_max_localization``, ``spread <=
+trait_max_spread`` (one compact region, not scattered patches: NaN fails), ``support <= trait_max_support``
+(silent on most of the image) and, with
 ``high_norm_multiple`` > 0, ``peak_norm_ratio <= high_norm_multiple`` (a feature that peaks on high-norm
 tokens is no trait; 0, the default, flags none: the specification curve varies it).
 
 iNat table (:func:`inat_table`, one row per feature)
 -----------------------------------------------------
 ``purity_<rank>`` for species … kingdom (:mod:`vitsae.analysis.taxonomy`), ``deepest_rank`` (finest rank with
-purity ``>= clade_purity``), ``n_species``, ``localization`` and ``localization_tokens`` (as above), ``concentration`` (share of pairs
+purity ``>= clade_purity``), ``n_species``, ``localization``, ``localization_tokens``, ``spread`` and ``support`` (as above), ``concentration`` (share of pairs
 of top images of one species) against random image sets as for ImageNet (``concentration_null_mean``,
 ``concentration_p``), ``n_major`` and ``major_share`` (species holding at least
 ``abstract_min_class_share`` of the top images, and their total share), ``major_clades`` (how many
@@ -89,9 +103,11 @@ clades of ``abstract_rank`` those species come from), and a label:
 2. ``single-species``  ``purity_species >= single_species_share`` (one species dominates: the same rule
    and default as ImageNet's ``single-class``, checked before the clade labels);
 3. ``trait``           ``deepest_rank`` at most as coarse as ``trait_max_rank``, ``n_species >=
-   trait_min_species``, ``localization <= trait_max_localization`` and the ``high_norm_multiple`` test
-   (as for ImageNet): several species, one clade, a small part of the image;
-4. ``clade``           one clade (as for trait) but not localized;
+   trait_min_species``, ``localization <= trait_max_localization``, ``spread <= trait_max_spread``,
+   ``support <= trait_max_support`` and the ``high_norm_multiple`` test (as for ImageNet): several
+   species, one clade, one small compact part of the image;
+4. ``clade``           one clade (as for trait) but not localized on one part (a region too large or
+   scattered, or a feature active on most of the image: a background texture of the clade, not a part);
 5. ``cross-clade``     concentrated on a few species (``concentration_p <= alpha``) whose major species
    (covering at least ``abstract_min_coverage``) come from at least ``abstract_min_clades`` clades of
    ``abstract_rank``: something shared by unrelated species (a convergent pattern), the iNat analogue of
@@ -102,6 +118,7 @@ clades of ``abstract_rank`` those species come from), and a label:
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -110,7 +127,7 @@ import numpy as np
 import pandas as pd
 
 from vitsae.analysis import cooccurrence, regions, taxonomy
-from vitsae.analysis.maps import localization
+from vitsae.analysis.maps import footprint, localization
 from vitsae.analysis.settings import ImageNetRules, INatRules
 from vitsae.analysis.wordnet import ARTIFACT_WNID, Hierarchy, imagenet_wnids
 
@@ -120,11 +137,11 @@ IMAGENET_COLUMNS = (
     "feature", "n_top", "n_classes", "top_class", "top_class_share", "classes", "lca", "lca_name", "lca_depth",
     "n_branches", "n_major", "major_share", "major_branches", "branch_pair", "cooccurring_pairs", "major_cooccurrence", "coherence", "coherence_null_mean", "coherence_z", "coherence_p", "concentration",
     "concentration_null_mean", "concentration_p", "diversity", "diversity_null_mean", "diversity_ratio",
-    "diversity_z", "region_diversity", "region_diversity_null_mean", "region_diversity_ratio", "localization", "localization_tokens", "peak_norm_ratio", "animal", "label", "trait",
+    "diversity_z", "region_diversity", "region_diversity_null_mean", "region_diversity_ratio", "region_pairs", "major_region_ratio", "localization", "localization_tokens", "spread", "support", "peak_norm_ratio", "animal", "label", "trait",
 )  # fmt: skip
 INAT_COLUMNS = (
     "feature", "n_top", *(f"purity_{r}" for r in taxonomy.RANKS), "deepest_rank", "n_species", "localization",
-    "localization_tokens", "peak_norm_ratio",    "concentration", "concentration_null_mean", "concentration_p", "n_major", "major_share", "major_clades",
+    "localization_tokens", "spread", "support", "peak_norm_ratio",    "concentration", "concentration_null_mean", "concentration_p", "n_major", "major_share", "major_clades",
     "label", "trait",
 )  # fmt: skip
 
@@ -280,7 +297,7 @@ def imagenet_table(
     )
     cells_NCD = context.cells_NCD if context.cells_NCD is not None else cells_NCD
     pidx = None if top_patch_index_FKT is None else top_patch_index_FKT[:, : top_FK.shape[1]]
-    region_F, region_null_F = regions.region_diversity(
+    region_F, region_null_F, region_pairs_F = regions.region_diversity(
         top_FK,
         top_map_FKT[:, : top_FK.shape[1]],
         grid,
@@ -289,7 +306,9 @@ def imagenet_table(
         view,
         pidx,
         rules.min_top_images,
+        class_N=class_N,
     )
+    split_classes = np.unique(context.labels_N)  # the order of the class codes (imagenet_context)
     rows = []
     for f in range(top_FK.shape[0]):
         slots = np.nonzero(top_FK[f] >= 0)[0]
@@ -309,7 +328,9 @@ def imagenet_table(
         null_conc = null.concentration(n)
         diversity = float(_mean_pairwise_dist(descriptors_ND[images][None])[0])
         null_div = null.diversity(n)
-        loc, loc_tokens = _localizations(top_map_FKT, f, slots, grid, top_patch_index_FKT, rules)
+        loc, loc_tokens, spread, support = _localizations(
+            top_map_FKT, f, slots, grid, top_patch_index_FKT, rules
+        )
         major, major_share = _major(classes, counts, rules.abstract_min_class_share)
         major_list = [str(c) for c in major]
         pairs, major_cooc = "", float("nan")
@@ -318,6 +339,7 @@ def imagenet_table(
             major_cooc = cooccurrence.major_cooccurrence(
                 major_list, cooccurrence.parse_pairs(pairs), branches
             )
+        region_pairs = regions.pairs_text(region_pairs_F[f], split_classes)
         row.update(
             n_classes=len(classes),
             top_class=str(classes[order[0]]),
@@ -349,8 +371,16 @@ def imagenet_table(
             region_diversity=region_F[f],
             region_diversity_null_mean=region_null_F[f],
             region_diversity_ratio=region_F[f] / region_null_F[f] if region_null_F[f] > 0 else float("nan"),
+            region_pairs=region_pairs,
+            major_region_ratio=regions.major_pair_min(
+                major_list, cooccurrence.parse_pairs(region_pairs), branches
+            )
+            if np.isfinite(region_F[f])
+            else float("nan"),
             localization=loc,
             localization_tokens=loc_tokens,
+            spread=spread,
+            support=support,
             peak_norm_ratio=_peak_norm(top_peak_norm_ratio_FK, f, slots),
             animal=all(c in animals for c in core),
         )
@@ -360,6 +390,8 @@ def imagenet_table(
             and len(core) >= rules.trait_min_classes
             and lca_depth >= rules.taxonomic_min_depth
             and loc <= rules.trait_max_localization
+            and spread <= rules.trait_max_spread
+            and support <= rules.trait_max_support
             and not high_norm(row["peak_norm_ratio"], rules)
         )
         rows.append(row)
@@ -377,11 +409,34 @@ def branch_pair(major: Sequence[str], animals: frozenset, artifacts: frozenset) 
 def _localizations(
     map_FKT: np.ndarray, f: int, slots: np.ndarray, grid: Sequence[int] | None,
     patch_index_FKT: np.ndarray | None, rules: ImageNetRules | INatRules,
-) -> tuple[float, float]:  # fmt: skip
-    """``(localization, localization_tokens)`` of feature ``f``'s top images ``slots``."""
-    maps_KT = map_FKT[f, slots]
-    pidx_KT = None if patch_index_FKT is None else patch_index_FKT[f, slots]
-    return localization(maps_KT, grid, pidx_KT, rules.localization_pixels), localization(maps_KT)
+) -> tuple[float, ...]:  # fmt: skip
+    """``(localization, localization_tokens, spread, support)`` of feature ``f``'s top images ``slots``."""
+    maps_KT = np.ascontiguousarray(map_FKT[f, slots])
+    pidx_KT = None if patch_index_FKT is None else np.ascontiguousarray(patch_index_FKT[f, slots])
+    digest = hashlib.blake2b(maps_KT.tobytes(), digest_size=16)
+    if pidx_KT is not None:
+        digest.update(pidx_KT.tobytes())
+    key = (maps_KT.dtype.str, maps_KT.shape, digest.digest(), pidx_KT is None,
+           None if grid is None else tuple(int(g) for g in grid), rules.localization_pixels)  # fmt: skip
+    return _footprint_cached(key, maps_KT, pidx_KT)
+
+
+def _footprint_cached(key: tuple, maps_KT: np.ndarray, pidx_KT: np.ndarray | None) -> tuple[float, ...]:
+    """The footprint of one feature's maps, once: a concept table's null tables label the same features
+    with their own maps (only the images change), so each map set is measured once per process."""
+    hit = _FOOTPRINTS.get(key)
+    if hit is None:
+        grid, size = key[4], key[5]
+        share, spread, support = footprint(maps_KT, grid, pidx_KT, size)
+        hit = (share, localization(maps_KT), spread, support)
+        if len(_FOOTPRINTS) >= _FOOTPRINTS_MAX:
+            _FOOTPRINTS.clear()
+        _FOOTPRINTS[key] = hit
+    return hit
+
+
+_FOOTPRINTS: dict[tuple, tuple[float, ...]] = {}
+_FOOTPRINTS_MAX = 100_000
 
 
 def _peak_norm(ratio_FK: np.ndarray | None, f: int, slots: np.ndarray) -> float:
@@ -418,9 +473,9 @@ def _imagenet_label(row: dict, rules: ImageNetRules) -> str:
     ):
         if row["major_cooccurrence"] >= rules.cooccurrence_min_rate:
             return "co-occurrence"
-        return (
-            "visual-motif" if row["region_diversity_ratio"] < rules.min_region_diversity_ratio else "abstract"
-        )
+        motif = (row["region_diversity_ratio"] < rules.min_region_diversity_ratio
+                 or row["major_region_ratio"] < rules.min_region_diversity_ratio)  # fmt: skip
+        return "visual-motif" if motif else "abstract"
     return "unclear"
 
 
@@ -475,7 +530,9 @@ def inat_table(
         counts = [np.bincount(code_RN[i, images]) for i in range(len(taxonomy.RANKS))]
         purity = {r: float(c.max() / len(images)) for r, c in zip(taxonomy.RANKS, counts)}
         deepest = next((r for r in taxonomy.RANKS if purity[r] >= rules.clade_purity), None)
-        loc, loc_tokens = _localizations(top_map_FKT, f, slots, grid, top_patch_index_FKT, rules)
+        loc, loc_tokens, spread, support = _localizations(
+            top_map_FKT, f, slots, grid, top_patch_index_FKT, rules
+        )
         n_species = int(np.count_nonzero(counts[0]))
         concentration = float(_same_class_share(code_RN[0, images][None])[0])
         null_conc = null.concentration(len(images))
@@ -485,7 +542,7 @@ def inat_table(
         major_clades = len(np.unique(code_RN[abstract_rank, major_images]))
         row.update({f"purity_{r}": p for r, p in purity.items()})
         row.update(deepest_rank=deepest, n_species=n_species, localization=loc, localization_tokens=loc_tokens,
-                   peak_norm_ratio=_peak_norm(top_peak_norm_ratio_FK, f, slots),
+                   spread=spread, support=support, peak_norm_ratio=_peak_norm(top_peak_norm_ratio_FK, f, slots),
                    concentration=concentration,
                    concentration_null_mean=float(null_conc.mean()), concentration_p=_p_value(concentration, null_conc),
                    n_major=len(major), major_share=major_share, major_clades=major_clades)  # fmt: skip
@@ -493,6 +550,7 @@ def inat_table(
         if purity["species"] >= rules.single_species_share:
             label = "single-species"
         elif (one_clade and n_species >= rules.trait_min_species and loc <= rules.trait_max_localization
+              and spread <= rules.trait_max_spread and support <= rules.trait_max_support
               and not high_norm(row["peak_norm_ratio"], rules)):  # fmt: skip
             label = "trait"
         elif one_clade:

@@ -15,9 +15,12 @@ ImageNet (:class:`~vitsae.analysis.settings.ImageNetRules`):
   ``taxonomic_min_depth``: ``lca_depth``; ``min_diversity_ratio``: ``diversity_ratio``;
   ``cooccurrence_min_rate``: ``major_cooccurrence``, recomputed for the cell's major classes from
   ``classes`` and ``cooccurring_pairs``;
-  ``min_region_diversity_ratio``: ``region_diversity_ratio`` (NaN, as in a table of an older version or
-  of CLS tokens: the visual-motif rule does not apply);
-  ``trait_max_localization``: ``localization``; ``high_norm_multiple``: ``peak_norm_ratio``;
+  ``min_region_diversity_ratio``: ``region_diversity_ratio`` and ``major_region_ratio``, the latter
+  recomputed for the cell's major classes from ``classes`` and ``region_pairs`` (NaN, as in a table of an
+  older version or of CLS tokens: the visual-motif rule does not apply);
+  ``trait_max_localization``: ``localization``; ``trait_max_spread``, ``trait_max_support``: ``spread``,
+  ``support`` (NaN, as in a table of an older version: no trait); ``high_norm_multiple``:
+  ``peak_norm_ratio``;
   ``abstract_min_coverage``, ``abstract_min_branches``:
   ``major_share``, ``major_branches`` (recomputed, below).
 * ``abstract_min_class_share`` and ``branch_depth``: the major classes are recomputed from the ``classes``
@@ -32,7 +35,9 @@ iNat (:class:`~vitsae.analysis.settings.INatRules`):
 
 * ``single_species_share``: ``purity_species``; ``clade_purity``: the deepest rank whose ``purity_<rank>``
   is at least ``clade_purity`` (``deepest_rank``, recomputed); ``trait_max_rank``, ``trait_min_species``
-  (``n_species``), ``trait_max_localization`` (``localization``), ``high_norm_multiple``
+  (``n_species``), ``trait_max_localization`` (``localization``), ``trait_max_spread`` (``spread``),
+  ``trait_max_support`` (``support``),
+  ``high_norm_multiple``
   (``peak_norm_ratio``): the trait / clade labels;
   ``alpha``: ``concentration_p``; ``abstract_min_coverage``: the saved ``major_share``.
 * The saved ``major_share`` and ``major_clades`` hold for the table's own ``abstract_min_class_share`` and
@@ -83,7 +88,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from vitsae.analysis import cooccurrence, taxonomy
+from vitsae.analysis import cooccurrence, regions, taxonomy
 from vitsae.analysis.concepts import _core_classes, _major
 from vitsae.analysis.settings import RULES, SPEC_KEYS, ImageNetRules, INatRules
 from vitsae.analysis.wordnet import Hierarchy, load_hierarchy
@@ -201,7 +206,12 @@ def _coerce(base: object, value: object) -> object:
 #: ImageNet thresholds that decide only the ``trait`` column, and only ``label``: a claim 1 statistic (the
 #: abstract label) never reads the first, an ImageNet claim 2 statistic (trait among animal) never the
 #: second (tests/unit/test_relabel.py checks both on every row). iNat's trait is a label: all count.
-IMAGENET_TRAIT_ONLY = ("trait_min_classes", "trait_max_localization", "high_norm_multiple")
+IMAGENET_TRAIT_ONLY = (
+    "trait_min_classes",
+    "trait_max_localization",
+    "trait_max_spread",
+    "high_norm_multiple",
+)
 IMAGENET_LABEL_ONLY = ("single_class_share", "alpha", "abstract_min_class_share", "abstract_min_coverage",
                        "abstract_min_branches", "min_diversity_ratio", "min_region_diversity_ratio",
                        "cooccurrence_min_rate", "branch_depth")  # fmt: skip
@@ -272,7 +282,10 @@ def _imagenet(
     )
     cooc_F = _cooccurrence(table, rules, hierarchy)
     cooc_label_F = abstract_F & (cooc_F >= rules.cooccurrence_min_rate)
-    motif_F = abstract_F & (region_F < rules.min_region_diversity_ratio)
+    pair_F = _region_pairs(table, rules, hierarchy)
+    motif_F = abstract_F & (
+        (region_F < rules.min_region_diversity_ratio) | (pair_F < rules.min_region_diversity_ratio)
+    )
     label_F = np.select([few_F, single_F, taxonomic_F, cooc_label_F, motif_F, abstract_F],
                         ["unclear", "single-class", "taxonomic", "co-occurrence", "visual-motif", "abstract"],
                         "unclear").astype(object)  # fmt: skip
@@ -282,9 +295,16 @@ def _imagenet(
         & (n_core_F >= rules.trait_min_classes)
         & (lca_depth_F >= rules.taxonomic_min_depth)
         & (_float(table, "localization") <= rules.trait_max_localization)
+        & (_column(table, "spread") <= rules.trait_max_spread)
+        & (_column(table, "support") <= rules.trait_max_support)
         & ~_high_norm(table, rules)
     )
     return label_F, trait_F
+
+
+def _column(table: pd.DataFrame, column: str) -> np.ndarray:
+    """A float column that tables of older versions lack (NaN there: no row passes its test)."""
+    return _float(table, column) if column in table else np.full(len(table), np.nan)
 
 
 def _high_norm(table: pd.DataFrame, rules: ImageNetRules | INatRules) -> np.ndarray:
@@ -307,6 +327,8 @@ def _inat(table: pd.DataFrame, rules: INatRules) -> tuple[np.ndarray, np.ndarray
         one_clade_F
         & (_float(table, "n_species") >= rules.trait_min_species)
         & (_float(table, "localization") <= rules.trait_max_localization)
+        & (_column(table, "spread") <= rules.trait_max_spread)
+        & (_column(table, "support") <= rules.trait_max_support)
         & ~_high_norm(table, rules)
     )
     cross_F = (
@@ -402,6 +424,31 @@ def _one_cooccurrence(hierarchy_id: int, classes: str, pairs: str, min_share: fl
     h = _HIERARCHIES[hierarchy_id]
     return cooccurrence.major_cooccurrence(major, cooccurrence.parse_pairs(pairs),
                                            lambda w: frozenset(h.branches(w, depth)))  # fmt: skip
+
+
+def _region_pairs(table: pd.DataFrame, rules: ImageNetRules, hierarchy: Hierarchy) -> np.ndarray:
+    """``major_region_ratio`` of every row recomputed for the rules' major classes and branches from the
+    saved ``classes`` and ``region_pairs`` (NaN where the table has no region diversity, or lacks the
+    columns, as a table of an older version does)."""
+    if "region_pairs" not in table.columns or "region_diversity_ratio" not in table.columns:
+        return np.full(len(table), np.nan)
+    measured_F = np.isfinite(_float(table, "region_diversity_ratio"))
+    _HIERARCHIES.setdefault(id(hierarchy), hierarchy)
+    out = np.full(len(table), np.nan)
+    for i, (classes, pairs, measured) in enumerate(zip(table["classes"].tolist(), table["region_pairs"].tolist(),
+                                                       measured_F)):  # fmt: skip
+        if isinstance(classes, str) and measured and isinstance(pairs, str) and pairs:
+            out[i] = _one_region_pair(id(hierarchy), classes, pairs, rules.abstract_min_class_share,
+                                      rules.branch_depth)  # fmt: skip
+    return out
+
+
+@functools.lru_cache(maxsize=1 << 20)
+def _one_region_pair(hierarchy_id: int, classes: str, pairs: str, min_share: float, depth: int) -> float:
+    major, _ = _major_of(classes, min_share)
+    h = _HIERARCHIES[hierarchy_id]
+    return regions.major_pair_min(major, cooccurrence.parse_pairs(pairs),
+                                  lambda w: frozenset(h.branches(w, depth)))  # fmt: skip
 
 
 @functools.lru_cache(maxsize=1 << 20)

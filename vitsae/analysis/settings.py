@@ -23,6 +23,12 @@ class LabelRules:
     abstract_min_class_share: float = 0.15
     abstract_min_coverage: float = 0.75
     trait_max_localization: float = 0.25
+    # a trait's firing region is one compact place: spread (maps.footprint) at most this. 0.5 admits one
+    # disc of the largest area trait_max_localization allows (spread sqrt(3 * 0.25 / pi) = 0.49)
+    trait_max_spread: float = 0.5
+    # ... and the feature is silent on most of the image: support (share above 0) at most this. 0.5: twice
+    # the largest part trait_max_localization allows; a texture's feature is active wherever it lies
+    trait_max_support: float = 0.5
     localization_pixels: int = (
         112  # the common grid of localization, cells per side (0: the model's token grid)
     )
@@ -191,9 +197,9 @@ class TransferSettings:
 SPEC_KEYS = {
     "imagenet": ("single_class_share", "alpha", "taxonomic_min_depth", "abstract_min_class_share",
                  "abstract_min_coverage", "abstract_min_branches", "min_diversity_ratio", "min_region_diversity_ratio", "cooccurrence_min_rate", "branch_depth",
-                 "trait_min_classes", "trait_max_localization", "high_norm_multiple"),
+                 "trait_min_classes", "trait_max_localization", "trait_max_spread", "trait_max_support", "high_norm_multiple"),
     "inat": ("single_species_share", "clade_purity", "trait_max_rank", "trait_min_species",
-             "trait_max_localization", "high_norm_multiple", "alpha", "abstract_min_coverage"),
+             "trait_max_localization", "trait_max_spread", "trait_max_support", "high_norm_multiple", "alpha", "abstract_min_coverage"),
 }  # fmt: skip
 
 
