@@ -308,8 +308,8 @@ def catch_keys(run: Run) -> list[tuple[str, str, int, str]]:
 
 
 def thumbnails(run: Run) -> list[str]:
-    """The thumbnails of the statistics' split of every ImageNet dataset with concept tables."""
-    datasets = sorted({d for d, _m, _l, _s in concept_keys(run) if run.datasets[d].format == "imagenet"})
+    """The thumbnails of the statistics' split of every dataset with concept tables."""
+    datasets = sorted({d for d, _m, _l, _s in concept_keys(run)})
     return [THUMBNAILS.format(dataset=d, split=run.features.split) for d in datasets]
 
 

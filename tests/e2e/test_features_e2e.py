@@ -140,12 +140,12 @@ def test_precision_of_every_label_on_the_planted_masks(demo):
     assert (precision.drop(columns=["precision"]).iloc[:, 3:].le(precision["n_features"], axis=0)).all().all()
     # the negative controls, read off the masks: features called abstract that fire on the bullseye, and
     # features called trait that fire on an order's background texture. The issue asks for none; the demo
-    # has some (measured 2026-12-06 on seeds 0/1, 100/101, 200/201: 17-32 and 1,073-1,376; README "What the
+    # has some (measured 2026-12-06 on seeds 0/1, 100/101, 200/201: 17-32 and 497-766; README "What the
     # labels get right on the demo"), so these are reported, not asserted. What is asserted, with margin
     # on all three seeds: the visual-motif rule (whole-set and class-pair region ratios) takes most of the
-    # bullseye's cross-branch features away from "abstract" (there 313-338 against 17-32), and the spread
-    # and support tests make clade, not trait, a large share of each model's features on an order's
-    # texture (0.38-0.64; before them DINOv2 had 1-2 clade features in all)
+    # bullseye's cross-branch features away from "abstract" (there 313-338 against 17-32), and the spread,
+    # support and part-contrast tests make clade, not trait, most of each model's features on an order's
+    # texture (0.61-0.86; before them DINOv2 had 1-2 clade features in all)
     on = precision.set_index(["dataset", "label"]).groupby(level=[0, 1]).sum()
     print("bullseye called abstract:", on.loc[("imagenet-demo", "abstract"), "on_motif"],
           "visual-motif:", on.loc[("imagenet-demo", "visual-motif"), "on_motif"],
@@ -158,4 +158,4 @@ def test_precision_of_every_label_on_the_planted_masks(demo):
     inat = precision[precision["dataset"] == "inat-demo"].set_index(["model", "label"])
     for model in inat.index.get_level_values(0).unique():
         clade, trait = inat.loc[(model, "clade"), "on_order"], inat.loc[(model, "trait"), "on_order"]
-        assert clade >= 0.3 * (clade + trait), (model, clade, trait)
+        assert clade >= 0.5 * (clade + trait), (model, clade, trait)

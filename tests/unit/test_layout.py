@@ -44,7 +44,10 @@ def test_the_demo_runs_keys():
     assert layout.shuffled_tables(RUN) == [
         t.replace(".csv", ".shuffled.csv") for t in layout.concept_tables(RUN, findings=True)
     ]
-    assert layout.thumbnails(RUN) == ["results/thumbnails/imagenet-demo/train.npz"]  # iNat has no thumbnails
+    # every dataset with concept tables: the cell descriptors of the region tests (both table kinds)
+    assert layout.thumbnails(RUN) == [
+        f"results/thumbnails/{d}/train.npz" for d in ("imagenet-demo", "inat-demo")
+    ]
     assert set(layout.figures(RUN)) == {"transfer", "semantic_abstraction", "traits", "transfer_features",
                                         "transfer_labels", "claims", "spec_curve", *(f"{kind}-{s}" for kind in ("training", "pareto", "quality")
                                                                   for s in ("paper", "twin", "permuted"))}  # fmt: skip
@@ -62,7 +65,7 @@ def test_the_demo_runs_keys():
     assert (
         len(artifacts)
         == len(set(artifacts))
-        == 2 + 4 + 28 * 3 + (28 + 16) + 2 + 4 + 1 + 28 + 10 + 10 + 4 + 4 + 10 + 4 + 16 + 4 + 4 + 4
+        == 2 + 4 + 28 * 3 + (28 + 16) + 2 + 4 + 2 + 28 + 10 + 10 + 4 + 4 + 10 + 4 + 16 + 4 + 4 + 4
     )  # ... and the rating sample, ratings, agreement and the browser
     # the browser shows the paper sweep's SAEs (not the controls); catch trials come from the null sweep
     assert [k["sweep"] for k in layout.browser_keys(RUN)] == ["paper"] * 16

@@ -218,3 +218,61 @@ def test_relabelling_recomputes_the_pair_test_for_other_major_classes(scene, hie
         assert again["label"].tolist() == direct["label"].tolist(), (rules, direct["label"].tolist())
     assert direct["label"].tolist() == ["visual-motif", "abstract", "abstract"]
     assert direct.loc[2, "major_region_ratio"] > 0.75  # golden retriever / cab: regions that differ
+
+
+def test_a_part_stands_out_from_its_image_and_a_texture_spot_does_not(tmp_path):
+    """Striped-background images of three species of one genus, each with a yellow part in one patch and
+    two squares of random colours elsewhere. A feature firing on the part's patch has a part contrast
+    above 1 (trait); one firing on a patch of bare background, with the same map shapes, below 1 (clade:
+    a spot of a texture is no part). With the test off (trait_min_contrast 0) both are traits."""
+    from dataclasses import replace
+
+    import pandas as pd
+
+    from vitsae.analysis.settings import INatRules
+
+    rng = np.random.default_rng(1)
+    n, k = 12, 6
+    part_cell, spot_cell, paths = rng.integers(0, GRID * GRID, n), np.zeros(n, dtype=int), []
+    for i in range(n):
+        im = Image.new("RGB", (SIDE, SIDE), (60, 90, 60))
+        d = ImageDraw.Draw(im)
+        for y in range(0, SIDE, 4):  # the background texture: two-tone stripes
+            d.rectangle([0, y, SIDE - 1, y + 1], fill=(120, 160, 120))
+        free = [c for c in range(GRID * GRID) if c != part_cell[i]]
+        others = rng.choice(free, 3, replace=False)
+        for c in others[:2]:
+            r, cc = divmod(int(c), GRID)
+            d.rectangle([cc * PATCH + 2, r * PATCH + 2, cc * PATCH + PATCH - 3, r * PATCH + PATCH - 3],
+                        fill=tuple(int(v) for v in rng.integers(0, 256, 3)))  # fmt: skip
+        spot_cell[i] = others[2]  # bare background
+        r, cc = divmod(int(part_cell[i]), GRID)
+        d.rectangle(
+            [cc * PATCH + 1, r * PATCH + 1, cc * PATCH + PATCH - 2, r * PATCH + PATCH - 2],
+            fill=(240, 220, 20),
+        )
+        paths.append(tmp_path / f"{i}.png")
+        im.save(paths[-1])
+    _, cells_NCD = image_descriptors(paths, 4, regions.REGION_CELLS)
+    top_FK = np.stack([np.arange(k), np.arange(k, 2 * k)])
+    map_FKT = np.zeros((2, k, GRID * GRID), dtype=np.float32)
+    for j in range(k):
+        map_FKT[0, j, part_cell[top_FK[0, j]]] = 1.0
+        map_FKT[1, j, spot_cell[top_FK[1, j]]] = 1.0
+    contrast = regions.part_contrast(top_FK, map_FKT, (GRID, GRID), cells_NCD)
+    print("part contrast: part", contrast[0], "texture spot", contrast[1])
+    assert contrast[0] > 1.2 and contrast[1] < 0.8, contrast
+    taxa = pd.DataFrame({r: [f"{r}{i % 3}" if r == "species" else f"{r}0" for i in range(n)]
+                         for r in ("species", "genus", "family", "order", "class", "phylum", "kingdom")})  # fmt: skip
+    rules = INatRules(min_top_images=2, null_samples=20)
+    table = concepts.inat_table(top_FK, map_FKT, taxa, rules, grid=(GRID, GRID), cells_NCD=cells_NCD)
+    assert table["label"].tolist() == ["trait", "clade"], table[["spread", "support", "part_contrast"]]
+    assert table.loc[0, "part_contrast"] == contrast[0]
+    off = concepts.inat_table(top_FK, map_FKT, taxa, replace(rules, trait_min_contrast=0.0), grid=(GRID, GRID),
+                              cells_NCD=cells_NCD)  # fmt: skip
+    assert off["label"].tolist() == ["trait", "trait"]
+    # without cell descriptors the test does not apply (NaN), as for the visual-motif rule
+    assert (
+        concepts.inat_table(top_FK, map_FKT, taxa, rules, grid=(GRID, GRID))["label"].tolist()
+        == ["trait"] * 2
+    )

@@ -19,8 +19,9 @@ from vitsae.analysis.wordnet import load_hierarchy
 K, T = 20, 9  # top images per feature, tokens per patch map
 CATS = ["n02123045", "n02123159", "n02123394", "n02123597", "n02124075"]
 RETRIEVERS = ["n02099601", "n02099712", "n02099267", "n02099429"]
-BASE_IMAGENET = ImageNetRules(null_samples=200, seed=1, localization_pixels=0)  # 3x3 token grid
-BASE_INAT = INatRules(null_samples=200, seed=1, localization_pixels=0)
+# 3x3 token grid; a part-contrast threshold near the synthetic features' median (random cells: about 0.45)
+BASE_IMAGENET = ImageNetRules(null_samples=200, seed=1, localization_pixels=0, trait_min_contrast=0.45)
+BASE_INAT = INatRules(null_samples=200, seed=1, localization_pixels=0, trait_min_contrast=0.45)
 
 #: Each SPEC key alone at values on either side of its default (every one of them changes some label or
 #: trait of the synthetic features: checked below, so the reproduction test is not vacuous).
@@ -39,6 +40,7 @@ IMAGENET_CHANGES = {
     "trait_max_localization": [0.1, 0.5],
     "trait_max_spread": [0.3, 0.8],
     "trait_max_support": [0.3, 0.9],
+    "trait_min_contrast": [0.35, 0.6],
     "high_norm_multiple": [2.0, 4.0],
 }
 INAT_CHANGES = {
@@ -49,6 +51,7 @@ INAT_CHANGES = {
     "trait_max_localization": [0.1, 0.5],
     "trait_max_spread": [0.3, 0.8],
     "trait_max_support": [0.3, 0.9],
+    "trait_min_contrast": [0.35, 0.6],
     "high_norm_multiple": [2.0, 4.0],
     "alpha": [0.001, 0.05],  # 0.001: below the smallest p-value (1 / 201),
     "abstract_min_coverage": [0.5, 0.9],
@@ -239,6 +242,7 @@ class _Tables:
                                                      multilabels)  # fmt: skip
         else:
             self.context = concepts.inat_context(data[2], BASE_INAT)
+            self.cells_NCD = np.random.default_rng(7).random((len(data[2]), 16, 10)).astype(np.float32)
 
     def table(self, rules) -> pd.DataFrame:
         context = dataclasses.replace(self.context, rules=rules)
@@ -249,9 +253,8 @@ class _Tables:
                 top_peak_norm_ratio_FK=ratio_FK, grid=(3, 3),
             )  # fmt: skip
         top_FK, maps_FKT, taxa_N, ratio_FK = self.data
-        table = concepts.inat_table(
-            top_FK, maps_FKT, taxa_N, rules, context, top_peak_norm_ratio_FK=ratio_FK, grid=(3, 3)
-        )
+        table = concepts.inat_table(top_FK, maps_FKT, taxa_N, rules, context, top_peak_norm_ratio_FK=ratio_FK,
+                                    grid=(3, 3), cells_NCD=self.cells_NCD)  # fmt: skip
         table["animal"] = nulls.inat_animal(
             top_FK, taxa_N["kingdom"].to_numpy(), rules.n_top, rules.clade_purity
         )

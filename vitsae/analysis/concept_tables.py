@@ -78,7 +78,7 @@ class _Split:
             taxa_N,
             hierarchy,
             None,
-            None,
+            cells_NCD,
             rules,
             concepts.inat_context(taxa_N, rules),
             pool,
@@ -98,14 +98,14 @@ class _Split:
         place the maps on the patch grid (the statistics' meta ``grid``, ``top_patch_index_FKT``);
         ``ratio_FK``: the peak-token norm ratios (``top_peak_norm_ratio_FK``); ``view``: the statistics'
         meta ``view``; ``regions`` False: no region diversity (the animal null, which only the trait
-        columns use)."""
+        columns use; the part contrast, a trait test, is measured there too)."""
         where = {"context": self.context, "grid": grid, "top_patch_index_FKT": patch_index_FKT,
                  "top_peak_norm_ratio_FK": ratio_FK}  # fmt: skip
         if self.kind == "imagenet":
-            context = self.context if regions else dataclasses.replace(self.context, cells_NCD=None)
             return concepts.imagenet_table(top_image_FK, map_FKT, self.labels_N, self.hierarchy, self.descriptors_ND,
-                                           self.rules, **{**where, "context": context}, view=view)  # fmt: skip
-        table = concepts.inat_table(top_image_FK, map_FKT, self.taxa_N, self.rules, **where)
+                                           self.rules, **where, view=view, region_diversity=regions)  # fmt: skip
+        table = concepts.inat_table(top_image_FK, map_FKT, self.taxa_N, self.rules, **where, cells_NCD=self.cells_NCD,
+                                    view=view)  # fmt: skip
         # finding 2 counts traits among animal features: the iNat table's animal column
         table["animal"] = nulls.inat_animal(top_image_FK, self.taxa_N["kingdom"].to_numpy(), self.rules.n_top,
                                                self.rules.clade_purity)  # fmt: skip
@@ -148,7 +148,7 @@ def sweep_concept_tables(
     hierarchy = wordnet.load_hierarchy() if kind == "imagenet" else None
     if multilabels is not None and kind == "imagenet":
         multilabels = cooccurrence.real_labels_path() if str(multilabels) == "real" else Path(multilabels)
-    thumbs = dict(np.load(thumbnails_path)) if kind == "imagenet" else None  # once for every SAE
+    thumbs = dict(np.load(thumbnails_path)) if thumbnails_path is not None else None  # once for every SAE
     observed, null = [], []
     split: _Split | None = None
     for i, stats_dir in enumerate(stats_dirs):

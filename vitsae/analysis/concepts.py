@@ -43,7 +43,11 @@ ImageNet table (:func:`imagenet_table`, one row per feature)
   their centroid relative to the whole image's; about 1 for a patchy texture all over the image, 0.31 for
   one disc on a tenth of it; NaN without a patch grid); ``support``: mean over the top images of the share
   of the image's tokens where the feature is active at all (above 0): a part's feature is silent off the
-  part, a texture's active wherever the texture is; ``peak_norm_ratio``: median over the top images of
+  part, a texture's active wherever the texture is; ``part_contrast``: mean over the top images of how
+  unlike the rest of its image the firing region looks (:func:`vitsae.analysis.regions.part_contrast`:
+  model-free cell descriptors, the region's against the other cells', over the mean distance between two
+  cells of the image; a part on a background above 1, a spot of a texture below; NaN without cell
+  descriptors or a patch grid); ``peak_norm_ratio``: median over the top images of
   the activation norm of the feature's peak token over its image's median token norm (from the
   statistics; NaN without them): a ViT's high-norm artifact tokens (Darcet et al. 2024) fire on one
   patch while carrying global information, which would read as a localized trait; ``animal``: every
@@ -86,14 +90,15 @@ the findings show examples (feature cards) beside the counts.
 ``trait`` (ImageNet's animal classes via WordNet): ``animal``, at least ``trait_min_classes`` classes,
 ``lca_depth >= taxonomic_min_depth``, ``localization <= trait_max_localization``, ``spread <=
 trait_max_spread`` (one compact region, not scattered patches: NaN fails), ``support <= trait_max_support``
-(silent on most of the image) and, with
+(silent on most of the image), ``part_contrast >= trait_min_contrast`` (the region stands out from its
+image: NaN, without cell descriptors, does not apply) and, with
 ``high_norm_multiple`` > 0, ``peak_norm_ratio <= high_norm_multiple`` (a feature that peaks on high-norm
 tokens is no trait; 0, the default, flags none: the specification curve varies it).
 
 iNat table (:func:`inat_table`, one row per feature)
 -----------------------------------------------------
 ``purity_<rank>`` for species … kingdom (:mod:`vitsae.analysis.taxonomy`), ``deepest_rank`` (finest rank with
-purity ``>= clade_purity``), ``n_species``, ``localization``, ``localization_tokens``, ``spread`` and ``support`` (as above), ``concentration`` (share of pairs
+purity ``>= clade_purity``), ``n_species``, ``localization``, ``localization_tokens``, ``spread``, ``support`` and ``part_contrast`` (as above), ``concentration`` (share of pairs
 of top images of one species) against random image sets as for ImageNet (``concentration_null_mean``,
 ``concentration_p``), ``n_major`` and ``major_share`` (species holding at least
 ``abstract_min_class_share`` of the top images, and their total share), ``major_clades`` (how many
@@ -104,10 +109,11 @@ clades of ``abstract_rank`` those species come from), and a label:
    and default as ImageNet's ``single-class``, checked before the clade labels);
 3. ``trait``           ``deepest_rank`` at most as coarse as ``trait_max_rank``, ``n_species >=
    trait_min_species``, ``localization <= trait_max_localization``, ``spread <= trait_max_spread``,
-   ``support <= trait_max_support`` and the ``high_norm_multiple`` test (as for ImageNet): several
-   species, one clade, one small compact part of the image;
+   ``support <= trait_max_support``, the ``trait_min_contrast`` test and the ``high_norm_multiple`` test
+   (as for ImageNet): several species, one clade, one small compact part that stands out from its image;
 4. ``clade``           one clade (as for trait) but not localized on one part (a region too large or
-   scattered, or a feature active on most of the image: a background texture of the clade, not a part);
+   scattered, a feature active on most of the image, or a region that looks like the rest of its image:
+   a background texture of the clade, not a part);
 5. ``cross-clade``     concentrated on a few species (``concentration_p <= alpha``) whose major species
    (covering at least ``abstract_min_coverage``) come from at least ``abstract_min_clades`` clades of
    ``abstract_rank``: something shared by unrelated species (a convergent pattern), the iNat analogue of
@@ -137,11 +143,11 @@ IMAGENET_COLUMNS = (
     "feature", "n_top", "n_classes", "top_class", "top_class_share", "classes", "lca", "lca_name", "lca_depth",
     "n_branches", "n_major", "major_share", "major_branches", "branch_pair", "cooccurring_pairs", "major_cooccurrence", "coherence", "coherence_null_mean", "coherence_z", "coherence_p", "concentration",
     "concentration_null_mean", "concentration_p", "diversity", "diversity_null_mean", "diversity_ratio",
-    "diversity_z", "region_diversity", "region_diversity_null_mean", "region_diversity_ratio", "region_pairs", "major_region_ratio", "localization", "localization_tokens", "spread", "support", "peak_norm_ratio", "animal", "label", "trait",
+    "diversity_z", "region_diversity", "region_diversity_null_mean", "region_diversity_ratio", "region_pairs", "major_region_ratio", "localization", "localization_tokens", "spread", "support", "part_contrast", "peak_norm_ratio", "animal", "label", "trait",
 )  # fmt: skip
 INAT_COLUMNS = (
     "feature", "n_top", *(f"purity_{r}" for r in taxonomy.RANKS), "deepest_rank", "n_species", "localization",
-    "localization_tokens", "spread", "support", "peak_norm_ratio",    "concentration", "concentration_null_mean", "concentration_p", "n_major", "major_share", "major_clades",
+    "localization_tokens", "spread", "support", "part_contrast", "peak_norm_ratio",    "concentration", "concentration_null_mean", "concentration_p", "n_major", "major_share", "major_clades",
     "label", "trait",
 )  # fmt: skip
 
@@ -276,6 +282,7 @@ def imagenet_table(
     top_peak_norm_ratio_FK: np.ndarray | None = None,
     cells_NCD: np.ndarray | None = None,
     view: float = 1.0,
+    region_diversity: bool = True,
 ) -> pd.DataFrame:
     """One row per feature (module docstring). ``labels_N``: wnid per split image; ``descriptors_ND``:
     per split image, the visual descriptor used for diversity (e.g. :func:`vitsae.analysis.thumbnails.thumbnail_descriptors`).
@@ -284,7 +291,9 @@ def imagenet_table(
     patch subset) place the maps on the patch grid for ``localization``; without a grid it is the token
     share. ``top_peak_norm_ratio_FK``: the statistics' peak-token norm ratios (``peak_norm_ratio``).
     ``cells_NCD`` (``[images, cells * cells, descriptors]``, :func:`vitsae.analysis.regions.cell_descriptors`;
-    the context's when it has them) and ``view`` (the statistics' meta ``view``): the region diversity."""
+    the context's when it has them) and ``view`` (the statistics' meta ``view``): the region diversity
+    and the part contrast; ``region_diversity`` False skips the former (NaN: the animal null, which only
+    the trait columns use)."""
     if context is None:
         context = imagenet_context(labels_N, hierarchy, descriptors_ND, rules, cells_NCD)
     elif context.rules != rules or len(context.labels_N) != len(labels_N):
@@ -301,13 +310,14 @@ def imagenet_table(
         top_FK,
         top_map_FKT[:, : top_FK.shape[1]],
         grid,
-        cells_NCD,
+        cells_NCD if region_diversity else None,
         null.sets,
         view,
         pidx,
         rules.min_top_images,
         class_N=class_N,
     )
+    contrast_F = regions.part_contrast(top_FK, top_map_FKT[:, : top_FK.shape[1]], grid, cells_NCD, view, pidx)
     split_classes = np.unique(context.labels_N)  # the order of the class codes (imagenet_context)
     rows = []
     for f in range(top_FK.shape[0]):
@@ -381,6 +391,7 @@ def imagenet_table(
             localization_tokens=loc_tokens,
             spread=spread,
             support=support,
+            part_contrast=contrast_F[f],
             peak_norm_ratio=_peak_norm(top_peak_norm_ratio_FK, f, slots),
             animal=all(c in animals for c in core),
         )
@@ -392,6 +403,7 @@ def imagenet_table(
             and loc <= rules.trait_max_localization
             and spread <= rules.trait_max_spread
             and support <= rules.trait_max_support
+            and not contrast_F[f] < rules.trait_min_contrast
             and not high_norm(row["peak_norm_ratio"], rules)
         )
         rows.append(row)
@@ -507,10 +519,13 @@ def inat_table(
     grid: Sequence[int] | None = None,
     top_patch_index_FKT: np.ndarray | None = None,
     top_peak_norm_ratio_FK: np.ndarray | None = None,
+    cells_NCD: np.ndarray | None = None,
+    view: float = 1.0,
 ) -> pd.DataFrame:
     """One row per feature (module docstring). ``taxa_N``: per split image, the manifest's rank columns.
     ``context``: :func:`inat_context` of the same split and rules, built here when not given. ``grid``
-    and ``top_patch_index_FKT``: as for :func:`imagenet_table`."""
+    and ``top_patch_index_FKT``, ``cells_NCD`` and ``view`` (the part contrast): as for
+    :func:`imagenet_table`."""
     if context is None:
         context = inat_context(taxa_N, rules)
     elif context.rules != rules or context.code_RN.shape[1] != len(taxa_N):
@@ -519,6 +534,8 @@ def inat_table(
     top_FK = _top_images(top_image_FK, rules.n_top)
     max_rank = taxonomy.RANKS.index(rules.trait_max_rank)
     abstract_rank = taxonomy.RANKS.index(rules.abstract_rank)
+    pidx = None if top_patch_index_FKT is None else top_patch_index_FKT[:, : top_FK.shape[1]]
+    contrast_F = regions.part_contrast(top_FK, top_map_FKT[:, : top_FK.shape[1]], grid, cells_NCD, view, pidx)
     rows = []
     for f in range(top_FK.shape[0]):
         slots = np.nonzero(top_FK[f] >= 0)[0]
@@ -542,7 +559,7 @@ def inat_table(
         major_clades = len(np.unique(code_RN[abstract_rank, major_images]))
         row.update({f"purity_{r}": p for r, p in purity.items()})
         row.update(deepest_rank=deepest, n_species=n_species, localization=loc, localization_tokens=loc_tokens,
-                   spread=spread, support=support, peak_norm_ratio=_peak_norm(top_peak_norm_ratio_FK, f, slots),
+                   spread=spread, support=support, part_contrast=contrast_F[f], peak_norm_ratio=_peak_norm(top_peak_norm_ratio_FK, f, slots),
                    concentration=concentration,
                    concentration_null_mean=float(null_conc.mean()), concentration_p=_p_value(concentration, null_conc),
                    n_major=len(major), major_share=major_share, major_clades=major_clades)  # fmt: skip
@@ -551,7 +568,7 @@ def inat_table(
             label = "single-species"
         elif (one_clade and n_species >= rules.trait_min_species and loc <= rules.trait_max_localization
               and spread <= rules.trait_max_spread and support <= rules.trait_max_support
-              and not high_norm(row["peak_norm_ratio"], rules)):  # fmt: skip
+              and not contrast_F[f] < rules.trait_min_contrast and not high_norm(row["peak_norm_ratio"], rules)):  # fmt: skip
             label = "trait"
         elif one_clade:
             label = "clade"

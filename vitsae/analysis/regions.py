@@ -266,3 +266,46 @@ def major_pair_min(major: Sequence[str], pairs: dict[frozenset, float], branches
             if r is not None and np.isfinite(r) and not r >= best:  # (best NaN: any ratio is smaller)
                 best = r
     return best
+
+
+def part_contrast(
+    top_FK: np.ndarray,
+    map_FKT: np.ndarray,
+    grid: Sequence[int] | None,
+    cells_NCD: np.ndarray | None,
+    view: float = 1.0,
+    patch_index_FKT: np.ndarray | None = None,
+    chunk: int = 256,
+) -> np.ndarray:
+    """``part_contrast_F``: how unlike the rest of its image a feature's firing region looks, mean over its
+    top images with a region: the distance between the region's descriptor (:func:`region_masks`) and the
+    mean descriptor of the image's other cells, over the mean distance between two cells of that image. A
+    part (an object on a background) differs from the rest of its image more than two places of the image
+    differ on average (above 1); a spot of a background texture looks like the texture around it (below
+    1). NaN where it cannot be measured (no patch grid or cell descriptors, no top image with a region)."""
+    n_feat = top_FK.shape[0]
+    out = np.full(n_feat, np.nan)
+    if grid is None or cells_NCD is None or n_feat == 0:
+        return out
+    cells = round(np.sqrt(cells_NCD.shape[1]))
+    mask_FKC = region_masks(map_FKT, grid, cells, view, patch_index_FKT)
+    valid_FK = (top_FK >= 0) & np.isfinite(mask_FKC).all(axis=-1)
+    images = np.unique(top_FK[valid_FK])
+    typical = np.zeros(cells_NCD.shape[0])
+    c = cells_NCD.shape[1]
+    for i in range(0, len(images), chunk):  # mean distance between two cells of each image
+        block = cells_NCD[images[i : i + chunk]].astype(np.float64)
+        typical[images[i : i + chunk]] = _distances(block).sum(axis=(-2, -1)) / (c * (c - 1))
+    for i in range(0, n_feat, chunk):
+        fs = slice(i, i + chunk)
+        ok_BK = valid_FK[fs]
+        w_BKC = np.where(ok_BK[..., None], mask_FKC[fs], 0.0)
+        rest_BKC = np.where(ok_BK[..., None] & (w_BKC == 0), 1.0, 0.0)
+        rest_BKC /= np.maximum(rest_BKC.sum(axis=-1, keepdims=True), 1.0)
+        cells_BKCD = cells_NCD[np.maximum(top_FK[fs], 0)].astype(np.float64)
+        gap_BK = np.linalg.norm(np.einsum("bkc,bkcd->bkd", w_BKC - rest_BKC, cells_BKCD), axis=-1)
+        typ_BK = typical[np.maximum(top_FK[fs], 0)]
+        ratio_BK = np.where(ok_BK & (typ_BK > 0), gap_BK / np.where(typ_BK > 0, typ_BK, 1.0), np.nan)
+        n_B = ok_BK.sum(axis=1)
+        out[fs] = np.where(n_B > 0, np.where(ok_BK, ratio_BK, 0.0).sum(axis=1) / np.maximum(n_B, 1), np.nan)
+    return out

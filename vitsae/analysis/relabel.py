@@ -19,8 +19,8 @@ ImageNet (:class:`~vitsae.analysis.settings.ImageNetRules`):
   recomputed for the cell's major classes from ``classes`` and ``region_pairs`` (NaN, as in a table of an
   older version or of CLS tokens: the visual-motif rule does not apply);
   ``trait_max_localization``: ``localization``; ``trait_max_spread``, ``trait_max_support``: ``spread``,
-  ``support`` (NaN, as in a table of an older version: no trait); ``high_norm_multiple``:
-  ``peak_norm_ratio``;
+  ``support`` (NaN, as in a table of an older version: no trait); ``trait_min_contrast``:
+  ``part_contrast`` (NaN: the test does not apply); ``high_norm_multiple``: ``peak_norm_ratio``;
   ``abstract_min_coverage``, ``abstract_min_branches``:
   ``major_share``, ``major_branches`` (recomputed, below).
 * ``abstract_min_class_share`` and ``branch_depth``: the major classes are recomputed from the ``classes``
@@ -36,7 +36,7 @@ iNat (:class:`~vitsae.analysis.settings.INatRules`):
 * ``single_species_share``: ``purity_species``; ``clade_purity``: the deepest rank whose ``purity_<rank>``
   is at least ``clade_purity`` (``deepest_rank``, recomputed); ``trait_max_rank``, ``trait_min_species``
   (``n_species``), ``trait_max_localization`` (``localization``), ``trait_max_spread`` (``spread``),
-  ``trait_max_support`` (``support``),
+  ``trait_max_support`` (``support``), ``trait_min_contrast`` (``part_contrast``),
   ``high_norm_multiple``
   (``peak_norm_ratio``): the trait / clade labels;
   ``alpha``: ``concentration_p``; ``abstract_min_coverage``: the saved ``major_share``.
@@ -297,6 +297,7 @@ def _imagenet(
         & (_float(table, "localization") <= rules.trait_max_localization)
         & (_column(table, "spread") <= rules.trait_max_spread)
         & (_column(table, "support") <= rules.trait_max_support)
+        & ~(_column(table, "part_contrast") < rules.trait_min_contrast)  # NaN: the test does not apply
         & ~_high_norm(table, rules)
     )
     return label_F, trait_F
@@ -329,6 +330,7 @@ def _inat(table: pd.DataFrame, rules: INatRules) -> tuple[np.ndarray, np.ndarray
         & (_float(table, "localization") <= rules.trait_max_localization)
         & (_column(table, "spread") <= rules.trait_max_spread)
         & (_column(table, "support") <= rules.trait_max_support)
+        & ~(_column(table, "part_contrast") < rules.trait_min_contrast)  # NaN: the test does not apply
         & ~_high_norm(table, rules)
     )
     cross_F = (

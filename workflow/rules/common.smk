@@ -276,16 +276,17 @@ def feature_dirs(sweep):
 
 
 def concept_inputs(sweep):
-    """Input function of concepts_<sweep>: the statistics, the manifest and, for an ImageNet
-    dataset, the thumbnails of the statistics' split."""
+    """Input function of concepts_<sweep>: the statistics, the manifest, the thumbnails of the
+    statistics' split (cell descriptors: the region tests of both table kinds) and, for an ImageNet
+    dataset with multi-labels, those."""
 
     def inputs(wildcards):
         out = {
             "stats": [fill(p, **wildcards) for p in feature_dirs(sweep)],
             "manifest": MANIFEST.format(dataset=wildcards.dataset),
+            "thumbnails": THUMBNAILS.format(dataset=wildcards.dataset, split=RUN.features.split),
         }
         if RUN.datasets[wildcards.dataset].format == "imagenet":
-            out["thumbnails"] = THUMBNAILS.format(dataset=wildcards.dataset, split=RUN.features.split)
             if multilabels_of(wildcards.dataset):  # recorded in the tables' provenance
                 out["multilabels"] = multilabels_of(wildcards.dataset)
         return out
@@ -356,16 +357,16 @@ def feature_on_dirs(sweep):
 
 
 def concept_on_inputs(sweep):
-    """Input function of concepts_on_<sweep>: the statistics on {eval_dataset}, its manifest and, for an
-    ImageNet {eval_dataset}, the thumbnails of the statistics' split."""
+    """Input function of concepts_on_<sweep>: the statistics on {eval_dataset}, its manifest, the
+    thumbnails of the statistics' split and, for an ImageNet {eval_dataset} with multi-labels, those."""
 
     def inputs(wildcards):
         out = {
             "stats": [fill(p, **wildcards) for p in feature_on_dirs(sweep)],
             "manifest": MANIFEST.format(dataset=wildcards.eval_dataset),
+            "thumbnails": THUMBNAILS.format(dataset=wildcards.eval_dataset, split=RUN.features.split),
         }
         if RUN.datasets[wildcards.eval_dataset].format == "imagenet":
-            out["thumbnails"] = THUMBNAILS.format(dataset=wildcards.eval_dataset, split=RUN.features.split)
             if multilabels_of(wildcards.eval_dataset):
                 out["multilabels"] = multilabels_of(wildcards.eval_dataset)
         return out
