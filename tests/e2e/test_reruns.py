@@ -221,6 +221,7 @@ def test_one_demo_image_edited_reruns_that_datasets_branch_only(demo, tree):
     assert jobs == {
         "all": 1,
         "manifest": 1,
+        "thumbnails": 1,  # its cell descriptors (the region tests of the iNat tables)
         "extract": len(MODELS),
         **{f"train_sae_{s}": places[s] for s in SWEEPS},
         "evaluate": n_evals + sum(places[s] * len(RUN.sweeps[s].ids) for s in controls),
