@@ -177,7 +177,7 @@ def test_demo_through_slurm_matches_local_run_and_survives_scancel(tmp_path, loc
         "quality": 1,
         "downstream": 4,  # one per (dataset, model)
         "transfer_baselines": 2,  # one per model
-        "thumbnails": 1,
+        "thumbnails": 2,  # one per dataset: the region tests of both table kinds
         "concepts": 4,
         "concepts_on": 4,
         "clusters": 4,
