@@ -129,15 +129,17 @@ def parse_pairs(text: object) -> dict[frozenset, float]:
     return out
 
 
-def major_cooccurrence(major: Iterable[str], pairs: dict[frozenset, float], branches) -> float:
-    """The largest rate over the pairs of ``major`` classes whose top-level branches (``branches(wnid)``:
-    a set) do not meet; 0 for none."""
+def cross_branch_pairs(major: Iterable[str], branches) -> list[frozenset]:
+    """The pairs of ``major`` classes whose top-level branches (``branches(wnid)``: a set) do not meet."""
     major = sorted(set(major))
-    best = 0.0
-    for x in range(len(major)):
-        for y in range(x + 1, len(major)):
-            a, b = major[x], major[y]
-            if branches(a) & branches(b):
-                continue
-            best = max(best, pairs.get(frozenset((a, b)), 0.0))
-    return best
+    return [
+        frozenset((a, b))
+        for x, a in enumerate(major)
+        for b in major[x + 1 :]
+        if not branches(a) & branches(b)
+    ]
+
+
+def major_cooccurrence(major: Iterable[str], pairs: dict[frozenset, float], branches) -> float:
+    """The largest rate over the :func:`cross_branch_pairs` of ``major``; 0 for none."""
+    return max((pairs.get(pair, 0.0) for pair in cross_branch_pairs(major, branches)), default=0.0)

@@ -252,20 +252,13 @@ def pairs_text(pairs: dict[tuple, float], names: np.ndarray) -> str:
 
 
 def major_pair_min(major: Sequence[str], pairs: dict[frozenset, float], branches: Callable) -> float:
-    """The smallest class-pair region ratio over the pairs of ``major`` classes whose top-level branches
-    (``branches(wnid)``: a set) do not meet and that have a ratio (both classes with at least
-    :data:`PAIR_MIN_IMAGES` images); NaN for none."""
-    major = sorted(set(major))
-    best = float("nan")
-    for x in range(len(major)):
-        for y in range(x + 1, len(major)):
-            a, b = major[x], major[y]
-            if branches(a) & branches(b):
-                continue
-            r = pairs.get(frozenset((a, b)))
-            if r is not None and np.isfinite(r) and not r >= best:  # (best NaN: any ratio is smaller)
-                best = r
-    return best
+    """The smallest class-pair region ratio over the cross-branch pairs of ``major`` classes
+    (:func:`vitsae.analysis.cooccurrence.cross_branch_pairs`) that have a ratio (both classes with at
+    least :data:`PAIR_MIN_IMAGES` images); NaN for none."""
+    from vitsae.analysis.cooccurrence import cross_branch_pairs
+
+    ratios = [r for pair in cross_branch_pairs(major, branches) if np.isfinite(r := pairs.get(pair, np.nan))]
+    return float(min(ratios)) if ratios else float("nan")
 
 
 def part_contrast(
