@@ -268,11 +268,112 @@ def test_a_part_stands_out_from_its_image_and_a_texture_spot_does_not(tmp_path):
     table = concepts.inat_table(top_FK, map_FKT, taxa, rules, grid=(GRID, GRID), cells_NCD=cells_NCD)
     assert table["label"].tolist() == ["trait", "clade"], table[["spread", "support", "part_contrast"]]
     assert table.loc[0, "part_contrast"] == contrast[0]
-    off = concepts.inat_table(top_FK, map_FKT, taxa, replace(rules, trait_min_contrast=0.0), grid=(GRID, GRID),
-                              cells_NCD=cells_NCD)  # fmt: skip
+    off = concepts.inat_table(top_FK, map_FKT, taxa, replace(rules, trait_min_contrast=0.0, trait_min_uniqueness=0.0),
+                              grid=(GRID, GRID), cells_NCD=cells_NCD)  # fmt: skip
     assert off["label"].tolist() == ["trait", "trait"]
     # without cell descriptors the test does not apply (NaN), as for the visual-motif rule
     assert (
         concepts.inat_table(top_FK, map_FKT, taxa, rules, grid=(GRID, GRID))["label"].tolist()
         == ["trait"] * 2
     )
+
+
+def _striped_with_squares(rng, side: int, grid: int, shift: int) -> tuple[Image.Image, int, int]:
+    """A two-tone striped image of ``grid`` x ``grid`` patches of ``side // grid`` px: a yellow part filling
+    a 2 x 2 block of patches in one quadrant, and in two others a square of a random colour of the same
+    size shifted right by ``shift`` px (so it half covers the patch right of its block). Returns the image,
+    the part's first patch and the patch at the first square's right edge."""
+    p = side // grid
+    im = Image.new("RGB", (side, side), (60, 90, 60))
+    d = ImageDraw.Draw(im)
+    for y in range(0, side, 4):
+        d.rectangle([0, y, side - 1, y + 1], fill=(120, 160, 120))
+    quads = rng.permutation(4)
+    corner = [((q % 2) * side // 2 + p, (q // 2) * side // 2 + p) for q in quads]  # (x0, y0) of each block
+    x0, y0 = corner[0]
+    d.rectangle([x0, y0, x0 + 2 * p - 1, y0 + 2 * p - 1], fill=(240, 220, 20))
+    for x, y in corner[1:3]:
+        d.rectangle(
+            [x + shift, y, x + shift + 2 * p - 1, y + 2 * p - 1],
+            fill=tuple(int(v) for v in rng.integers(0, 256, 3)),
+        )
+    x, y = corner[1]
+    return im, (y0 // p) * grid + x0 // p, (y // p) * grid + (x + 2 * p) // p
+
+
+def test_a_spot_at_an_objects_edge_recurs_in_its_image_and_a_part_does_not(tmp_path):
+    """The texture spots the part contrast lets through (on the demo, a patch of an order's texture at the
+    edge of some object: the region a mixture of texture and object): striped images, 8 x 8 patches of
+    8 px (one patch per cell), a yellow part and two squares of random colours, each square shifted so that
+    it half covers the patch at its right edge. A feature firing on that edge patch stands out from the
+    *mean* of the rest (part contrast above 1: the old rule called it a trait) but has look-alikes elsewhere
+    in its image (the square's other edge, the other square's edges): part uniqueness below 1, a clade. A
+    feature firing on the part has no look-alike: uniqueness above 1, a trait. With the uniqueness test off
+    (trait_min_uniqueness 0) both are traits; without cell descriptors it does not apply (NaN)."""
+    from dataclasses import replace
+
+    import pandas as pd
+
+    from vitsae.analysis.settings import INatRules
+
+    side, grid, n, k = 64, 8, 12, 6
+    rng = np.random.default_rng(2)
+    drawn = [_striped_with_squares(rng, side, grid, shift=side // grid // 2) for _ in range(n)]
+    paths = []
+    for i, (im, _, _) in enumerate(drawn):
+        paths.append(tmp_path / f"{i}.png")
+        im.save(paths[-1])
+    _, cells_NCD = image_descriptors(paths, 4, grid)
+    top_FK = np.stack([np.arange(k), np.arange(k, 2 * k)])
+    map_FKT = np.zeros((2, k, grid * grid), dtype=np.float32)
+    for j in range(k):
+        map_FKT[0, j, drawn[top_FK[0, j]][1]] = 1.0
+        map_FKT[1, j, drawn[top_FK[1, j]][2]] = 1.0
+    contrast = regions.part_contrast(top_FK, map_FKT, (grid, grid), cells_NCD)
+    unique = regions.part_uniqueness(top_FK, map_FKT, (grid, grid), cells_NCD)
+    print("part contrast", contrast, "part uniqueness", unique)
+    assert contrast[0] > 2 and contrast[1] > 1, contrast  # the mean of the rest: both pass
+    assert unique[0] > 2 and unique[1] < 0.6, unique
+    taxa = pd.DataFrame({r: [f"{r}{i % 3}" if r == "species" else f"{r}0" for i in range(n)]
+                         for r in ("species", "genus", "family", "order", "class", "phylum", "kingdom")})  # fmt: skip
+    rules = INatRules(min_top_images=2, null_samples=20)
+    table = concepts.inat_table(top_FK, map_FKT, taxa, rules, grid=(grid, grid), cells_NCD=cells_NCD)
+    assert table["label"].tolist() == ["trait", "clade"], table[
+        ["spread", "support", "part_contrast", "part_uniqueness"]
+    ]
+    assert table["part_uniqueness"].tolist() == unique.tolist()
+    off = concepts.inat_table(top_FK, map_FKT, taxa, replace(rules, trait_min_uniqueness=0.0), grid=(grid, grid),
+                              cells_NCD=cells_NCD)  # fmt: skip
+    assert off["label"].tolist() == ["trait", "trait"]
+    assert np.isnan(regions.part_uniqueness(top_FK, map_FKT, (grid, grid), None)).all()
+    assert (
+        concepts.inat_table(top_FK, map_FKT, taxa, rules, grid=(grid, grid))["label"].tolist()
+        == ["trait"] * 2
+    )
+
+
+def test_part_uniqueness_leaves_out_the_regions_neighbours_and_needs_a_far_cell():
+    """Hand-made cells: the region's descriptor is compared with the 3 nearest cells outside the region and
+    its 8 neighbours only (a look-alike next to it does not count); a region whose neighbourhood covers the
+    whole image has no value (NaN)."""
+    cells = 4
+    cells_NCD = np.zeros((1, cells * cells, 2))
+    cells_NCD[0, :, 0] = 1.0  # background
+    cells_NCD[0, 5] = (0.0, 1.0)  # the part (row 1, column 1)
+    cells_NCD[0, 6] = (0.0, 1.0)  # a look-alike next to it (row 1, column 2): not far
+    map_FKT = np.zeros((1, 1, cells * cells), dtype=np.float32)
+    map_FKT[0, 0, 5] = 1.0
+    d = np.sqrt(2.0)  # part to background
+    n_pairs = cells * cells * (cells * cells - 1)
+    typical = 2 * 2 * 14 * d / n_pairs  # 2 part cells x 14 background cells, both orders
+    got = regions.part_uniqueness(np.zeros((1, 1), dtype=int), map_FKT, (cells, cells), cells_NCD)
+    assert got[0] == pytest.approx(d / typical)
+    cells_NCD[0, 15] = (0.0, 1.0)  # a far look-alike (row 3, column 3): one of the 3 nearest far cells
+    typical = 2 * 3 * 13 * d / n_pairs  # now 3 part-like cells against 13 background cells
+    got = regions.part_uniqueness(np.zeros((1, 1), dtype=int), map_FKT, (cells, cells), cells_NCD)
+    assert got[0] == pytest.approx((0 + d + d) / 3 / typical)
+    small = np.zeros((1, 4, 2))
+    small[0, 0] = 1.0
+    one = np.zeros((1, 1, 4), dtype=np.float32)
+    one[0, 0, 0] = 1.0
+    assert np.isnan(regions.part_uniqueness(np.zeros((1, 1), dtype=int), one, (2, 2), small)).all()

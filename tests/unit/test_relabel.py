@@ -19,9 +19,14 @@ from vitsae.analysis.wordnet import load_hierarchy
 K, T = 20, 9  # top images per feature, tokens per patch map
 CATS = ["n02123045", "n02123159", "n02123394", "n02123597", "n02124075"]
 RETRIEVERS = ["n02099601", "n02099712", "n02099267", "n02099429"]
-# 3x3 token grid; a part-contrast threshold near the synthetic features' median (random cells: about 0.45)
-BASE_IMAGENET = ImageNetRules(null_samples=200, seed=1, localization_pixels=0, trait_min_contrast=0.45)
-BASE_INAT = INatRules(null_samples=200, seed=1, localization_pixels=0, trait_min_contrast=0.45)
+# 3x3 token grid; a part-contrast threshold near the synthetic features' median (random cells: about 0.45);
+# a part-uniqueness one below all of them (random cells: 0.65-0.97), so that the changes below move traits
+BASE_IMAGENET = ImageNetRules(
+    null_samples=200, seed=1, localization_pixels=0, trait_min_contrast=0.45, trait_min_uniqueness=0.6
+)
+BASE_INAT = INatRules(
+    null_samples=200, seed=1, localization_pixels=0, trait_min_contrast=0.45, trait_min_uniqueness=0.6
+)
 
 #: Each SPEC key alone at values on either side of its default (every one of them changes some label or
 #: trait of the synthetic features: checked below, so the reproduction test is not vacuous).
@@ -41,6 +46,7 @@ IMAGENET_CHANGES = {
     "trait_max_spread": [0.3, 0.8],
     "trait_max_support": [0.3, 0.9],
     "trait_min_contrast": [0.35, 0.6],
+    "trait_min_uniqueness": [0.72, 0.8],
     "high_norm_multiple": [2.0, 4.0],
 }
 INAT_CHANGES = {
@@ -52,6 +58,7 @@ INAT_CHANGES = {
     "trait_max_spread": [0.3, 0.8],
     "trait_max_support": [0.3, 0.9],
     "trait_min_contrast": [0.35, 0.6],
+    "trait_min_uniqueness": [0.72, 0.8],
     "high_norm_multiple": [2.0, 4.0],
     "alpha": [0.001, 0.05],  # 0.001: below the smallest p-value (1 / 201),
     "abstract_min_coverage": [0.5, 0.9],

@@ -47,7 +47,12 @@ ImageNet table (:func:`imagenet_table`, one row per feature)
   unlike the rest of its image the firing region looks (:func:`vitsae.analysis.regions.part_contrast`:
   model-free cell descriptors, the region's against the other cells', over the mean distance between two
   cells of the image; a part on a background above 1, a spot of a texture below; NaN without cell
-  descriptors or a patch grid); ``peak_norm_ratio``: median over the top images of
+  descriptors or a patch grid); ``part_uniqueness``: mean over the top images of how far the firing
+  region's look is from its nearest look-alikes elsewhere in the image
+  (:func:`vitsae.analysis.regions.part_uniqueness`: the region's descriptor against its 3 nearest cells
+  outside the region and its neighbours, over the mean distance between two cells of the image; a part
+  above 1, a spot of a texture that recurs where the feature is silent below; NaN as for
+  ``part_contrast``); ``peak_norm_ratio``: median over the top images of
   the activation norm of the feature's peak token over its image's median token norm (from the
   statistics; NaN without them): a ViT's high-norm artifact tokens (Darcet et al. 2024) fire on one
   patch while carrying global information, which would read as a localized trait; ``animal``: every
@@ -91,14 +96,16 @@ the findings show examples (feature cards) beside the counts.
 ``lca_depth >= taxonomic_min_depth``, ``localization <= trait_max_localization``, ``spread <=
 trait_max_spread`` (one compact region, not scattered patches: NaN fails), ``support <= trait_max_support``
 (silent on most of the image), ``part_contrast >= trait_min_contrast`` (the region stands out from its
-image: NaN, without cell descriptors, does not apply) and, with
+image: NaN, without cell descriptors, does not apply), ``part_uniqueness >= trait_min_uniqueness`` (the
+region's look does not recur elsewhere in its image: a part, not a spot of a texture; NaN does not apply)
+and, with
 ``high_norm_multiple`` > 0, ``peak_norm_ratio <= high_norm_multiple`` (a feature that peaks on high-norm
 tokens is no trait; 0, the default, flags none: the specification curve varies it).
 
 iNat table (:func:`inat_table`, one row per feature)
 -----------------------------------------------------
 ``purity_<rank>`` for species … kingdom (:mod:`vitsae.analysis.taxonomy`), ``deepest_rank`` (finest rank with
-purity ``>= clade_purity``), ``n_species``, ``localization``, ``localization_tokens``, ``spread``, ``support`` and ``part_contrast`` (as above), ``concentration`` (share of pairs
+purity ``>= clade_purity``), ``n_species``, ``localization``, ``localization_tokens``, ``spread``, ``support``, ``part_contrast`` and ``part_uniqueness`` (as above), ``concentration`` (share of pairs
 of top images of one species) against random image sets as for ImageNet (``concentration_null_mean``,
 ``concentration_p``), ``n_major`` and ``major_share`` (species holding at least
 ``abstract_min_class_share`` of the top images, and their total share), ``major_clades`` (how many
@@ -109,11 +116,12 @@ clades of ``abstract_rank`` those species come from), and a label:
    and default as ImageNet's ``single-class``, checked before the clade labels);
 3. ``trait``           ``deepest_rank`` at most as coarse as ``trait_max_rank``, ``n_species >=
    trait_min_species``, ``localization <= trait_max_localization``, ``spread <= trait_max_spread``,
-   ``support <= trait_max_support``, the ``trait_min_contrast`` test and the ``high_norm_multiple`` test
+   ``support <= trait_max_support``, the ``trait_min_contrast`` and ``trait_min_uniqueness`` tests and the
+   ``high_norm_multiple`` test
    (as for ImageNet): several species, one clade, one small compact part that stands out from its image;
 4. ``clade``           one clade (as for trait) but not localized on one part (a region too large or
-   scattered, a feature active on most of the image, or a region that looks like the rest of its image:
-   a background texture of the clade, not a part);
+   scattered, a feature active on most of the image, or a region that looks like the rest of its image
+   or like other places of it: a background texture of the clade, not a part);
 5. ``cross-clade``     concentrated on a few species (``concentration_p <= alpha``) whose major species
    (covering at least ``abstract_min_coverage``) come from at least ``abstract_min_clades`` clades of
    ``abstract_rank``: something shared by unrelated species (a convergent pattern), the iNat analogue of
@@ -143,11 +151,11 @@ IMAGENET_COLUMNS = (
     "feature", "n_top", "n_classes", "top_class", "top_class_share", "classes", "lca", "lca_name", "lca_depth",
     "n_branches", "n_major", "major_share", "major_branches", "branch_pair", "cooccurring_pairs", "major_cooccurrence", "coherence", "coherence_null_mean", "coherence_z", "coherence_p", "concentration",
     "concentration_null_mean", "concentration_p", "diversity", "diversity_null_mean", "diversity_ratio",
-    "diversity_z", "region_diversity", "region_diversity_null_mean", "region_diversity_ratio", "region_pairs", "major_region_ratio", "localization", "localization_tokens", "spread", "support", "part_contrast", "peak_norm_ratio", "animal", "label", "trait",
+    "diversity_z", "region_diversity", "region_diversity_null_mean", "region_diversity_ratio", "region_pairs", "major_region_ratio", "localization", "localization_tokens", "spread", "support", "part_contrast", "part_uniqueness", "peak_norm_ratio", "animal", "label", "trait",
 )  # fmt: skip
 INAT_COLUMNS = (
     "feature", "n_top", *(f"purity_{r}" for r in taxonomy.RANKS), "deepest_rank", "n_species", "localization",
-    "localization_tokens", "spread", "support", "part_contrast", "peak_norm_ratio",    "concentration", "concentration_null_mean", "concentration_p", "n_major", "major_share", "major_clades",
+    "localization_tokens", "spread", "support", "part_contrast", "part_uniqueness", "peak_norm_ratio",    "concentration", "concentration_null_mean", "concentration_p", "n_major", "major_share", "major_clades",
     "label", "trait",
 )  # fmt: skip
 
@@ -318,6 +326,7 @@ def imagenet_table(
         class_N=class_N,
     )
     contrast_F = regions.part_contrast(top_FK, top_map_FKT[:, : top_FK.shape[1]], grid, cells_NCD, view, pidx)
+    unique_F = regions.part_uniqueness(top_FK, top_map_FKT[:, : top_FK.shape[1]], grid, cells_NCD, view, pidx)
     split_classes = np.unique(context.labels_N)  # the order of the class codes (imagenet_context)
     rows = []
     for f in range(top_FK.shape[0]):
@@ -392,6 +401,7 @@ def imagenet_table(
             spread=spread,
             support=support,
             part_contrast=contrast_F[f],
+            part_uniqueness=unique_F[f],
             peak_norm_ratio=_peak_norm(top_peak_norm_ratio_FK, f, slots),
             animal=all(c in animals for c in core),
         )
@@ -404,6 +414,7 @@ def imagenet_table(
             and spread <= rules.trait_max_spread
             and support <= rules.trait_max_support
             and not contrast_F[f] < rules.trait_min_contrast
+            and not unique_F[f] < rules.trait_min_uniqueness
             and not high_norm(row["peak_norm_ratio"], rules)
         )
         rows.append(row)
@@ -536,6 +547,7 @@ def inat_table(
     abstract_rank = taxonomy.RANKS.index(rules.abstract_rank)
     pidx = None if top_patch_index_FKT is None else top_patch_index_FKT[:, : top_FK.shape[1]]
     contrast_F = regions.part_contrast(top_FK, top_map_FKT[:, : top_FK.shape[1]], grid, cells_NCD, view, pidx)
+    unique_F = regions.part_uniqueness(top_FK, top_map_FKT[:, : top_FK.shape[1]], grid, cells_NCD, view, pidx)
     rows = []
     for f in range(top_FK.shape[0]):
         slots = np.nonzero(top_FK[f] >= 0)[0]
@@ -559,7 +571,7 @@ def inat_table(
         major_clades = len(np.unique(code_RN[abstract_rank, major_images]))
         row.update({f"purity_{r}": p for r, p in purity.items()})
         row.update(deepest_rank=deepest, n_species=n_species, localization=loc, localization_tokens=loc_tokens,
-                   spread=spread, support=support, part_contrast=contrast_F[f], peak_norm_ratio=_peak_norm(top_peak_norm_ratio_FK, f, slots),
+                   spread=spread, support=support, part_contrast=contrast_F[f], part_uniqueness=unique_F[f], peak_norm_ratio=_peak_norm(top_peak_norm_ratio_FK, f, slots),
                    concentration=concentration,
                    concentration_null_mean=float(null_conc.mean()), concentration_p=_p_value(concentration, null_conc),
                    n_major=len(major), major_share=major_share, major_clades=major_clades)  # fmt: skip
@@ -568,7 +580,8 @@ def inat_table(
             label = "single-species"
         elif (one_clade and n_species >= rules.trait_min_species and loc <= rules.trait_max_localization
               and spread <= rules.trait_max_spread and support <= rules.trait_max_support
-              and not contrast_F[f] < rules.trait_min_contrast and not high_norm(row["peak_norm_ratio"], rules)):  # fmt: skip
+              and not contrast_F[f] < rules.trait_min_contrast and not unique_F[f] < rules.trait_min_uniqueness
+              and not high_norm(row["peak_norm_ratio"], rules)):  # fmt: skip
             label = "trait"
         elif one_clade:
             label = "clade"

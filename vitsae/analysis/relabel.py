@@ -20,7 +20,8 @@ ImageNet (:class:`~vitsae.analysis.settings.ImageNetRules`):
   older version or of CLS tokens: the visual-motif rule does not apply);
   ``trait_max_localization``: ``localization``; ``trait_max_spread``, ``trait_max_support``: ``spread``,
   ``support`` (NaN, as in a table of an older version: no trait); ``trait_min_contrast``:
-  ``part_contrast`` (NaN: the test does not apply); ``high_norm_multiple``: ``peak_norm_ratio``;
+  ``part_contrast`` (NaN: the test does not apply); ``trait_min_uniqueness``: ``part_uniqueness`` (NaN,
+  as in a table of an older version: the test does not apply); ``high_norm_multiple``: ``peak_norm_ratio``;
   ``abstract_min_coverage``, ``abstract_min_branches``:
   ``major_share``, ``major_branches`` (recomputed, below).
 * ``abstract_min_class_share`` and ``branch_depth``: the major classes are recomputed from the ``classes``
@@ -36,7 +37,8 @@ iNat (:class:`~vitsae.analysis.settings.INatRules`):
 * ``single_species_share``: ``purity_species``; ``clade_purity``: the deepest rank whose ``purity_<rank>``
   is at least ``clade_purity`` (``deepest_rank``, recomputed); ``trait_max_rank``, ``trait_min_species``
   (``n_species``), ``trait_max_localization`` (``localization``), ``trait_max_spread`` (``spread``),
-  ``trait_max_support`` (``support``), ``trait_min_contrast`` (``part_contrast``),
+  ``trait_max_support`` (``support``), ``trait_min_contrast`` (``part_contrast``), ``trait_min_uniqueness``
+  (``part_uniqueness``),
   ``high_norm_multiple``
   (``peak_norm_ratio``): the trait / clade labels;
   ``alpha``: ``concentration_p``; ``abstract_min_coverage``: the saved ``major_share``.
@@ -210,6 +212,7 @@ IMAGENET_TRAIT_ONLY = (
     "trait_min_classes",
     "trait_max_localization",
     "trait_max_spread",
+    "trait_min_uniqueness",
     "high_norm_multiple",
 )
 IMAGENET_LABEL_ONLY = ("single_class_share", "alpha", "abstract_min_class_share", "abstract_min_coverage",
@@ -298,6 +301,7 @@ def _imagenet(
         & (_column(table, "spread") <= rules.trait_max_spread)
         & (_column(table, "support") <= rules.trait_max_support)
         & ~(_column(table, "part_contrast") < rules.trait_min_contrast)  # NaN: the test does not apply
+        & ~(_column(table, "part_uniqueness") < rules.trait_min_uniqueness)  # NaN: the test does not apply
         & ~_high_norm(table, rules)
     )
     return label_F, trait_F
@@ -331,6 +335,7 @@ def _inat(table: pd.DataFrame, rules: INatRules) -> tuple[np.ndarray, np.ndarray
         & (_column(table, "spread") <= rules.trait_max_spread)
         & (_column(table, "support") <= rules.trait_max_support)
         & ~(_column(table, "part_contrast") < rules.trait_min_contrast)  # NaN: the test does not apply
+        & ~(_column(table, "part_uniqueness") < rules.trait_min_uniqueness)  # NaN: the test does not apply
         & ~_high_norm(table, rules)
     )
     cross_F = (

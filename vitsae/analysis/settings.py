@@ -32,6 +32,10 @@ class LabelRules:
     # ... and stands out from its image: part_contrast (regions.part_contrast) at least this. 1: the region
     # differs from the rest of its image more than two places of the image differ on average
     trait_min_contrast: float = 1.0
+    # ... and its look does not recur elsewhere in its image: part_uniqueness (regions.part_uniqueness) at
+    # least this. 1: the region's nearest far look-alikes are as far from it as two random cells of the
+    # image (a texture spot's look-alikes are nearer, a part's background about twice as far)
+    trait_min_uniqueness: float = 1.0
     localization_pixels: int = (
         112  # the common grid of localization, cells per side (0: the model's token grid)
     )
@@ -200,9 +204,9 @@ class TransferSettings:
 SPEC_KEYS = {
     "imagenet": ("single_class_share", "alpha", "taxonomic_min_depth", "abstract_min_class_share",
                  "abstract_min_coverage", "abstract_min_branches", "min_diversity_ratio", "min_region_diversity_ratio", "cooccurrence_min_rate", "branch_depth",
-                 "trait_min_classes", "trait_max_localization", "trait_max_spread", "trait_max_support", "trait_min_contrast", "high_norm_multiple"),
+                 "trait_min_classes", "trait_max_localization", "trait_max_spread", "trait_max_support", "trait_min_contrast", "trait_min_uniqueness", "high_norm_multiple"),
     "inat": ("single_species_share", "clade_purity", "trait_max_rank", "trait_min_species",
-             "trait_max_localization", "trait_max_spread", "trait_max_support", "trait_min_contrast", "high_norm_multiple", "alpha", "abstract_min_coverage"),
+             "trait_max_localization", "trait_max_spread", "trait_max_support", "trait_min_contrast", "trait_min_uniqueness", "high_norm_multiple", "alpha", "abstract_min_coverage"),
 }  # fmt: skip
 
 
