@@ -183,6 +183,7 @@ class Relabeller:
     def __init__(self, hierarchy=None) -> None:
         self.hierarchy = hierarchy
         self._cache: dict = {}
+        self._frozen: dict = {}  # sae.key → its table held for relabelling (relabel.Frozen)
 
     def numden(
         self, sae: SAETables, kind: str, cell: int, rules, claim: int
@@ -190,7 +191,8 @@ class Relabeller:
         rules = relabel.only_what_decides(rules, kind, claim)
         key = (sae.key, rules)  # cells that differ only in thresholds the statistic ignores: one relabel
         if key not in self._cache:
-            new = relabel.relabel(sae.table, kind, rules, self.hierarchy)
+            frozen = self._frozen.setdefault(sae.key, relabel.Frozen(sae.table))
+            new = relabel.relabel(frozen, kind, rules, self.hierarchy)
             self._cache[key] = (findings.live(sae.table), new["label"].to_numpy(), new["trait"].to_numpy(bool),
                                 new["animal"].to_numpy(bool))  # fmt: skip
         return STATISTICS[claim].rule(*self._cache[key])

@@ -230,7 +230,10 @@ def only_what_decides(rules: ImageNetRules | INatRules, kind: str, claim: int) -
 
 
 def relabel(
-    table: pd.DataFrame, kind: str, rules: ImageNetRules | INatRules, hierarchy: Hierarchy | None = None
+    table: pd.DataFrame | Frozen,
+    kind: str,
+    rules: ImageNetRules | INatRules,
+    hierarchy: Hierarchy | None = None,
 ) -> pd.DataFrame:
     """``label``, ``trait`` and ``animal`` of every row of a saved concept table of ``kind``
     (``imagenet`` or ``inat``; as built by :func:`vitsae.analysis.concepts.imagenet_table` /
@@ -240,6 +243,8 @@ def relabel(
     Raises KeyError for a missing column (an iNat table needs the ``animal`` column that
     :mod:`vitsae.analysis.concept_tables` adds)."""
     _check_kind(kind)
+    ft = table if isinstance(table, Frozen) else Frozen(table)
+    table = ft.table
     if not isinstance(rules, RULES[kind]):
         raise TypeError(
             f"{kind} tables are relabelled with {RULES[kind].__name__}, not {type(rules).__name__}"
@@ -250,9 +255,9 @@ def relabel(
         hint = "; add animal with vitsae.analysis.nulls.inat_animal" if "animal" in missing else ""
         raise KeyError(f"{kind} concept table lacks the columns {missing} (has {list(table.columns)}){hint}")
     if kind == "imagenet":
-        label_F, trait_F = _imagenet(table, rules, hierarchy if hierarchy is not None else load_hierarchy())
+        label_F, trait_F = _imagenet(ft, rules, hierarchy if hierarchy is not None else load_hierarchy())
     else:
-        label_F, trait_F = _inat(table, rules)
+        label_F, trait_F = _inat(ft, rules)
     animal_F = table["animal"].fillna(False).astype(bool).to_numpy()
     return pd.DataFrame({"label": label_F, "trait": trait_F, "animal": animal_F}, index=table.index)
 
@@ -261,31 +266,56 @@ def _float(table: pd.DataFrame, column: str) -> np.ndarray:
     return pd.to_numeric(table[column]).to_numpy(np.float64)
 
 
-def _imagenet(
-    table: pd.DataFrame, rules: ImageNetRules, hierarchy: Hierarchy
-) -> tuple[np.ndarray, np.ndarray]:
-    few_F = table["classes"].isna().to_numpy()  # too few top images: NaN statistics
-    major_share_F, major_branches_F, n_core_F = _class_stats(table["classes"], rules, hierarchy).T
-    lca_depth_F = _float(table, "lca_depth")
-    structured_F = (_float(table, "coherence_p") <= rules.alpha) | (
-        _float(table, "concentration_p") <= rules.alpha
-    )
-    single_F = _float(table, "top_class_share") >= rules.single_class_share
+class Frozen:
+    """A concept table held for relabelling under many rules (the specification curve relabels each SAE's
+    table once per distinct cell): its float columns and the per-threshold class statistics (major classes,
+    co-occurrence, class-pair region ratios) are computed once and kept. The table must not change while
+    it is held; :func:`relabel` given a plain DataFrame wraps it afresh on every call."""
+
+    def __init__(self, table: pd.DataFrame) -> None:
+        self.table = table
+        self._memo: dict = {}
+
+    def memo(self, key: tuple, compute):
+        if key not in self._memo:
+            value = compute()
+            if isinstance(value, np.ndarray):
+                value.flags.writeable = False
+            self._memo[key] = value
+        return self._memo[key]
+
+    def float(self, column: str) -> np.ndarray:
+        return self.memo(("float", column), lambda: _float(self.table, column))
+
+    def column(self, column: str) -> np.ndarray:
+        """A float column that tables of older versions lack (NaN there: no row passes its test)."""
+        if column not in self.table.columns:
+            return np.full(len(self.table), np.nan)
+        return self.float(column)
+
+
+def _imagenet(ft: Frozen, rules: ImageNetRules, hierarchy: Hierarchy) -> tuple[np.ndarray, np.ndarray]:
+    table = ft.table
+    few_F = ft.memo(("few",), lambda: table["classes"].isna().to_numpy())  # too few top images: NaN stats
+    key = (id(hierarchy), rules.abstract_min_class_share, rules.branch_depth, rules.lca_coverage)
+    major_share_F, major_branches_F, n_core_F = ft.memo(
+        ("class_stats", *key), lambda: _class_stats(table["classes"], rules, hierarchy)
+    ).T
+    lca_depth_F = ft.float("lca_depth")
+    structured_F = (ft.float("coherence_p") <= rules.alpha) | (ft.float("concentration_p") <= rules.alpha)
+    single_F = ft.float("top_class_share") >= rules.single_class_share
     taxonomic_F = structured_F & (lca_depth_F >= rules.taxonomic_min_depth)
     abstract_F = (
         structured_F
         & (major_share_F >= rules.abstract_min_coverage)
         & (major_branches_F >= rules.abstract_min_branches)
-        & (_float(table, "diversity_ratio") >= rules.min_diversity_ratio)
+        & (ft.float("diversity_ratio") >= rules.min_diversity_ratio)
     )
-    region_F = (
-        _float(table, "region_diversity_ratio")
-        if "region_diversity_ratio" in table.columns
-        else np.full(len(table), np.nan)
-    )
-    cooc_F = _cooccurrence(table, rules, hierarchy)
+    region_F = ft.column("region_diversity_ratio")
+    pair_key = (id(hierarchy), rules.abstract_min_class_share, rules.branch_depth)
+    cooc_F = ft.memo(("cooccurrence", *pair_key), lambda: _cooccurrence(ft, rules, hierarchy))
     cooc_label_F = abstract_F & (cooc_F >= rules.cooccurrence_min_rate)
-    pair_F = _region_pairs(table, rules, hierarchy)
+    pair_F = ft.memo(("region_pairs", *pair_key), lambda: _region_pairs(ft, rules, hierarchy))
     motif_F = abstract_F & (
         (region_F < rules.min_region_diversity_ratio) | (pair_F < rules.min_region_diversity_ratio)
     )
@@ -294,35 +324,32 @@ def _imagenet(
                         "unclear").astype(object)  # fmt: skip
     trait_F = (
         ~few_F
-        & table["animal"].fillna(False).astype(bool).to_numpy()
+        & ft.memo(("animal",), lambda: table["animal"].fillna(False).astype(bool).to_numpy())
         & (n_core_F >= rules.trait_min_classes)
         & (lca_depth_F >= rules.taxonomic_min_depth)
-        & (_float(table, "localization") <= rules.trait_max_localization)
-        & (_column(table, "spread") <= rules.trait_max_spread)
-        & (_column(table, "support") <= rules.trait_max_support)
-        & ~(_column(table, "part_contrast") < rules.trait_min_contrast)  # NaN: the test does not apply
-        & ~(_column(table, "part_uniqueness") < rules.trait_min_uniqueness)  # NaN: the test does not apply
-        & ~_high_norm(table, rules)
+        & (ft.float("localization") <= rules.trait_max_localization)
+        & (ft.column("spread") <= rules.trait_max_spread)
+        & (ft.column("support") <= rules.trait_max_support)
+        & ~(ft.column("part_contrast") < rules.trait_min_contrast)  # NaN: the test does not apply
+        & ~(ft.column("part_uniqueness") < rules.trait_min_uniqueness)  # NaN: the test does not apply
+        & ~_high_norm(ft, rules)
     )
     return label_F, trait_F
 
 
-def _column(table: pd.DataFrame, column: str) -> np.ndarray:
-    """A float column that tables of older versions lack (NaN there: no row passes its test)."""
-    return _float(table, column) if column in table else np.full(len(table), np.nan)
-
-
-def _high_norm(table: pd.DataFrame, rules: ImageNetRules | INatRules) -> np.ndarray:
+def _high_norm(ft: Frozen, rules: ImageNetRules | INatRules) -> np.ndarray:
     """:func:`vitsae.analysis.concepts.high_norm` of every row (a table without ``peak_norm_ratio``, from
     before it was kept, reads as NaN: flagged whenever the test is on)."""
     if not rules.high_norm_multiple:
-        return np.zeros(len(table), dtype=bool)
-    ratio_F = _float(table, "peak_norm_ratio") if "peak_norm_ratio" in table else np.full(len(table), np.nan)
+        return np.zeros(len(ft.table), dtype=bool)
+    ratio_F = ft.column("peak_norm_ratio")
     return ~(ratio_F <= rules.high_norm_multiple)
 
 
-def _inat(table: pd.DataFrame, rules: INatRules) -> tuple[np.ndarray, np.ndarray]:
-    purity_FR = np.stack([_float(table, f"purity_{r}") for r in taxonomy.RANKS], axis=1)
+def _inat(ft: Frozen, rules: INatRules) -> tuple[np.ndarray, np.ndarray]:
+    purity_FR = ft.memo(
+        ("purity",), lambda: np.stack([ft.float(f"purity_{r}") for r in taxonomy.RANKS], axis=1)
+    )
     few_F = np.isnan(purity_FR[:, 0])
     agree_FR = purity_FR >= rules.clade_purity  # ranks fine → coarse; deepest = the first that agrees
     deepest_F = np.where(agree_FR.any(axis=1), agree_FR.argmax(axis=1), len(taxonomy.RANKS))
@@ -330,18 +357,18 @@ def _inat(table: pd.DataFrame, rules: INatRules) -> tuple[np.ndarray, np.ndarray
     single_F = purity_FR[:, 0] >= rules.single_species_share
     trait_F = (
         one_clade_F
-        & (_float(table, "n_species") >= rules.trait_min_species)
-        & (_float(table, "localization") <= rules.trait_max_localization)
-        & (_column(table, "spread") <= rules.trait_max_spread)
-        & (_column(table, "support") <= rules.trait_max_support)
-        & ~(_column(table, "part_contrast") < rules.trait_min_contrast)  # NaN: the test does not apply
-        & ~(_column(table, "part_uniqueness") < rules.trait_min_uniqueness)  # NaN: the test does not apply
-        & ~_high_norm(table, rules)
+        & (ft.float("n_species") >= rules.trait_min_species)
+        & (ft.float("localization") <= rules.trait_max_localization)
+        & (ft.column("spread") <= rules.trait_max_spread)
+        & (ft.column("support") <= rules.trait_max_support)
+        & ~(ft.column("part_contrast") < rules.trait_min_contrast)  # NaN: the test does not apply
+        & ~(ft.column("part_uniqueness") < rules.trait_min_uniqueness)  # NaN: the test does not apply
+        & ~_high_norm(ft, rules)
     )
     cross_F = (
-        (_float(table, "concentration_p") <= rules.alpha)
-        & (_float(table, "major_share") >= rules.abstract_min_coverage)
-        & (_float(table, "major_clades") >= rules.abstract_min_clades)
+        (ft.float("concentration_p") <= rules.alpha)
+        & (ft.float("major_share") >= rules.abstract_min_coverage)
+        & (ft.float("major_clades") >= rules.abstract_min_clades)
     )
     label_F = np.select([few_F, single_F, trait_F, one_clade_F, cross_F], ["unclear", "single-species", "trait",
                         "clade", "cross-clade"], "unclear").astype(object)  # fmt: skip
@@ -406,13 +433,14 @@ def _class_stats(classes_F: pd.Series, rules: ImageNetRules, hierarchy: Hierarch
     return stats_F3
 
 
-def _cooccurrence(table: pd.DataFrame, rules: ImageNetRules, hierarchy: Hierarchy) -> np.ndarray:
+def _cooccurrence(ft: Frozen, rules: ImageNetRules, hierarchy: Hierarchy) -> np.ndarray:
     """``major_cooccurrence`` of every row recomputed for the rules' major classes and branches from the
     saved ``classes`` and ``cooccurring_pairs`` (NaN where the table has no multi-labels: the saved
     ``major_cooccurrence`` is NaN, or the columns are missing, as in a table of an older version)."""
+    table = ft.table
     if "cooccurring_pairs" not in table.columns or "major_cooccurrence" not in table.columns:
         return np.full(len(table), np.nan)
-    saved_F = _float(table, "major_cooccurrence")
+    saved_F = ft.float("major_cooccurrence")
     _HIERARCHIES.setdefault(id(hierarchy), hierarchy)
     out = np.full(len(table), np.nan)
     for i, (classes, pairs, saved) in enumerate(zip(table["classes"].tolist(), table["cooccurring_pairs"].tolist(),
@@ -433,13 +461,14 @@ def _one_cooccurrence(hierarchy_id: int, classes: str, pairs: str, min_share: fl
                                            lambda w: frozenset(h.branches(w, depth)))  # fmt: skip
 
 
-def _region_pairs(table: pd.DataFrame, rules: ImageNetRules, hierarchy: Hierarchy) -> np.ndarray:
+def _region_pairs(ft: Frozen, rules: ImageNetRules, hierarchy: Hierarchy) -> np.ndarray:
     """``major_region_ratio`` of every row recomputed for the rules' major classes and branches from the
     saved ``classes`` and ``region_pairs`` (NaN where the table has no region diversity, or lacks the
     columns, as a table of an older version does)."""
+    table = ft.table
     if "region_pairs" not in table.columns or "region_diversity_ratio" not in table.columns:
         return np.full(len(table), np.nan)
-    measured_F = np.isfinite(_float(table, "region_diversity_ratio"))
+    measured_F = np.isfinite(ft.float("region_diversity_ratio"))
     _HIERARCHIES.setdefault(id(hierarchy), hierarchy)
     out = np.full(len(table), np.nan)
     for i, (classes, pairs, measured) in enumerate(zip(table["classes"].tolist(), table["region_pairs"].tolist(),
