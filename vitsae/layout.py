@@ -195,9 +195,23 @@ def evals(run: Run, picked: Iterable[tuple[str, str]] | None = None, in_domain: 
     ]
 
 
+def _transfer_keys(run: Run) -> list[dict]:
+    """The place of every SAE of ``transfer.saes`` but the baseline models' (``claims.baselines``: they
+    serve findings 1 and 2; finding 3 is about the compared models, and each baseline's transfer jobs would
+    cost as much as theirs)."""
+    return [k for k in _sae_keys(run, run.transfer_saes) if k["model"] not in run.claims.baselines]
+
+
 def transfer_saes(run: Run, model: str, layer: int) -> list[dict]:
-    """The place of every SAE of ``transfer.saes`` on (model, layer), from every training dataset."""
-    return [k for k in _sae_keys(run, run.transfer_saes) if k["model"] == model and k["layer"] == int(layer)]
+    """The place of every transfer SAE (:func:`_transfer_keys`) on (model, layer), from every training
+    dataset."""
+    return [k for k in _transfer_keys(run) if k["model"] == model and k["layer"] == int(layer)]
+
+
+def transfer_evals(run: Run, sweep: str | None = None) -> list[str]:
+    """Each transfer SAE (:func:`_transfer_keys`; of ``sweep`` only, if given) evaluated on every dataset."""
+    return [EVAL.format(**k, eval_dataset=e) for k in _transfer_keys(run) if sweep in (None, k["sweep"])
+            for e in run.datasets]  # fmt: skip
 
 
 def transfer_model_layers(run: Run) -> list[tuple[str, int]]:
@@ -335,7 +349,7 @@ def run_artifacts(run: Run) -> list[str]:
         *(MANIFEST.format(dataset=d) for d in run.datasets),
         *stores(run),
         *(f"{s}/{f}" for s in sae_dirs(run) for f in SAE_FILES),
-        *dict.fromkeys([*evals(run, in_domain=True), *evals(run, run.transfer_saes)]),
+        *dict.fromkeys([*evals(run, in_domain=True), *transfer_evals(run)]),
         *baselines(run),
         *downstream(run),
         *thumbnails(run),
@@ -361,10 +375,12 @@ def run_artifacts(run: Run) -> list[str]:
 
 
 def transfer_label_keys(run: Run) -> list[tuple[str, str, str, int, str]]:
-    """(eval_dataset, dataset, model, layer, sweep): each concept key of :func:`finding_keys` read on every
-    other dataset that has a concept table (imagenet, inat2021), in finding-key order."""
+    """(eval_dataset, dataset, model, layer, sweep): each concept key of :func:`finding_keys` but the baseline
+    models' (as :func:`_transfer_keys`) read on every other dataset that has a concept table (imagenet,
+    inat2021), in finding-key order."""
     targets = [d for d, ds in run.datasets.items() if ds.format in ("imagenet", "inat2021")]
-    return [(e, d, m, layer, s) for d, m, layer, s in finding_keys(run) for e in targets if e != d]
+    return [(e, d, m, layer, s) for d, m, layer, s in finding_keys(run) if m not in run.claims.baselines
+            for e in targets if e != d]  # fmt: skip
 
 
 def features_on(run: Run) -> list[str]:

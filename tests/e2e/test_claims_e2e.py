@@ -43,6 +43,32 @@ def test_claims_table_has_every_column_and_one_row_per_declared_comparison(demo)
     assert "supported" not in set(claims["verdict"])
 
 
+def test_the_baseline_model_stands_in_the_favoured_place_of_every_non_control_row(demo):
+    """The demo's third model (``claims.baselines``: a random-weight ViT-Ti/16) goes through the pipeline
+    and into the claims table: its statistic at each primary or secondary row's L0, its Δ against the
+    row's other model, and the baseline rule's verdict (nothing on the demo can be "supported")."""
+    assert RUN.claims.baselines == ("vit-t16",) and RUN.models["vit-t16"].spec.family == "timm"
+    claims = pd.read_csv(demo / "results/tables/claims.csv", keep_default_na=False).set_index("comparison")
+    for c in RUN.claims.comparisons:
+        row = claims.loc[c.name]
+        if c.role == "control":  # the identity rows are judged without baselines
+            assert row["stat_baselines"] == "" and row["baseline_max"] == "", c.name
+            continue
+        name, _, value = row["stat_baselines"].partition("=")
+        assert name == "vit-t16", row["stat_baselines"]
+        if value == "not comparable":  # its SAEs miss the row's L0: the rule says so, never guesses
+            assert row["baseline_max"] == "" and row["verdict"] != "supported", c.name
+            continue
+        assert row["baseline_max"] == "vit-t16"
+        # Δ_B = the baseline's statistic − the other model's, at the row's L0 (6 significant digits)
+        assert math.isclose(
+            float(row["baseline_delta"]), float(value) - float(row["stat_other"]), abs_tol=1e-5
+        )
+    # its tables exist like the compared models' (the statistic was read from them)
+    for d in RUN.datasets:
+        assert (demo / f"results/tables/concepts/{d}/vit-t16/layer10/paper.csv").is_file()
+
+
 def test_the_identity_control_reads_not_supported_with_a_ci_around_zero(demo):
     claims = pd.read_csv(demo / "results/tables/claims.csv").set_index("comparison")
     controls = [c.name for c in RUN.claims.comparisons if c.role == "control"]
@@ -90,8 +116,8 @@ def test_shuffled_labels_give_no_label_share_above_its_null_while_the_observed_t
     assert {(d, m) for d, m in zip(shuffled["dataset"], shuffled["model"], strict=True)} == {
         (d, m) for d in RUN.datasets for m in RUN.models
     }
-    # ImageNet: its labels but unclear, and trait; iNat: its labels but unclear
-    assert len(shuffled) == 2 * (len(IMAGENET_LABELS) - 1 + 1) + 2 * (len(INAT_LABELS) - 1)
+    # per model, ImageNet: its labels but unclear, and trait; iNat: its labels but unclear
+    assert len(shuffled) == len(RUN.models) * (len(IMAGENET_LABELS) - 1 + 1 + len(INAT_LABELS) - 1)
     assert not shuffled["above_null"].any(), shuffled[shuffled["above_null"]]
     # the same test finds the planted concepts in the real labels: the control could have failed
     observed = controls[controls["kind"] == "observed"]

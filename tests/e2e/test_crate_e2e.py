@@ -74,7 +74,8 @@ def test_crate_is_rooted_at_results_and_copies_no_big_file(demo, crate):
     ]
     assert (copies / "workflow/Snakefile").read_bytes() == (REPO / "Snakefile").read_bytes()
     stores = [e for i, e in crate.items() if i.startswith("activations/") and i.endswith(".zarr/")]
-    assert len(stores) == 4 and all(e["@type"] == "Dataset" for e in stores)
+    n_stores = len(yaml.safe_load(DEMO_CONFIG.read_text())["datasets"]) * 3  # 2 datasets x 3 models
+    assert len(stores) == n_stores == 6 and all(e["@type"] == "Dataset" for e in stores)
     sae = next(e for i, e in crate.items() if i.endswith("/sae.safetensors"))
     assert int(sae["contentSize"]) == (results / sae["@id"]).stat().st_size
     assert sae["identifier"] == read_record(results / sae["@id"])["digest"]

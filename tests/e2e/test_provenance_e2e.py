@@ -14,7 +14,8 @@ import yaml
 from PIL import Image
 from workflow_helpers import DEMO_CONFIG, browser, copy_tree, snakemake
 
-from vitsae.layout import FIGURES
+from vitsae.config import build, validate
+from vitsae.layout import FIGURES, model_layers, transfer_saes
 from vitsae.provenance.records import RECORD_SUFFIX, read_record, record_path
 
 pytestmark = pytest.mark.e2e
@@ -61,10 +62,13 @@ def test_lineage_page_of_the_figure(demo):
             results / "figures/transfer.pdf",
         ]
         if not p.name.endswith(RECORD_SUFFIX)
+        and not any(f"/{b}/" in str(p) for b in cfg["claims"]["baselines"])  # the baseline model: no transfer
     }
     assert records == upstream
-    assert {f"model:{m}" for m in cfg["models"]} <= set(lin["nodes"])
-    for m in cfg["models"]:
+    compared = [m for m in cfg["models"] if m not in cfg["claims"]["baselines"]]
+    assert {f"model:{m}" for m in compared} <= set(lin["nodes"])
+    assert not {f"model:{b}" for b in cfg["claims"]["baselines"]} & set(lin["nodes"])
+    for m in compared:
         weights = lin["nodes"][f"model:{m}"]["weights"]
         assert weights["source"] == "random" and weights["state_sha256"].startswith("sha256:")
     page = (demo / "results/provenance/transfer.html").read_text()
@@ -128,7 +132,11 @@ def test_verify_passes_then_names_a_flipped_byte_a_deleted_store_and_edited_code
     assert any(f"code changed: {sae_rel} was made by vitsae.sae.train" in line for line in changed), (
         out.stdout
     )
-    assert all("vitsae.sae.train" in line for line in changed) and len(changed) == 2 * 16, out.stdout
+    # two files (sae.safetensors, cfg.json) of each SAE the transfer figure shows
+    run = build(validate(yaml.safe_load(DEMO_CONFIG.read_text())))
+    n_saes = sum(len(transfer_saes(run, m, layer)) for m, layer in model_layers(run))
+    assert n_saes == 16  # 2 datasets x 2 compared models x 4 SAEs (the baseline model has no transfer)
+    assert all("vitsae.sae.train" in line for line in changed) and len(changed) == 2 * n_saes, out.stdout
     assert verify(demo).returncode == 0  # the checkout's own code: still verified
 
 

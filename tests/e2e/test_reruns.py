@@ -20,6 +20,9 @@ pytestmark = pytest.mark.e2e
 CFG = yaml.safe_load(DEMO_CONFIG.read_text())
 RUN = build(validate(CFG))
 MODELS, DATASETS = sorted(CFG["models"]), sorted(CFG["datasets"])
+# the compared models: the baseline model (claims.baselines) has no finding-3 jobs (transfer evaluations,
+# baselines, downstream probes, statistics on the other dataset)
+COMPARED = [m for m in MODELS if m not in RUN.claims.baselines]
 SWEEPS = list(RUN.sweeps)  # paper (the science), twin and permuted (the claims' controls)
 
 
@@ -35,21 +38,23 @@ N_FIGURES = len(layout.figures(RUN))  # transfer, findings 1 and 2, feature-leve
 # then each figure's lineage page and the run's RO-Crate (they read every record upstream).
 FIGURE_AND_AFTER = {"transfer": 1, "training_curves": 1, "pareto": 1, "quality": 1, "ro_crate": 1}
 # Finding 3's jobs that read every transfer SAE: baselines per model, downstream per (dataset, model).
-TRANSFER_JOBS = {"transfer_baselines": len(MODELS), "downstream": len(MODELS) * len(DATASETS)}
+TRANSFER_JOBS = {"transfer_baselines": len(COMPARED), "downstream": len(COMPARED) * len(DATASETS)}
 
 
-def features_after(jobs: int, sweeps=("paper",)) -> dict[str, int]:
+def features_after(jobs: int, sweeps=("paper",), on: int | None = None) -> dict[str, int]:
     """New SAEs of ``sweeps`` (``jobs`` (dataset, model) places each): their statistics, clusters, concept
     tables (and the paper sweep's shuffled-labels tables and cards), findings 1 and 2, the feature-level
-    transfer, the claims, the specification curve and the controls, and those figures' lineage pages."""
+    transfer, the claims, the specification curve and the controls, and those figures' lineage pages.
+    ``on``: the places of the compared models among ``jobs`` (default all), read on the other dataset."""
     out = {"findings": 1, "transfer_features": 1, "spec_curve": 1, "claims": 1, "controls": 1}
     for sweep in sweeps:
         name = sweep.replace("-", "_")
         out.update({f"feature_stats_{name}": jobs, f"clusters_{name}": jobs, f"concepts_{name}": jobs})
     if "paper" in sweeps:
         # the paper SAEs read on the other dataset (finding 3), and whether their labels survive there
-        out.update({"concepts_shuffled_paper": jobs, "cards_paper": jobs, "feature_stats_on_paper": jobs,
-                    "concepts_on_paper": jobs, "transfer_labels": 1})  # fmt: skip
+        on = jobs if on is None else on
+        out.update({"concepts_shuffled_paper": jobs, "cards_paper": jobs, "feature_stats_on_paper": on,
+                    "concepts_on_paper": on, "transfer_labels": 1})  # fmt: skip
     if {"paper", "permuted"} & set(sweeps):
         # the browser shows the paper SAEs, its rating sample draws from them and from the null sweep (catch
         # trials); the ratings are scored against the sample
@@ -61,15 +66,15 @@ def sae_and_after(ids_per_job: int) -> dict[str, int]:
     """One training job per (dataset, model), each training the sweep's SAEs; every SAE evaluated on
     every dataset; lineage pages of transfer, training, Pareto, quality, findings 1 and 2, feature-level
     transfer, claims and specification curve."""
-    jobs = len(MODELS) * len(DATASETS)
+    jobs, on = len(MODELS) * len(DATASETS), len(COMPARED) * len(DATASETS)
     return {
         "all": 1,
         "train_sae_paper": jobs,
-        "evaluate": jobs * ids_per_job * len(DATASETS),
+        "evaluate": jobs * ids_per_job + on * ids_per_job * (len(DATASETS) - 1),
         **FIGURE_AND_AFTER,
         **TRANSFER_JOBS,
         "lineage": 10,
-        **features_after(jobs),
+        **features_after(jobs, on=on),
     }
 
 
@@ -113,12 +118,13 @@ def test_trainer_edit_reruns_every_sweeps_training_and_what_follows(demo, tree):
     with edited(tree / "vitsae" / "sae" / "train.py"):
         jobs = dry_run(demo, tree)
     places = {s: sum(RUN.sweeps[s].trains(m) for m in MODELS) * len(DATASETS) for s in SWEEPS}
+    on = len(COMPARED) * len(DATASETS)  # the paper sweep's places of the compared models
     in_domain = sum(places[s] * len(RUN.sweeps[s].ids) for s in SWEEPS)
     assert jobs == {
         "all": 1,
         **{f"train_sae_{s}": places[s] for s in SWEEPS},
         # every SAE on its own dataset, the paper sweep's (transfer.saes) on the other one too
-        "evaluate": in_domain + places["paper"] * N_IDS * (len(DATASETS) - 1),
+        "evaluate": in_domain + on * N_IDS * (len(DATASETS) - 1),
         "transfer": 1,
         **TRANSFER_JOBS,
         "training_curves": len(SWEEPS),
@@ -130,8 +136,8 @@ def test_trainer_edit_reruns_every_sweeps_training_and_what_follows(demo, tree):
         **{f"{k}_{s}": places[s] for k in ("feature_stats", "clusters", "concepts") for s in SWEEPS},
         "concepts_shuffled_paper": places["paper"],
         "cards_paper": places["paper"],
-        "feature_stats_on_paper": places["paper"] * (len(DATASETS) - 1),
-        "concepts_on_paper": places["paper"] * (len(DATASETS) - 1),
+        "feature_stats_on_paper": on * (len(DATASETS) - 1),
+        "concepts_on_paper": on * (len(DATASETS) - 1),
     }
     assert dry_run(demo, tree) == {}  # put back: nothing to do again
 
@@ -180,7 +186,7 @@ def test_a_label_rule_edit_reruns_the_concept_tables_and_what_reads_them_but_no_
         **{f"concepts_{s}": places[s] for s in SWEEPS},
         "concepts_shuffled_paper": places["paper"],
         "cards_paper": places["paper"],
-        "concepts_on_paper": places["paper"] * (len(DATASETS) - 1),
+        "concepts_on_paper": len(COMPARED) * len(DATASETS) * (len(DATASETS) - 1),
         "transfer_labels": 1,
         "rating_sample": 1,
         "browser": 1,
@@ -213,9 +219,9 @@ def test_one_demo_image_edited_reruns_that_datasets_branch_only(demo, tree):
         os.utime(image, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     # inat-demo's manifest and its stores; every SAE trained on them (every sweep); every evaluation on
     # them or by them
-    n_sae = len(MODELS) * len(DATASETS) * N_IDS
     n_inat_sae = len(MODELS) * N_IDS
-    n_evals = n_sae * len(DATASETS) - (n_sae - n_inat_sae) * (len(DATASETS) - 1)
+    # in-domain on inat-demo, and the compared models' paper SAEs read across it either way
+    n_evals = n_inat_sae + 2 * len(COMPARED) * N_IDS * (len(DATASETS) - 1)
     places = {s: sum(RUN.sweeps[s].trains(m) for m in MODELS) for s in SWEEPS}  # inat-demo only
     controls = [s for s in SWEEPS if s != "paper"]
     assert jobs == {
@@ -234,8 +240,8 @@ def test_one_demo_image_edited_reruns_that_datasets_branch_only(demo, tree):
         "ro_crate": 1,
         **features_after(len(MODELS)),
         # the paper SAEs of both datasets read on the other one: every such job reads inat-demo
-        "feature_stats_on_paper": len(MODELS) * len(DATASETS),
-        "concepts_on_paper": len(MODELS) * len(DATASETS),
+        "feature_stats_on_paper": len(COMPARED) * len(DATASETS),
+        "concepts_on_paper": len(COMPARED) * len(DATASETS),
         **{f"{k}_{s}": places[s] for k in ("feature_stats", "clusters", "concepts") for s in controls},
     }
     assert dry_run(demo, tree) == {}  # restored: nothing to do again

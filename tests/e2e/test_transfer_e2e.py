@@ -18,7 +18,8 @@ from vitsae.config import build, validate
 pytestmark = pytest.mark.e2e
 
 RUN = build(validate(yaml.safe_load(DEMO_CONFIG.read_text())))
-MODELS, DATASETS = sorted(RUN.models), sorted(RUN.datasets)
+MODELS = [m for m in sorted(RUN.models) if m not in RUN.claims.baselines]  # baselines: no transfer
+DATASETS = sorted(RUN.datasets)
 N_SETTINGS = len({i.rsplit("-s", 1)[0] for _, i in RUN.transfer_saes})
 N_SEEDS = len(RUN.transfer_saes) // N_SETTINGS
 

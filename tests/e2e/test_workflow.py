@@ -23,9 +23,10 @@ def test_demo_produces_the_transfer_figure_and_table(demo):
     pdf = demo / "results/figures/transfer.pdf"
     df = pd.read_csv(demo / "results/tables/transfer.csv")
     cfg = validate(yaml.safe_load(DEMO_CONFIG.read_text()))
-    models, datasets = sorted(cfg["models"]), sorted(cfg["datasets"])
+    datasets = sorted(cfg["datasets"])
+    models = [m for m in sorted(cfg["models"]) if m not in cfg["claims"]["baselines"]]  # no baseline model
     ids = sweep_ids(cfg["sweeps"]["paper"])
-    # one row per (model, SAE of the sweep, train dataset, eval dataset)
+    # one row per (compared model, SAE of the sweep, train dataset, eval dataset)
     rows = {(r.model, r.sae_id, r.train_dataset, r.eval_dataset) for r in df.itertuples()}
     assert rows == {(m, i, a, b) for m in models for i in ids for a in datasets for b in datasets}
     assert len(df) == len(rows)
@@ -59,7 +60,7 @@ def test_demo_produces_the_transfer_figure_and_table(demo):
             l0 = g.groupby("l1")["l0"].mean()
             assert l0[max(l1)] < l0[min(l1)], (m, a, l0.to_dict())
     # every stage left its log
-    assert len(list((demo / "results/logs/extract").rglob("*.log"))) == len(models) * len(datasets)
+    assert len(list((demo / "results/logs/extract").rglob("*.log"))) == len(cfg["models"]) * len(datasets)
 
 
 def test_demo_draws_the_sweeps_training_curves_and_pareto_plot(demo):
@@ -74,7 +75,12 @@ def test_demo_draws_the_sweeps_training_curves_and_pareto_plot(demo):
         right_on=["model", "sae_id", "train_dataset"],
         suffixes=("", "_t"),
     )
-    assert len(merged) == len(pareto) and (merged["fvu"] - merged["fvu_t"]).abs().max() < 1e-6
+    # the transfer table has the compared models' SAEs (the baseline model's are in the Pareto table only)
+    compared = ~pareto["model"].isin(cfg["claims"]["baselines"])
+    assert (
+        len(merged) == compared.sum() == len(pareto) * 2 // 3
+        and (merged["fvu"] - merged["fvu_t"]).abs().max() < 1e-6
+    )
     for name, title in (
         ("training-paper", "SAE training curves: sweep paper"),
         ("pareto-paper", "Sparsity against reconstruction: sweep paper"),
@@ -159,24 +165,27 @@ def test_every_artifact_has_a_provenance_record_and_the_figure_verifies(demo):
     artifacts = [a for a in artifacts if not a.name.endswith(RECORD_SUFFIX)]
     run = build(validate(yaml.safe_load(DEMO_CONFIG.read_text())))
     n_sae = len(layout.sae_dirs(run))  # every sweep's, the claims' control sweeps included
-    n_evals = len(set(layout.evals(run, in_domain=True)) | set(layout.evals(run, run.transfer_saes)))
+    n_evals = len(set(layout.evals(run, in_domain=True)) | set(layout.transfer_evals(run)))
     # tables: transfer with its matched-L0 and downstream tables, a Pareto and a quality table per sweep,
     # findings 1 and 2 with their label shares (and finding 1's branch pairs), feature-level transfer
     # (decoders, labels), claims, specification curve, controls; figures: every one of the run
     n_tables = 3 + 2 * len(run.sweeps) + 5 + 2 + 3
     assert n_tables == len(layout.final_tables(run))
     n_rating = 3  # the rating sample's key, the ratings' precision and their agreement
-    assert len(artifacts) == 2 + 4 + 3 * n_sae + n_evals + n_tables + n_rating + len(layout.figures(run))
+    assert len(artifacts) == 2 + len(layout.stores(run)) + 3 * n_sae + n_evals + n_tables + n_rating + len(
+        layout.figures(run)
+    )
     for a in artifacts:
         rec = read_record(a)
         assert rec["digest"] == digest_artifact(a), a
         assert rec["code"]["modules"], a
-    # the figure's lineage reaches every manifest and every model, and nothing in it has changed
+    # the figure's lineage reaches every manifest and every compared model (finding 3 leaves the baseline
+    # model out), and nothing in it has changed
     lin = lineage(results / "figures/transfer.pdf")
     nodes = set(lin["nodes"])
     assert {f"results/manifests/{d}.parquet" for d in ("imagenet-demo", "inat-demo")} <= nodes
     cfg = yaml.safe_load(DEMO_CONFIG.read_text())
-    assert {f"model:{m}" for m in cfg["models"]} <= nodes
+    assert {f"model:{m}" for m in cfg["models"] if m not in cfg["claims"]["baselines"]} <= nodes
     out = subprocess.run(
         [sys.executable, "-m", "vitsae.cli", "verify", "results/figures/transfer.pdf"],
         cwd=demo,

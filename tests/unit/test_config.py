@@ -226,7 +226,10 @@ def test_the_typed_run_holds_every_setting_once():
     assert list(run.datasets) == ["imagenet-demo", "inat-demo"] and list(run.models) == [
         "clip-b16",
         "dinov2-s14",
+        "vit-t16",
     ]
+    assert run.claims.baselines == ("vit-t16",) and run.models["vit-t16"].spec.family == "timm"
+    assert not run.sweeps["permuted"].trains("vit-t16") and run.sweeps["paper"].trains("vit-t16")
     assert run.datasets["inat-demo"].generate.kind == "inat-demo" and run.datasets["inat-demo"].splits[
         "train"
     ] == ("train_mini")
@@ -258,7 +261,7 @@ def test_unknown_architectures_and_missing_layers_fail_at_config_time_naming_the
     cfg = validate(demo_config())
     check_models(cfg, cache=tmp_path / "depths.json")  # the demo's models exist and have block 10
     cached = json.loads((tmp_path / "depths.json").read_text())
-    assert sorted(v["n_blocks"] for v in cached.values()) == [12, 12]
+    assert sorted(v["n_blocks"] for v in cached.values()) == [12, 12, 12]
     cfg["models"]["clip-b16"]["arch"] = "ViT-B-16-quickgel"
     cfg["models"]["dinov2-s14"]["layers"] = [10, 12]
     with pytest.raises(ConfigError) as e:
@@ -368,8 +371,10 @@ def test_a_claims_setting_the_run_cannot_honour_is_a_config_error_naming_the_key
 
 
 def test_baselines_are_read_into_the_claims_and_default_to_none():
-    assert build(validate(demo_config())).claims.baselines == ()
+    assert build(validate(demo_config())).claims.baselines == ("vit-t16",)  # the demo's third model
     cfg = demo_config()
+    del cfg["claims"]["baselines"]
+    assert build(validate(cfg)).claims.baselines == ()
     cfg["models"]["mae-s16"] = MAE
     cfg["claims"]["baselines"] = ["mae-s16"]
     assert build(validate(cfg)).claims.baselines == ("mae-s16",)

@@ -25,22 +25,26 @@ def test_fill_leaves_the_other_fields_as_wildcards():
 
 def test_the_demo_runs_keys():
     saes = layout.sae_dirs(RUN)
-    # datasets x (models x 4 SAEs of the paper sweep + DINOv2's 4 twin SAEs + 1 permuted SAE per model)
-    assert len(saes) == 2 * (2 * 4 + 4 + 2) == len(set(saes))
+    # datasets x (3 models x 4 SAEs of the paper sweep + DINOv2's 4 twin SAEs + 1 permuted SAE per compared
+    # model: the baseline model vit-t16 is trained in the paper sweep only)
+    assert len(saes) == 2 * (3 * 4 + 4 + 2) == len(set(saes))
     assert saes[0] == "results/sae/imagenet-demo/clip-b16/layer10/paper/relu_l1-x4-l1_3-lr_0.004-s0"
     assert not [s for s in saes if "/clip-b16/" in s and "/twin/" in s]  # the twin sweep trains DINOv2 only
     evals = layout.evals(RUN)
-    assert len(evals) == 28 * 2 and len(layout.evals(RUN, in_domain=True)) == 28
-    assert len(layout.evals(RUN, RUN.transfer_saes)) == 16 * 2  # transfer.saes: the paper sweep
+    assert len(evals) == 36 * 2 and len(layout.evals(RUN, in_domain=True)) == 36
+    # transfer.saes: the paper sweep, but the baseline model's SAEs (claims.baselines serve findings 1, 2)
+    assert len(layout.evals(RUN, RUN.transfer_saes)) == 24 * 2 and len(layout.transfer_evals(RUN)) == 16 * 2
+    assert not [e for e in layout.transfer_evals(RUN) if "/vit-t16/" in e]
+    assert len(layout.transfer_evals(RUN, "paper")) == 32 and layout.transfer_evals(RUN, "twin") == []
     assert all(
         e.split("/")[2] == e.rsplit("/", 1)[1].removesuffix(".json")
         for e in layout.evals(RUN, in_domain=True)
     )
     assert layout.concept_tables(RUN, findings=True) == [
         f"results/tables/concepts/{d}/{m}/layer10/paper.csv"
-        for d in ("imagenet-demo", "inat-demo") for m in ("clip-b16", "dinov2-s14")
+        for d in ("imagenet-demo", "inat-demo") for m in ("clip-b16", "dinov2-s14", "vit-t16")
     ]  # fmt: skip
-    assert len(layout.concept_tables(RUN)) == 2 * (2 + 1 + 2)  # paper and permuted per model, twin for DINOv2
+    assert len(layout.concept_tables(RUN)) == 2 * (3 + 1 + 2)  # paper per model, twin for DINOv2, permuted
     assert layout.shuffled_tables(RUN) == [
         t.replace(".csv", ".shuffled.csv") for t in layout.concept_tables(RUN, findings=True)
     ]
@@ -65,10 +69,10 @@ def test_the_demo_runs_keys():
     assert (
         len(artifacts)
         == len(set(artifacts))
-        == 2 + 4 + 28 * 3 + (28 + 16) + 2 + 4 + 2 + 28 + 10 + 10 + 4 + 4 + 10 + 4 + 16 + 4 + 4 + 4
+        == 2 + 6 + 36 * 3 + (36 + 16) + 2 + 4 + 2 + 36 + 12 + 12 + 6 + 6 + 12 + 6 + 16 + 4 + 4 + 4
     )  # ... and the rating sample, ratings, agreement and the browser
     # the browser shows the paper sweep's SAEs (not the controls); catch trials come from the null sweep
-    assert [k["sweep"] for k in layout.browser_keys(RUN)] == ["paper"] * 16
+    assert [k["sweep"] for k in layout.browser_keys(RUN)] == ["paper"] * 24  # with the baseline's
     assert layout.catch_keys(RUN) == [(d, m, 10, "permuted") for d in ("imagenet-demo", "inat-demo")
                                       for m in ("clip-b16", "dinov2-s14")]  # fmt: skip
 

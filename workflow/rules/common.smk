@@ -240,8 +240,9 @@ def pareto_inputs(wildcards):
     """Input function of pareto: every SAE of the sweep on its own dataset and, for the SAEs in
     transfer.saes, on the other datasets (drawn on each target's panel with their gap)."""
     ids = [(wildcards.sweep, i) for i in RUN.sweeps[wildcards.sweep].ids]
-    moved = [p for p in ids if p in RUN.transfer_saes]
-    return list(dict.fromkeys([*layout.evals(RUN, ids, in_domain=True), *layout.evals(RUN, moved)]))
+    return list(
+        dict.fromkeys([*layout.evals(RUN, ids, in_domain=True), *layout.transfer_evals(RUN, wildcards.sweep)])
+    )
 
 
 def sweep_store_keys(wildcards):

@@ -67,7 +67,7 @@ rule downstream:
 # baselines and the downstream accuracies; the figure draws the frontiers and the gaps.
 rule transfer:
     input:
-        evals=layout.evals(RUN, RUN.transfer_saes),
+        evals=layout.transfer_evals(RUN),
         baselines=layout.baselines(RUN),
         downstream=layout.downstream(RUN),
     output:
