@@ -327,14 +327,23 @@ def _imagenet(ft: Frozen, rules: ImageNetRules, hierarchy: Hierarchy) -> tuple[n
         & ft.memo(("animal",), lambda: table["animal"].fillna(False).astype(bool).to_numpy())
         & (n_core_F >= rules.trait_min_classes)
         & (lca_depth_F >= rules.taxonomic_min_depth)
-        & (ft.float("localization") <= rules.trait_max_localization)
-        & (ft.column("spread") <= rules.trait_max_spread)
-        & (ft.column("support") <= rules.trait_max_support)
-        & ~(ft.column("part_contrast") < rules.trait_min_contrast)  # NaN: the test does not apply
-        & ~(ft.column("part_uniqueness") < rules.trait_min_uniqueness)  # NaN: the test does not apply
-        & ~_high_norm(ft, rules)
+        & _one_part(ft, rules)
     )
     return label_F, trait_F
+
+
+def _one_part(ft: Frozen, rules: ImageNetRules | INatRules) -> np.ndarray:
+    """The trait tests both table kinds share: the firing region is small, compact and silent elsewhere
+    (localization, spread, support), stands out from its image and does not recur in it (part contrast and
+    uniqueness: NaN, without cell descriptors, does not apply), and does not peak on high-norm tokens."""
+    return (
+        (ft.float("localization") <= rules.trait_max_localization)
+        & (ft.column("spread") <= rules.trait_max_spread)
+        & (ft.column("support") <= rules.trait_max_support)
+        & ~(ft.column("part_contrast") < rules.trait_min_contrast)
+        & ~(ft.column("part_uniqueness") < rules.trait_min_uniqueness)
+        & ~_high_norm(ft, rules)
+    )
 
 
 def _high_norm(ft: Frozen, rules: ImageNetRules | INatRules) -> np.ndarray:
@@ -355,16 +364,7 @@ def _inat(ft: Frozen, rules: INatRules) -> tuple[np.ndarray, np.ndarray]:
     deepest_F = np.where(agree_FR.any(axis=1), agree_FR.argmax(axis=1), len(taxonomy.RANKS))
     one_clade_F = deepest_F <= taxonomy.RANKS.index(rules.trait_max_rank)
     single_F = purity_FR[:, 0] >= rules.single_species_share
-    trait_F = (
-        one_clade_F
-        & (ft.float("n_species") >= rules.trait_min_species)
-        & (ft.float("localization") <= rules.trait_max_localization)
-        & (ft.column("spread") <= rules.trait_max_spread)
-        & (ft.column("support") <= rules.trait_max_support)
-        & ~(ft.column("part_contrast") < rules.trait_min_contrast)  # NaN: the test does not apply
-        & ~(ft.column("part_uniqueness") < rules.trait_min_uniqueness)  # NaN: the test does not apply
-        & ~_high_norm(ft, rules)
-    )
+    trait_F = one_clade_F & (ft.float("n_species") >= rules.trait_min_species) & _one_part(ft, rules)
     cross_F = (
         (ft.float("concentration_p") <= rules.alpha)
         & (ft.float("major_share") >= rules.abstract_min_coverage)
