@@ -325,8 +325,8 @@ def imagenet_table(
         rules.min_top_images,
         class_N=class_N,
     )
-    contrast_F = regions.part_contrast(top_FK, top_map_FKT[:, : top_FK.shape[1]], grid, cells_NCD, view, pidx)
-    unique_F = regions.part_uniqueness(top_FK, top_map_FKT[:, : top_FK.shape[1]], grid, cells_NCD, view, pidx)
+    contrast_F, unique_F = regions.part_measures(top_FK, top_map_FKT[:, : top_FK.shape[1]], grid, cells_NCD, view,
+                                                 pidx)  # fmt: skip
     split_classes = np.unique(context.labels_N)  # the order of the class codes (imagenet_context)
     rows = []
     for f in range(top_FK.shape[0]):
@@ -546,8 +546,8 @@ def inat_table(
     max_rank = taxonomy.RANKS.index(rules.trait_max_rank)
     abstract_rank = taxonomy.RANKS.index(rules.abstract_rank)
     pidx = None if top_patch_index_FKT is None else top_patch_index_FKT[:, : top_FK.shape[1]]
-    contrast_F = regions.part_contrast(top_FK, top_map_FKT[:, : top_FK.shape[1]], grid, cells_NCD, view, pidx)
-    unique_F = regions.part_uniqueness(top_FK, top_map_FKT[:, : top_FK.shape[1]], grid, cells_NCD, view, pidx)
+    contrast_F, unique_F = regions.part_measures(top_FK, top_map_FKT[:, : top_FK.shape[1]], grid, cells_NCD, view,
+                                                 pidx)  # fmt: skip
     rows = []
     for f in range(top_FK.shape[0]):
         slots = np.nonzero(top_FK[f] >= 0)[0]

@@ -291,6 +291,20 @@ def _typical_distances(cells_NCD: np.ndarray, images: np.ndarray, chunk: int = 2
     return typical
 
 
+#: Far cells a region's uniqueness is measured against: a texture recurs many times in its image, a part at
+#: most a few (two eyes), so one or two chance look-alikes do not make a part a texture.
+UNIQUE_NEIGHBOURS = 3
+
+
+@functools.lru_cache(maxsize=8)
+def _neighbourhood(cells: int) -> np.ndarray:
+    """``[C, C]`` boolean: cell j is cell i or one of its 8 neighbours on the ``cells`` x ``cells`` grid."""
+    r, c = np.divmod(np.arange(cells * cells), cells)
+    out = (np.abs(r[:, None] - r[None]) <= 1) & (np.abs(c[:, None] - c[None]) <= 1)
+    out.setflags(write=False)
+    return out
+
+
 def part_contrast(
     top_FK: np.ndarray,
     map_FKT: np.ndarray,
@@ -306,41 +320,7 @@ def part_contrast(
     part (an object on a background) differs from the rest of its image more than two places of the image
     differ on average (above 1); a spot of a background texture looks like the texture around it (below
     1). NaN where it cannot be measured (no patch grid or cell descriptors, no top image with a region)."""
-    n_feat = top_FK.shape[0]
-    out = np.full(n_feat, np.nan)
-    if grid is None or cells_NCD is None or n_feat == 0:
-        return out
-    cells = round(np.sqrt(cells_NCD.shape[1]))
-    mask_FKC = region_masks(map_FKT, grid, cells, view, patch_index_FKT)
-    valid_FK = (top_FK >= 0) & np.isfinite(mask_FKC).all(axis=-1)
-    typical = _typical_distances(cells_NCD, np.unique(top_FK[valid_FK]), chunk)
-    for i in range(0, n_feat, chunk):
-        fs = slice(i, i + chunk)
-        ok_BK = valid_FK[fs]
-        w_BKC = np.where(ok_BK[..., None], mask_FKC[fs], 0.0)
-        rest_BKC = np.where(ok_BK[..., None] & (w_BKC == 0), 1.0, 0.0)
-        rest_BKC /= np.maximum(rest_BKC.sum(axis=-1, keepdims=True), 1.0)
-        cells_BKCD = cells_NCD[np.maximum(top_FK[fs], 0)].astype(np.float64)
-        gap_BK = np.linalg.norm(np.einsum("bkc,bkcd->bkd", w_BKC - rest_BKC, cells_BKCD), axis=-1)
-        typ_BK = typical[np.maximum(top_FK[fs], 0)]
-        ratio_BK = np.where(ok_BK & (typ_BK > 0), gap_BK / np.where(typ_BK > 0, typ_BK, 1.0), np.nan)
-        n_B = ok_BK.sum(axis=1)
-        out[fs] = np.where(n_B > 0, np.where(ok_BK, ratio_BK, 0.0).sum(axis=1) / np.maximum(n_B, 1), np.nan)
-    return out
-
-
-#: Far cells a region's uniqueness is measured against: a texture recurs many times in its image, a part at
-#: most a few (two eyes), so one or two chance look-alikes do not make a part a texture.
-UNIQUE_NEIGHBOURS = 3
-
-
-@functools.lru_cache(maxsize=8)
-def _neighbourhood(cells: int) -> np.ndarray:
-    """``[C, C]`` boolean: cell j is cell i or one of its 8 neighbours on the ``cells`` x ``cells`` grid."""
-    r, c = np.divmod(np.arange(cells * cells), cells)
-    out = (np.abs(r[:, None] - r[None]) <= 1) & (np.abs(c[:, None] - c[None]) <= 1)
-    out.setflags(write=False)
-    return out
+    return part_measures(top_FK, map_FKT, grid, cells_NCD, view, patch_index_FKT, chunk=chunk)[0]
 
 
 def part_uniqueness(
@@ -360,10 +340,25 @@ def part_uniqueness(
     A part: about 2 and above; a spot of a background texture, which recurs where the feature is silent:
     below 1. NaN where it cannot be measured (no patch grid or cell descriptors, no top image with a region
     and a far cell)."""
+    return part_measures(top_FK, map_FKT, grid, cells_NCD, view, patch_index_FKT, neighbours, chunk)[1]
+
+
+def part_measures(
+    top_FK: np.ndarray,
+    map_FKT: np.ndarray,
+    grid: Sequence[int] | None,
+    cells_NCD: np.ndarray | None,
+    view: float = 1.0,
+    patch_index_FKT: np.ndarray | None = None,
+    neighbours: int = UNIQUE_NEIGHBOURS,
+    chunk: int = 256,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(part_contrast_F, part_uniqueness_F)`` (:func:`part_contrast`, :func:`part_uniqueness`) from one pass:
+    the region masks, each image's mean cell distance and its cells are computed once for both."""
     n_feat = top_FK.shape[0]
-    out = np.full(n_feat, np.nan)
+    contrast_F, unique_F = np.full(n_feat, np.nan), np.full(n_feat, np.nan)
     if grid is None or cells_NCD is None or n_feat == 0:
-        return out
+        return contrast_F, unique_F
     cells = round(np.sqrt(cells_NCD.shape[1]))
     near_CC = _neighbourhood(cells).astype(np.float64)
     mask_FKC = region_masks(map_FKT, grid, cells, view, patch_index_FKT)
@@ -373,17 +368,27 @@ def part_uniqueness(
         fs = slice(i, i + chunk)
         ok_BK = valid_FK[fs]
         w_BKC = np.where(ok_BK[..., None], mask_FKC[fs], 0.0)
-        far_BKC = ok_BK[..., None] & ((w_BKC > 0).astype(np.float64) @ near_CC == 0)
         cells_BKCD = cells_NCD[np.maximum(top_FK[fs], 0)].astype(np.float64)
+        typ_BK = typical[np.maximum(top_FK[fs], 0)]
+        # contrast: the region against the mean of the image's other cells
+        rest_BKC = np.where(ok_BK[..., None] & (w_BKC == 0), 1.0, 0.0)
+        rest_BKC /= np.maximum(rest_BKC.sum(axis=-1, keepdims=True), 1.0)
+        gap_BK = np.linalg.norm(np.einsum("bkc,bkcd->bkd", w_BKC - rest_BKC, cells_BKCD), axis=-1)
+        ratio_BK = np.where(ok_BK & (typ_BK > 0), gap_BK / np.where(typ_BK > 0, typ_BK, 1.0), np.nan)
+        n_B = ok_BK.sum(axis=1)
+        contrast_F[fs] = np.where(
+            n_B > 0, np.where(ok_BK, ratio_BK, 0.0).sum(axis=1) / np.maximum(n_B, 1), np.nan
+        )
+        # uniqueness: the region against its nearest cells outside it and its neighbours
+        far_BKC = ok_BK[..., None] & ((w_BKC > 0).astype(np.float64) @ near_CC == 0)
         region_BKD = np.einsum("bkc,bkcd->bkd", w_BKC, cells_BKCD)
         dist_BKC = np.where(far_BKC, np.linalg.norm(cells_BKCD - region_BKD[:, :, None], axis=-1), np.inf)
         nearest_BKN = np.sort(dist_BKC, axis=-1)[..., :neighbours]
         n_BK = np.isfinite(nearest_BKN).sum(axis=-1)
-        gap_BK = np.where(n_BK > 0, np.where(np.isfinite(nearest_BKN), nearest_BKN, 0.0).sum(-1), 0.0)
-        gap_BK /= np.maximum(n_BK, 1)
-        typ_BK = typical[np.maximum(top_FK[fs], 0)]
+        near_BK = np.where(n_BK > 0, np.where(np.isfinite(nearest_BKN), nearest_BKN, 0.0).sum(-1), 0.0)
+        near_BK /= np.maximum(n_BK, 1)
         has_BK = ok_BK & (n_BK > 0) & (typ_BK > 0)
-        ratio_BK = np.where(has_BK, gap_BK / np.where(typ_BK > 0, typ_BK, 1.0), 0.0)
+        unique_BK = np.where(has_BK, near_BK / np.where(typ_BK > 0, typ_BK, 1.0), 0.0)
         n_B = has_BK.sum(axis=1)
-        out[fs] = np.where(n_B > 0, ratio_BK.sum(axis=1) / np.maximum(n_B, 1), np.nan)
-    return out
+        unique_F[fs] = np.where(n_B > 0, unique_BK.sum(axis=1) / np.maximum(n_B, 1), np.nan)
+    return contrast_F, unique_F
