@@ -33,7 +33,9 @@ ImageNet table (:func:`imagenet_table`, one row per feature)
   cells above half each top image's max activation, against the same masks on random images);
   ``region_pairs``: the same ratio between the regions of two classes' images, for every pair of classes
   with at least two top images each (``a|b:ratio;...``), and ``major_region_ratio``: the smallest of these
-  over the pairs of major classes from different branches (NaN for none);
+  over the pairs of major classes from different branches (NaN for none); ``core_region_ratio``: the
+  tightest half of the regions (the motif core, :func:`vitsae.analysis.regions.core_distance`) against
+  the same choice on the random images;
 * ``localization``: mean over top images of the share of the image above half its max activation, on
   one pixel grid for every model (:func:`vitsae.analysis.maps.localization`: each patch map resampled
   bilinearly to ``localization_pixels`` x ``localization_pixels``; with ``localization_pixels`` 0, or
@@ -76,8 +78,9 @@ Label rule (first that applies; every threshold a field of :class:`ImageNetRules
    cooccurrence`: the dataset's multi-labels, ImageNet's ReaL labels): one scene, not an abstract
    relation. Without multi-labels the column is NaN and this rule does not apply;
 6. ``visual-motif`` every condition of rule 4 holds but the regions where the feature fires look alike,
-   over all its top images or between the images of two major classes of different branches
-   (``region_diversity_ratio`` or ``major_region_ratio`` below ``min_region_diversity_ratio``,
+   over all its top images, between the images of two major classes of different branches, or in the
+   tightest half of its top images (``region_diversity_ratio``, ``major_region_ratio`` or
+   ``core_region_ratio`` below ``min_region_diversity_ratio``,
    :mod:`vitsae.analysis.regions`): a shared local pattern (a shape, a colour pair, a texture) across
    branches, not a semantic relation. The pair test catches mixtures: a feature firing on one motif in
    the images of two branches and on unrelated things in the rest has diverse regions over all its
@@ -151,7 +154,7 @@ IMAGENET_COLUMNS = (
     "feature", "n_top", "n_classes", "top_class", "top_class_share", "classes", "lca", "lca_name", "lca_depth",
     "n_branches", "n_major", "major_share", "major_branches", "branch_pair", "cooccurring_pairs", "major_cooccurrence", "coherence", "coherence_null_mean", "coherence_z", "coherence_p", "concentration",
     "concentration_null_mean", "concentration_p", "diversity", "diversity_null_mean", "diversity_ratio",
-    "diversity_z", "region_diversity", "region_diversity_null_mean", "region_diversity_ratio", "region_pairs", "major_region_ratio", "localization", "localization_tokens", "spread", "support", "part_contrast", "part_uniqueness", "peak_norm_ratio", "animal", "label", "trait",
+    "diversity_z", "region_diversity", "region_diversity_null_mean", "region_diversity_ratio", "region_pairs", "core_region_ratio", "major_region_ratio", "localization", "localization_tokens", "spread", "support", "part_contrast", "part_uniqueness", "peak_norm_ratio", "animal", "label", "trait",
 )  # fmt: skip
 INAT_COLUMNS = (
     "feature", "n_top", *(f"purity_{r}" for r in taxonomy.RANKS), "deepest_rank", "n_species", "localization",
@@ -314,7 +317,7 @@ def imagenet_table(
     )
     cells_NCD = context.cells_NCD if context.cells_NCD is not None else cells_NCD
     pidx = None if top_patch_index_FKT is None else top_patch_index_FKT[:, : top_FK.shape[1]]
-    region_F, region_null_F, region_pairs_F = regions.region_diversity(
+    region_F, region_null_F, region_pairs_F, core_F = regions.region_diversity(
         top_FK,
         top_map_FKT[:, : top_FK.shape[1]],
         grid,
@@ -391,6 +394,7 @@ def imagenet_table(
             region_diversity_null_mean=region_null_F[f],
             region_diversity_ratio=region_F[f] / region_null_F[f] if region_null_F[f] > 0 else float("nan"),
             region_pairs=region_pairs,
+            core_region_ratio=core_F[f],
             major_region_ratio=regions.major_pair_min(
                 major_list, cooccurrence.parse_pairs(region_pairs), branches
             )
@@ -496,8 +500,8 @@ def _imagenet_label(row: dict, rules: ImageNetRules) -> str:
     ):
         if row["major_cooccurrence"] >= rules.cooccurrence_min_rate:
             return "co-occurrence"
-        motif = (row["region_diversity_ratio"] < rules.min_region_diversity_ratio
-                 or row["major_region_ratio"] < rules.min_region_diversity_ratio)  # fmt: skip
+        motif = any(row[c] < rules.min_region_diversity_ratio
+                    for c in ("region_diversity_ratio", "major_region_ratio", "core_region_ratio"))  # fmt: skip
         return "visual-motif" if motif else "abstract"
     return "unclear"
 

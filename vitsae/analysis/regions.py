@@ -42,13 +42,28 @@ Between two classes (:func:`class_pair_ratios`)
     ratio far below 1. The concept table keeps every pair (``region_pairs``) and the smallest over the
     major classes of different branches (``major_region_ratio``); it is held to the same threshold.
 
+The motif core (:func:`core_distance`, ``core_region_ratio``)
+    A mixture can spread its motif over its classes: on the default demo, after the pair test, 18
+    features of CLIP and DINOv2 still called abstract fired on the bullseye in about half their top images,
+    within each class in some images and elsewhere in others, so that a quarter of all pairs, and of the
+    pairs between any two classes, are motif pairs (ratios 0.75-1.3). "Abstract" claims that the feature
+    joins things that do not look alike; if at least half of its top images fire on regions that look
+    alike, most of what it answers is one look. The core of a feature's n regions: for each region, it and
+    its ``ceil(n / 2) - 1`` nearest others; the smallest mean pairwise distance of such a set. Choosing
+    the tightest set flatters any feature, so the null is the same choice on each random image set under
+    the same masks, averaged: ``core_region_ratio`` = observed core / null core. Held to the same threshold
+    (``min_region_diversity_ratio``). The statistic, the half and the threshold were written down before
+    they were measured on the demo (bench/RESULTS.md section 22).
+
 Part or texture (:func:`part_uniqueness`)
     A trait fires on a part: a place whose look does not recur in its image. A feature that fires on one
     spot of a background texture (on the demo: a texture cell at an object's edge, the region a mixture
     of the order's texture and some object) has look-alikes all over its image where it is silent. The
     uniqueness of a region is the mean distance from its descriptor to its :data:`UNIQUE_NEIGHBOURS`
     nearest *far* cells (outside the region and not next to it: the cells around a part are mixtures of
-    it) over the mean distance between two cells of the image. A texture covers most of its image, so a
+    it) over the mean distance between two cells of the image; a feature's value is the median over its
+    top images (the trait claim is that it fires on a part in most of them; the mean, used until the fourth
+    session of 2026-12-06, let two or three part images at 2-3 carry a majority of texture spots at 0.3-0.5). A texture covers most of its image, so a
     spot of it has many far look-alikes within the texture's own small cell-to-cell distance (far below
     1); a part's nearest far cells are the background or other objects, about as far as the background
     is from an object, and the mean distance of two cells is at most about half that (2p(1 - p) <= 1/2
@@ -66,6 +81,7 @@ Part or texture (:func:`part_uniqueness`)
 from __future__ import annotations
 
 import functools
+import warnings
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -202,6 +218,26 @@ def class_pair_ratios(obs_NN: np.ndarray, null_NN: np.ndarray, class_N: np.ndarr
     return out
 
 
+def core_distance(d_XNN: np.ndarray, m: int) -> np.ndarray:
+    """``[X]``: the tightest ``m`` of the ``N`` rows of each ``[N, N]`` distance block, as a medoid sees
+    them: for each row i, the set of i and its ``m - 1`` nearest other rows; the smallest mean pairwise
+    distance within such a set (:func:`region_diversity`'s motif core)."""
+    n = d_XNN.shape[-1]
+    if not 2 <= m <= n:
+        raise ValueError(f"the core of {n} rows needs 2 <= m <= {n}, not m = {m}")
+    # each row's own index first (distance 0, ties broken towards itself), then its m - 1 nearest
+    order_XNM = np.argsort(d_XNN + np.where(np.eye(n, dtype=bool), -1.0, 0.0), axis=-1, kind="stable")[
+        ..., :m
+    ]
+    best = np.full(d_XNN.shape[:-2], np.inf)
+    for i in range(n):
+        idx_XM = order_XNM[..., i, :]
+        rows_XMN = np.take_along_axis(d_XNN, idx_XM[..., :, None], axis=-2)
+        sub_XMM = np.take_along_axis(rows_XMN, idx_XM[..., None, :], axis=-1)
+        best = np.minimum(best, sub_XMM.sum(axis=(-2, -1)) / (m * (m - 1)))
+    return best
+
+
 def region_diversity(
     top_FK: np.ndarray,
     map_FKT: np.ndarray,
@@ -215,18 +251,21 @@ def region_diversity(
     chunk: int = 256,
     class_N: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, list[dict]]:
-    """``(region_diversity_F, region_null_mean_F, pairs_F)`` of every feature (module docstring), NaN
-    where it cannot be measured: no patch grid or cell descriptors, or fewer than ``min_images`` top
-    images with a firing region. ``top_FK``: split positions (-1 = none); ``null_sets(n)``: the table's
+    """``(region_diversity_F, region_null_mean_F, pairs_F, core_ratio_F)`` of every feature (module
+    docstring), NaN where it cannot be measured: no patch grid or cell descriptors, or fewer than
+    ``min_images`` top images with a firing region. ``core_ratio_F``: the motif core's distance
+    (:func:`core_distance`, half the images rounded up) over the mean of the same statistic on each
+    random set. ``top_FK``: split positions (-1 = none); ``null_sets(n)``: the table's
     random sets ``[samples, n]`` of split positions for a feature of ``n`` top images. With ``class_N``
     (a class code per split image), ``pairs_F[f]`` holds :func:`class_pair_ratios` of feature ``f``'s
     top images (else, and where not measured, an empty dict)."""
     n_feat = top_FK.shape[0]
     div_F = np.full(n_feat, np.nan)
     null_F = np.full(n_feat, np.nan)
+    core_F = np.full(n_feat, np.nan)
     pairs_F: list[dict] = [{} for _ in range(n_feat)]
     if grid is None or cells_NCD is None or n_feat == 0:
-        return div_F, null_F, pairs_F
+        return div_F, null_F, pairs_F, core_F
     cells = round(np.sqrt(cells_NCD.shape[1]))
     mask_FKC = region_masks(map_FKT, grid, cells, view, patch_index_FKT)
     valid_FK = (top_FK >= 0) & np.isfinite(mask_FKC).all(axis=-1)
@@ -256,12 +295,21 @@ def region_diversity(
             # per slot n one BLAS product [B, C] @ [C, S * D]
             null_NBX = np.matmul(np.ascontiguousarray(w_BNC.transpose(1, 0, 2)), null_NCX)
             null_BSND = null_NBX.reshape(n, len(batch), s_, d_).transpose(1, 2, 0, 3)
-            null_BNN = _distances(null_BSND.astype(np.float64)).mean(axis=1)
+            null_BSNN = _distances(null_BSND.astype(np.float64))
+            null_BNN = null_BSNN.mean(axis=1)
             null_F[batch] = null_BNN.sum(axis=(-2, -1)) / (n * (n - 1))
+            m = (int(n) + 1) // 2
+            if m >= 2:
+                null_core_B = core_distance(null_BSNN, m).mean(axis=1)
+                core_F[batch] = np.where(
+                    null_core_B > 0,
+                    core_distance(obs_BNN, m) / np.where(null_core_B > 0, null_core_B, 1.0),
+                    np.nan,
+                )
             if class_N is not None:
                 for b, f in enumerate(batch):
                     pairs_F[f] = class_pair_ratios(obs_BNN[b], null_BNN[b], class_N[images_BN[b]])
-    return div_F, null_F, pairs_F
+    return div_F, null_F, pairs_F, core_F
 
 
 def pairs_text(pairs: dict[tuple, float], names: np.ndarray) -> str:
@@ -333,8 +381,8 @@ def part_uniqueness(
     neighbours: int = UNIQUE_NEIGHBOURS,
     chunk: int = 256,
 ) -> np.ndarray:
-    """``part_uniqueness_F``: whether a feature's firing region looks like nothing else in its image, mean
-    over its top images with a value (module docstring): the mean distance between the region's descriptor
+    """``part_uniqueness_F``: whether a feature's firing region looks like nothing else in its image, median
+    over its top images with a value (module docstring: a trait fires on a part in most of them): the mean distance between the region's descriptor
     (:func:`region_masks`) and its ``neighbours`` nearest far cells (cells outside the region and not among
     its 8 neighbours; fewer where fewer are far), over the mean distance between two cells of that image.
     A part: about 2 and above; a spot of a background texture, which recurs where the feature is silent:
@@ -388,7 +436,8 @@ def part_measures(
         near_BK = np.where(n_BK > 0, np.where(np.isfinite(nearest_BKN), nearest_BKN, 0.0).sum(-1), 0.0)
         near_BK /= np.maximum(n_BK, 1)
         has_BK = ok_BK & (n_BK > 0) & (typ_BK > 0)
-        unique_BK = np.where(has_BK, near_BK / np.where(typ_BK > 0, typ_BK, 1.0), 0.0)
-        n_B = has_BK.sum(axis=1)
-        unique_F[fs] = np.where(n_B > 0, unique_BK.sum(axis=1) / np.maximum(n_B, 1), np.nan)
+        unique_BK = np.where(has_BK, near_BK / np.where(typ_BK > 0, typ_BK, 1.0), np.nan)
+        with warnings.catch_warnings():  # a feature without any value: NaN, as documented
+            warnings.simplefilter("ignore", RuntimeWarning)
+            unique_F[fs] = np.nanmedian(unique_BK, axis=1)
     return contrast_F, unique_F

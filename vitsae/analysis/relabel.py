@@ -15,9 +15,10 @@ ImageNet (:class:`~vitsae.analysis.settings.ImageNetRules`):
   ``taxonomic_min_depth``: ``lca_depth``; ``min_diversity_ratio``: ``diversity_ratio``;
   ``cooccurrence_min_rate``: ``major_cooccurrence``, recomputed for the cell's major classes from
   ``classes`` and ``cooccurring_pairs``;
-  ``min_region_diversity_ratio``: ``region_diversity_ratio`` and ``major_region_ratio``, the latter
-  recomputed for the cell's major classes from ``classes`` and ``region_pairs`` (NaN, as in a table of an
-  older version or of CLS tokens: the visual-motif rule does not apply);
+  ``min_region_diversity_ratio``: ``region_diversity_ratio``, ``core_region_ratio`` and
+  ``major_region_ratio``, the latter recomputed for the cell's major classes from ``classes`` and
+  ``region_pairs`` (NaN, as in a table of an older version or of CLS tokens: the visual-motif rule does
+  not apply);
   ``trait_max_localization``: ``localization``; ``trait_max_spread``, ``trait_max_support``: ``spread``,
   ``support`` (NaN, as in a table of an older version: no trait); ``trait_min_contrast``:
   ``part_contrast`` (NaN: the test does not apply); ``trait_min_uniqueness``: ``part_uniqueness`` (NaN,
@@ -316,8 +317,11 @@ def _imagenet(ft: Frozen, rules: ImageNetRules, hierarchy: Hierarchy) -> tuple[n
     cooc_F = ft.memo(("cooccurrence", *pair_key), lambda: _cooccurrence(ft, rules, hierarchy))
     cooc_label_F = abstract_F & (cooc_F >= rules.cooccurrence_min_rate)
     pair_F = ft.memo(("region_pairs", *pair_key), lambda: _region_pairs(ft, rules, hierarchy))
+    core_F = ft.column("core_region_ratio")
     motif_F = abstract_F & (
-        (region_F < rules.min_region_diversity_ratio) | (pair_F < rules.min_region_diversity_ratio)
+        (region_F < rules.min_region_diversity_ratio)
+        | (pair_F < rules.min_region_diversity_ratio)
+        | (core_F < rules.min_region_diversity_ratio)
     )
     label_F = np.select([few_F, single_F, taxonomic_F, cooc_label_F, motif_F, abstract_F],
                         ["unclear", "single-class", "taxonomic", "co-occurrence", "visual-motif", "abstract"],
