@@ -139,12 +139,13 @@ def test_precision_of_every_label_on_the_planted_masks(demo):
     assert (precision.drop(columns=["precision"]).iloc[:, 3:].le(precision["n_features"], axis=0)).all().all()
     # the negative controls, read off the masks: features called abstract that fire on the bullseye, and
     # features called trait that fire on an order's background texture. The issue asks for none; the demo
-    # has some (measured 2026-12-06 on seeds 0/1, 100/101, 200/201: 17-32 and 497-766; README "What the
-    # labels get right on the demo"), so these are reported, not asserted. What is asserted, with margin
-    # on all three seeds: the visual-motif rule (whole-set and class-pair region ratios) takes most of the
-    # bullseye's cross-branch features away from "abstract" (there 313-338 against 17-32), and the spread,
-    # support and part-contrast tests make clade, not trait, most of each model's features on an order's
-    # texture (0.61-0.86; before them DINOv2 had 1-2 clade features in all)
+    # has some (measured 2026-12-06 at 88116bd on seeds 0/1, 100/101, 200/201, all three models: 9-17 and
+    # 4-118; README "What the labels get right on the demo"), so these are reported, not asserted. What is
+    # asserted, with margin on all three seeds: the visual-motif rule (whole-set and class-pair region
+    # ratios, motif core) takes nearly all of the bullseye's cross-branch features away from "abstract"
+    # (there 470-521 against 9-17: 30-53 times as many), and the trait tests make clade, not trait, nearly
+    # all of each model's features on an order's texture (at least 0.92 per model; 0.61-0.86 before the
+    # part uniqueness, and before any trait test DINOv2 had 1-2 clade features in all)
     on = precision.set_index(["dataset", "label"]).groupby(level=[0, 1]).sum()
     print("bullseye called abstract:", on.loc[("imagenet-demo", "abstract"), "on_motif"],
           "visual-motif:", on.loc[("imagenet-demo", "visual-motif"), "on_motif"],
@@ -152,9 +153,9 @@ def test_precision_of_every_label_on_the_planted_masks(demo):
           "clade:", on.loc[("inat-demo", "clade"), "on_order"])  # fmt: skip
     assert (
         on.loc[("imagenet-demo", "visual-motif"), "on_motif"]
-        > 5 * on.loc[("imagenet-demo", "abstract"), "on_motif"]
+        > 15 * on.loc[("imagenet-demo", "abstract"), "on_motif"]
     )
     inat = precision[precision["dataset"] == "inat-demo"].set_index(["model", "label"])
     for model in inat.index.get_level_values(0).unique():
         clade, trait = inat.loc[(model, "clade"), "on_order"], inat.loc[(model, "trait"), "on_order"]
-        assert clade >= 0.5 * (clade + trait), (model, clade, trait)
+        assert clade >= 0.85 * (clade + trait), (model, clade, trait)
