@@ -62,12 +62,13 @@ Part or texture (:func:`part_uniqueness`)
     uniqueness of a region is the mean distance from its descriptor to its :data:`UNIQUE_NEIGHBOURS`
     nearest *far* cells (outside the region and not next to it: the cells around a part are mixtures of
     it) over the mean distance between two cells of the image; a feature's value is the median over its
-    top images (the trait claim is that it fires on a part in most of them; the mean, used until the fourth
-    session of 2026-12-06, let two or three part images at 2-3 carry a majority of texture spots at 0.3-0.5). A texture covers most of its image, so a
-    spot of it has many far look-alikes within the texture's own small cell-to-cell distance (far below
-    1); a part's nearest far cells are the background or other objects, about as far as the background
-    is from an object, and the mean distance of two cells is at most about half that (2p(1 - p) <= 1/2
-    for an object share p): about 2 and above. The trait rules break even at 1: the region's nearest
+    top images (the trait claim is that it fires on a part in most of them; the mean, used until the
+    fourth session of 2026-12-06, let two or three part images at 2-3 carry a majority of texture spots
+    at 0.3-0.5). A texture covers most of its image, so a spot of it has many far look-alikes within the
+    texture's own small cell-to-cell distance (far below 1); a part's nearest far cells are the
+    background or other objects, about as far as the background is from an object, and the mean
+    distance of two cells is at most about half that (2p(1 - p) <= 1/2 for an object share p): about 2
+    and above. The trait rules break even at 1: the region's nearest
     look-alikes elsewhere are as far as two random places of the image. :func:`part_contrast` (the
     distance to the *mean* of the image's other cells) is kept as a column and a test, though on the
     default demo every trait candidate with uniqueness at least 1 has contrast at least 1 too: the
@@ -247,7 +248,7 @@ def region_diversity(
     samples: int = REGION_NULL_SAMPLES,
     chunk: int = 256,
     class_N: np.ndarray | None = None,
-) -> tuple[np.ndarray, np.ndarray, list[dict]]:
+) -> tuple[np.ndarray, np.ndarray, list[dict], np.ndarray]:
     """``(region_diversity_F, region_null_mean_F, pairs_F, core_ratio_F)`` of every feature (module
     docstring), NaN where it cannot be measured: no patch grid or cell descriptors, or fewer than
     ``min_images`` top images with a firing region. ``core_ratio_F``: the motif core's distance
@@ -378,10 +379,11 @@ def part_uniqueness(
     neighbours: int = UNIQUE_NEIGHBOURS,
     chunk: int = 256,
 ) -> np.ndarray:
-    """``part_uniqueness_F``: whether a feature's firing region looks like nothing else in its image, median
-    over its top images with a value (module docstring: a trait fires on a part in most of them): the mean distance between the region's descriptor
-    (:func:`region_masks`) and its ``neighbours`` nearest far cells (cells outside the region and not among
-    its 8 neighbours; fewer where fewer are far), over the mean distance between two cells of that image.
+    """``part_uniqueness_F``: whether a feature's firing region looks like nothing else in its image,
+    median over its top images with a value (module docstring: a trait fires on a part in most of them).
+    Per image: the mean distance between the region's descriptor (:func:`region_masks`) and its
+    ``neighbours`` nearest far cells (cells outside the region and not among its 8 neighbours; fewer where
+    fewer are far), over the mean distance between two cells of that image.
     A part: about 2 and above; a spot of a background texture, which recurs where the feature is silent:
     below 1. NaN where it cannot be measured (no patch grid or cell descriptors, no top image with a region
     and a far cell)."""
