@@ -135,3 +135,25 @@ def test_identity_comes_from_the_cfg_json(sae: SparseAutoencoder) -> None:
     with pytest.raises(KeyError, match=r"lacks \['sweep'\]"):
         identity(SparseAutoencoder(D, F, "relu_l1", cfg={"sae_id": "x", "meta": {"dataset": "a", "model": "b",
                                                                                    "layer": 1}}))  # fmt: skip
+
+
+@pytest.mark.parametrize("architecture", ["relu_l1", "topk", "jumprelu"])
+def test_fire_counts_equal_the_boolean_counts_of_every_inference_kind(architecture: str) -> None:
+    from vitsae.sae.evaluate import fire_counts
+
+    gen = torch.Generator().manual_seed(3)
+    model = SparseAutoencoder(D, F, architecture, 1.0, k=4 if architecture == "topk" else None)
+    with torch.no_grad():
+        model.W_enc_DF.copy_(torch.randn(D, F, generator=gen))
+        model.b_enc_F.copy_(torch.randn(F, generator=gen))
+        model.threshold_F.copy_(torch.rand(F, generator=gen) * 2)
+    f_BTF = model.encode(torch.randn(6 * 7, D, generator=gen)).reshape(6, 7, F)
+    assert (f_BTF == 0).any() and (f_BTF > 0).any()
+    for dim in (0, 1):
+        got = fire_counts(f_BTF, dim=dim)
+        assert got.dtype == torch.int64
+        assert torch.equal(got, (f_BTF > 0).sum(dim=dim))
+    # -0.0 (a ReLU of a negative zero) does not fire
+    assert fire_counts(torch.tensor([[-0.0, 0.0, 2.0]])).tolist() == [0, 0, 1]
+    with pytest.raises(ValueError, match="fewer than 2\\*\\*24 entries at once, got 16777216"):
+        fire_counts(torch.zeros(1, 3).expand(2**24, 3))

@@ -192,9 +192,9 @@ class Relabeller:
         key = (sae.key, rules)  # cells that differ only in thresholds the statistic ignores: one relabel
         if key not in self._cache:
             frozen = self._frozen.setdefault(sae.key, relabel.Frozen(sae.table))
-            new = relabel.relabel(frozen, kind, rules, self.hierarchy)
-            self._cache[key] = (findings.live(sae.table), new["label"].to_numpy(), new["trait"].to_numpy(bool),
-                                new["animal"].to_numpy(bool))  # fmt: skip
+            label_F, trait_F, animal_F = relabel.relabel_arrays(frozen, kind, rules, self.hierarchy)
+            alive_F = frozen.memo(("live",), lambda: findings.live(sae.table))
+            self._cache[key] = (alive_F, label_F, trait_F, animal_F)
         return STATISTICS[claim].rule(*self._cache[key])
 
 

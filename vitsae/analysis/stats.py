@@ -63,6 +63,7 @@ from vitsae.atomic import atomic_dir
 from vitsae.data.manifest import read_manifest
 from vitsae.data.store import iter_chunks, nonfinite_rows, open_store, split_array, token_slice
 from vitsae.sae.checkpoint import load
+from vitsae.sae.evaluate import fire_counts
 
 log = logging.getLogger("vitsae.analysis.stats")
 
@@ -247,7 +248,7 @@ def compute_feature_stats(
                 sae.encode(x_BTD.reshape(b * n_tok, d_in).to(device)).float().reshape(b, n_tok, n_feat)
             )
             max_BF = codes_BTF.amax(dim=1).cpu()
-            n_BF = (codes_BTF > 0).sum(dim=1).cpu()
+            n_BF = fire_counts(codes_BTF, dim=1).cpu()
             sum_BF = codes_BTF.sum(dim=1).cpu()
             fires_F += n_BF.sum(dim=0)
             sum_F += sum_BF.sum(dim=0, dtype=torch.float64)
