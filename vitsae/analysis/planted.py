@@ -158,11 +158,13 @@ def planted_precision(workdir: str | os.PathLike, tables: list[str], manifest: s
                 paths = (
                     read_manifest(workdir / manifest.format(dataset=dataset))["path"].astype(str).to_numpy()
                 )
-                by_path = {rel: (concepts, owner) for rel, concepts, owner in demo.planted_owners(
-                    gen["kind"], gen["seed"], gen["train_per_class"], gen["val_per_class"], gen["image_size"],
-                    tuple(sorted({p.split("/")[0] for p in paths})))}  # fmt: skip
-                owners[(dataset, split)] = (paths, by_path)
-            paths, by_path = owners[(dataset, split)]
+                # per image: its concepts' levels and, per pixel, which concept owns it
+                pixels = {rel: (np.array([c.level for c in concepts]), owner.reshape(-1))
+                          for rel, concepts, owner in demo.planted_owners(
+                              gen["kind"], gen["seed"], gen["train_per_class"], gen["val_per_class"],
+                              gen["image_size"], tuple(sorted({p.split("/")[0] for p in paths})))}  # fmt: skip
+                owners[(dataset, split)] = (paths, pixels)
+            paths, pixels = owners[(dataset, split)]
             size = gen["image_size"]
             weights = cell_weights(stats.meta["grid"], size, float(stats.meta.get("view") or 1.0))
             for label, levels in LABEL_LEVELS.items():
@@ -171,20 +173,16 @@ def planted_precision(workdir: str | os.PathLike, tables: list[str], manifest: s
                 where: dict[str, int] = {}
                 for f in feats:
                     hits, lands = [], []
-                    for k, r in enumerate(stats.top_row_FK[f]):
-                        if r < 0:
-                            continue
-                        concepts, owner = by_path[paths[r]]
-                        act = weights @ stats.top_map_FKT[f, k].astype(np.float64)
+                    slots = np.flatnonzero(stats.top_row_FK[f] >= 0)
+                    # every top image's map at the pixels in one product (the weights are read once)
+                    act_KP = stats.top_map_FKT[f, slots].astype(np.float64) @ weights.T
+                    for act, r in zip(act_KP, stats.top_row_FK[f, slots]):
                         if act.max() <= 0:
                             continue
-                        region = act >= 0.5 * act.max()
-                        on = np.isin(
-                            owner.reshape(-1), [i for i, c in enumerate(concepts) if c.level in levels]
-                        )
-                        hits.append(on[region].mean() >= ON_TARGET)
-                        owned = np.bincount(owner.reshape(-1)[region], minlength=len(concepts))
-                        lands.append(concepts[int(owned.argmax())].level)
+                        levels_C, owner_P = pixels[paths[r]]
+                        owner = owner_P[act >= 0.5 * act.max()]  # the owners of the firing region's pixels
+                        hits.append(np.isin(levels_C, levels)[owner].mean() >= ON_TARGET)
+                        lands.append(levels_C[np.bincount(owner, minlength=len(levels_C)).argmax()])
                     right += bool(hits) and np.mean(hits) >= ON_TARGET
                     if lands:  # the level most of its top images' regions mostly lie on
                         top = max(sorted(set(lands)), key=lands.count)
