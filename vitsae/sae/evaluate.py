@@ -28,8 +28,8 @@ from vitsae.sae.checkpoint import SparseAutoencoder
 def fire_counts(f: torch.Tensor, dim: int = 0) -> torch.Tensor:
     """How many entries along ``dim`` of SAE codes ``f`` fire (``f > 0``), int64: ``[F]`` for ``f_BF``.
     Every inference kind ends in a ReLU or a non-negative threshold, so ``f >= 0`` and ``sign(f)`` is 1
-    exactly where a feature fires: a float sum of signs is exact below 2**24 entries and ~5x faster on a
-    CPU than summing the booleans."""
+    exactly where a feature fires: a float sum of signs is exact below 2**24 entries and 2.7x faster on one
+    CPU thread than summing the booleans (8,192 x 3,072 codes, ``python bench/hot_loops.py``)."""
     if f.shape[dim] >= 2**24:
         raise ValueError(f"fire_counts sums fewer than 2**24 entries at once, got {f.shape[dim]}")
     return torch.sign(f).sum(dim=dim).to(torch.int64)
