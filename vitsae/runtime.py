@@ -52,10 +52,12 @@ def log_exceptions(fn):
         raise
 
 
-def run(snakemake, work, record: bool = True) -> None:
+def run(snakemake, work, record: bool = True, inputs_of=None) -> None:
     """A rule's script body: logging to the rule's log, ``work()``, then a provenance record beside
     every output (:func:`vitsae.provenance.records.write_record`), naming the modules the rule's script
-    runs (its ``code`` param, :func:`vitsae.provenance.source.script_code`)."""
+    runs (its ``code`` param, :func:`vitsae.provenance.source.script_code`). Each record names every
+    input of the job, or, with ``inputs_of``, the inputs ``inputs_of(i)`` that output ``i`` was made from
+    (a job that makes one output per SAE of a sweep from that SAE alone)."""
     import time
 
     from vitsae.provenance.records import write_record
@@ -66,11 +68,18 @@ def run(snakemake, work, record: bool = True) -> None:
     if record:
         t0 = time.perf_counter()
         params = dict(snakemake.params.items())
-        written = log_exceptions(lambda: write_record(
-            rule=snakemake.rule, wildcards=dict(snakemake.wildcards.items()), inputs=list(snakemake.input),
-            outputs=list(snakemake.output), params=params, config=dict(snakemake.config),
-            modules=list(params["code"]), seed=snakemake.config.get("seed"), started=started, ended=time.time(),
-        ))  # fmt: skip
+        outputs = list(snakemake.output)
+        groups = [(list(snakemake.input), outputs)] if inputs_of is None else [
+            ([str(p) for p in inputs_of(i)], [out]) for i, out in enumerate(outputs)
+        ]  # fmt: skip
+        ended = time.time()
+        written = []
+        for inputs, outs in groups:
+            written += log_exceptions(lambda inputs=inputs, outs=outs: write_record(
+                rule=snakemake.rule, wildcards=dict(snakemake.wildcards.items()), inputs=inputs, outputs=outs,
+                params=params, config=dict(snakemake.config), modules=list(params["code"]),
+                seed=snakemake.config.get("seed"), started=started, ended=ended,
+            ))  # fmt: skip
         # bench/demo.py sums these lines to give the records' share of the demo's wall time.
         logging.getLogger("vitsae.provenance").info(
             "provenance: wrote %d records in %.4f s", len(written), time.perf_counter() - t0

@@ -203,8 +203,14 @@ def test_the_transfer_figure_uses_the_saes_its_selector_picks(tmp_path):
     path.write_text(yaml.safe_dump(cfg))
     out = snakemake(tmp_path, "results/figures/transfer.pdf", "-n", "--configfile", str(path))
     counts = job_counts(out.stdout)
-    # 2 datasets x 2 models x the 2 seed-0 SAEs (of 4) of the paper sweep, each evaluated on both datasets
-    assert counts["evaluate"] == 16 and counts["transfer"] == 1
+    # 2 datasets x 2 models, each training job's SAEs evaluated together on both datasets (the job evaluates
+    # all four: one pass over the store serves them all)
+    assert counts["evaluate_paper"] == 8 and counts["transfer"] == 1
+    # the figure reads the 2 seed-0 SAEs (of 4) of each of those 4 jobs, each on both datasets
+    lines = out.stdout.splitlines()
+    inputs = lines[lines.index("rule transfer:") + 1].removeprefix("    input: ").split(", ")
+    evals = [p for p in inputs if p.startswith("results/eval/")]
+    assert len(evals) == 16 and all("-s0/" in p for p in evals), evals
     assert counts["train_sae_paper"] == 4  # a sweep still trains in one job: all four SAEs
     cfg["transfer"] = {"saes": {"where": {"seed": 7}}}
     path.write_text(yaml.safe_dump(cfg))

@@ -12,7 +12,7 @@ from reference_sae import ReluSAE
 
 from vitsae.data.store import write_arrays
 from vitsae.sae.checkpoint import SparseAutoencoder
-from vitsae.sae.evaluate import evaluate, identity, write_json
+from vitsae.sae.evaluate import evaluate, evaluate_many, identity, write_json
 
 D, F = 12, 40
 N_DEAD, N_DENSE = 5, 3
@@ -117,6 +117,34 @@ def test_dense_threshold_and_errors(store: Path, sae: SparseAutoencoder) -> None
         evaluate(relu_sae(7, 14, torch.Generator().manual_seed(0)), store, "val")
     with pytest.raises(Exception, match="no split 'train'"):
         evaluate(sae, store, "train")
+
+
+def test_a_sweeps_saes_in_one_pass_each_match_their_own_float64_reference(
+    store: Path, sae: SparseAutoencoder
+) -> None:
+    from vitsae.data.store import open_store
+
+    x_ND = open_store(store)["val"][:, 1:5].reshape(-1, D)
+    others = [relu_sae(D, 24, torch.Generator().manual_seed(s)) for s in (5, 6)]
+    saes = [sae, *others]
+    got = evaluate_many(saes, store, "val", batch_tokens=10, dense_threshold=0.3)
+    assert len(got) == 3 and got[0] == evaluate(sae, store, "val", batch_tokens=10, dense_threshold=0.3)
+    for result, model in zip(got, saes, strict=True):
+        ref = reference(model, x_ND, 0.3)
+        assert result["n_tokens"] == ref["n_tokens"]
+        for key in ("mse", "fvu", "l1", "l0"):
+            assert result[key] == pytest.approx(ref[key], rel=1e-6), key
+        assert result["dead_fraction"] == pytest.approx(ref["dead_fraction"], abs=1e-12)
+    # the sums are kept apart: the planted dead features belong to the first SAE only
+    assert got[0]["dead_fraction"] >= N_DEAD / F and got[1]["fvu"] != got[2]["fvu"] != got[0]["fvu"]
+    cls_sae = relu_sae(D, 24, torch.Generator().manual_seed(7))
+    cls_sae.cfg["token_kind"] = "cls"
+    with pytest.raises(ValueError, match=r"different token kinds \['cls', 'patches'\]"):
+        evaluate_many([sae, cls_sae], store, "val")
+    with pytest.raises(ValueError, match="d_in=7"):
+        evaluate_many([sae, relu_sae(7, 14, torch.Generator().manual_seed(0))], store, "val")
+    with pytest.raises(ValueError, match="at least one SAE"):
+        evaluate_many([], store, "val")
 
 
 def test_write_json_is_atomic_and_plain(tmp_path: Path, store: Path, sae: SparseAutoencoder) -> None:

@@ -179,7 +179,7 @@ def test_from_files_reads_eval_cfg_and_tables(tmp_path):
     pd.testing.assert_frame_equal(r.null_table[["n_top", "label"]], table[["n_top", "label"]])
     del ev["fvu"]
     (tmp_path / "bad.json").write_text(json.dumps(ev))
-    with pytest.raises(KeyError, match=r"bad\.json lacks \['fvu'\].*rerun the evaluate rule"):
+    with pytest.raises(KeyError, match=r"bad\.json lacks \['fvu'\].*rerun the evaluate_<sweep> rule"):
         findings.from_files(table, tmp_path / "bad.json")
     with pytest.raises(FileNotFoundError, match="nope.parquet does not exist"):
         findings.from_files(tmp_path / "nope.parquet", tmp_path / "e.json")

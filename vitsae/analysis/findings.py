@@ -143,7 +143,9 @@ def from_files(
     rec = json.loads(Path(eval_json).read_text())
     missing = [k for k in ("model", "layer", "sweep", "sae_id", "eval_dataset", "l0", "fvu") if k not in rec]
     if missing:
-        raise KeyError(f"evaluation JSON {eval_json} lacks {missing}; rerun the evaluate rule that writes it")
+        raise KeyError(
+            f"evaluation JSON {eval_json} lacks {missing}; rerun the evaluate_<sweep> rule that writes it"
+        )
     settings = {}
     if cfg_json is not None:
         cfg = json.loads(Path(cfg_json).read_text())

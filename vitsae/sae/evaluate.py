@@ -1,4 +1,5 @@
-"""Reconstruction quality of an SAE on one split of an activation store (the transfer matrix's cells).
+"""Reconstruction quality of an SAE on one split of an activation store (the transfer matrix's cells);
+:func:`evaluate_many` measures a whole sweep's SAEs in one pass over the store (rule ``evaluate_<sweep>``).
 
 Streams whole chunks of the store (the fast read pattern, shared/FACTS.md) and accumulates, in
 float64: Σx and Σx² per dimension, Σ‖x−x̂‖², feature firing counts and Σ‖f‖₁. Then
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -35,7 +37,6 @@ def fire_counts(f: torch.Tensor, dim: int = 0) -> torch.Tensor:
     return torch.sign(f).sum(dim=dim).to(torch.int64)
 
 
-@torch.no_grad()
 def evaluate(
     sae: SparseAutoencoder,
     store_path: str | os.PathLike,
@@ -49,25 +50,51 @@ def evaluate(
     Returns plain Python numbers: ``n_tokens, mse, fvu, l0, l1, dead_fraction, dense_fraction``
     plus ``store, split, token_kind, dense_threshold``.
     """
+    return evaluate_many([sae], store_path, split, token_kind, batch_tokens, dense_threshold)[0]
+
+
+def _token_kind(sae: SparseAutoencoder) -> str:
+    kind = sae.cfg.get("token_kind") or sae.cfg.get("hook", {}).get("tokens")
+    if kind is None:
+        raise ValueError("SAE cfg names no token kind; pass token_kind explicitly")
+    return kind
+
+
+@torch.no_grad()
+def evaluate_many(
+    saes: Sequence[SparseAutoencoder],
+    store_path: str | os.PathLike,
+    split: str,
+    token_kind: str | None = None,
+    batch_tokens: int = 8192,
+    dense_threshold: float = 0.1,
+) -> list[dict]:
+    """:func:`evaluate` for each of ``saes`` (e.g. one sweep's), in one pass over the store: each batch is
+    read once and the SAEs' sums are kept apart, so each result is the one :func:`evaluate` gives alone.
+    The SAEs must read the same tokens (``token_kind``, default their own, which must then agree) of
+    the same width."""
+    if not saes:
+        raise ValueError("evaluate_many needs at least one SAE")
     if token_kind is None:
-        token_kind = sae.cfg.get("token_kind") or sae.cfg.get("hook", {}).get("tokens")
-        if token_kind is None:
-            raise ValueError("SAE cfg names no token kind; pass token_kind explicitly")
+        kinds = sorted({_token_kind(sae) for sae in saes})
+        if len(kinds) > 1:
+            raise ValueError(f"the SAEs read different token kinds {kinds}; evaluate each kind on its own")
+        token_kind = kinds[0]
     group = open_store(store_path)
     array = split_array(group, split)
     tokens = token_slice(dict(group.attrs["token_layout"]), token_kind)
     d_in = array.shape[2]
-    if d_in != sae.d_in:
-        raise ValueError(f"store {store_path} split {split!r} has d={d_in}, the SAE expects d_in={sae.d_in}")
-    device = sae.W_enc_DF.device
+    for sae in saes:
+        if d_in != sae.d_in:
+            raise ValueError(
+                f"store {store_path} split {split!r} has d={d_in}, the SAE expects d_in={sae.d_in}"
+            )
 
     n = 0
     sum_x_D = torch.zeros(d_in, dtype=torch.float64)
     sum_x2_D = torch.zeros(d_in, dtype=torch.float64)
-    sum_err = 0.0
-    sum_l0 = 0.0
-    sum_l1 = 0.0
-    fires_F = torch.zeros(sae.d_sae, dtype=torch.int64)
+    sum_err, sum_l0, sum_l1 = [0.0] * len(saes), [0.0] * len(saes), [0.0] * len(saes)
+    fires = [torch.zeros(sae.d_sae, dtype=torch.int64) for sae in saes]
     for _, acts_BTD in iter_chunks(array, tokens=tokens):
         acts_ND = torch.from_numpy(np.ascontiguousarray(acts_BTD).reshape(-1, d_in).astype(np.float32))
         if not torch.isfinite(acts_ND).all():
@@ -75,33 +102,37 @@ def evaluate(
                 f"activations contain NaN/Inf: store {store_path} split {split!r}; re-extract it"
             )
         for x_BD in acts_ND.split(batch_tokens):
-            xhat_BD, f_BF = sae(x_BD.to(device))
             x64_BD = x_BD.to(torch.float64)
             sum_x_D += x64_BD.sum(dim=0)
             sum_x2_D += (x64_BD**2).sum(dim=0)
-            sum_err += float(((xhat_BD.cpu().to(torch.float64) - x64_BD) ** 2).sum())
-            fired_F = fire_counts(f_BF).cpu()
-            sum_l0 += float(fired_F.sum())
-            sum_l1 += float(f_BF.cpu().to(torch.float64).sum())
-            fires_F += fired_F
+            for i, sae in enumerate(saes):
+                xhat_BD, f_BF = sae(x_BD.to(sae.W_enc_DF.device))
+                sum_err[i] += float(((xhat_BD.cpu().to(torch.float64) - x64_BD) ** 2).sum())
+                fired_F = fire_counts(f_BF).cpu()
+                sum_l0[i] += float(fired_F.sum())
+                sum_l1[i] += float(f_BF.cpu().to(torch.float64).sum())
+                fires[i] += fired_F
             n += x_BD.shape[0]
     if n == 0:
         raise ValueError(f"store {store_path} split {split!r} has no {token_kind!r} tokens to evaluate")
     mu_D = sum_x_D / n
     total_var = float((sum_x2_D - n * mu_D**2).sum())
-    return {
-        "store": str(store_path),
-        "split": split,
-        "token_kind": token_kind,
-        "n_tokens": int(n),
-        "mse": sum_err / n,
-        "fvu": sum_err / total_var if total_var > 0 else float("nan"),
-        "l0": sum_l0 / n,
-        "l1": sum_l1 / n,
-        "dead_fraction": float((fires_F == 0).double().mean()),
-        "dense_fraction": float((fires_F > dense_threshold * n).double().mean()),
-        "dense_threshold": float(dense_threshold),
-    }
+    return [
+        {
+            "store": str(store_path),
+            "split": split,
+            "token_kind": token_kind,
+            "n_tokens": int(n),
+            "mse": sum_err[i] / n,
+            "fvu": sum_err[i] / total_var if total_var > 0 else float("nan"),
+            "l0": sum_l0[i] / n,
+            "l1": sum_l1[i] / n,
+            "dead_fraction": float((fires[i] == 0).double().mean()),
+            "dense_fraction": float((fires[i] > dense_threshold * n).double().mean()),
+            "dense_threshold": float(dense_threshold),
+        }
+        for i in range(len(saes))
+    ]
 
 
 @torch.no_grad()

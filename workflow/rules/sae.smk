@@ -38,29 +38,35 @@ for _sweep in SWEEPS:
             "../scripts/train_sae.py"
 
 
-# SAE × store (evaluation split) → reconstruction metrics, for its own dataset and every other one.
-rule evaluate:
-    input:
-        sae=f"{SAE_DIR}/sae.safetensors",
-        cfg=f"{SAE_DIR}/cfg.json",
-        store=fill(STORE, dataset="{eval_dataset}"),
-    output:
-        EVAL,
-    log:
-        log("evaluate", "{dataset}/{model}/layer{layer}/{sweep}/{sae_id}/{eval_dataset}"),
-    benchmark:
-        benchmark("evaluate", "{dataset}/{model}/layer{layer}/{sweep}/{sae_id}/{eval_dataset}")
-    conda:
-        "../../envs/vitsae.yaml"
-    threads: 1
-    resources:
-        gpu=1,
-        cpus_per_gpu=1,
-        mem_mb=scaled(8000),
-        runtime=scaled(120),
-    params:
-        split=RUN.evaluation.split,
-        dense_threshold=RUN.evaluation.dense_threshold,
-        code=code("evaluate"),
-    script:
-        "../scripts/evaluate.py"
+# A sweep's SAEs × store (evaluation split) → reconstruction metrics, for their own dataset and every
+# other one: one job per training job and evaluated store, reading the store once for all of them
+# (vitsae.sae.evaluate.evaluate_many); each SAE's metrics in its own file, with its own record.
+for _sweep in SWEEPS:
+
+    rule:
+        name:
+            f"evaluate_{_sweep.replace('-', '_')}"
+        input:
+            sae=sweep_outputs(_sweep, "sae.safetensors"),
+            cfg=sweep_outputs(_sweep, "cfg.json"),
+            store=fill(STORE, dataset="{eval_dataset}"),
+        output:
+            [fill(EVAL, sweep=_sweep, sae_id=i) for i in RUN.sweeps[_sweep].ids],
+        log:
+            log("evaluate", f"{{dataset}}/{{model}}/layer{{layer}}/{_sweep}/{{eval_dataset}}"),
+        benchmark:
+            benchmark("evaluate", f"{{dataset}}/{{model}}/layer{{layer}}/{_sweep}/{{eval_dataset}}")
+        conda:
+            "../../envs/vitsae.yaml"
+        threads: 1
+        resources:
+            gpu=1,
+            cpus_per_gpu=1,
+            mem_mb=scaled(8000),
+            runtime=scaled(120),
+        params:
+            split=RUN.evaluation.split,
+            dense_threshold=RUN.evaluation.dense_threshold,
+            code=code("evaluate"),
+        script:
+            "../scripts/evaluate.py"

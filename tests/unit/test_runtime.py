@@ -1,0 +1,64 @@
+"""vitsae.runtime: a job that makes one output per SAE records each output with the inputs it was made
+from."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+from vitsae.provenance.records import read_record
+from vitsae.runtime import run
+
+
+class _Files(list):
+    """Snakemake's input/output/params: a list with named items."""
+
+    def __init__(self, named: dict):
+        flat = [p for v in named.values() for p in (v if isinstance(v, list) else [v])]
+        super().__init__(flat)
+        self._named = named
+        for k, v in named.items():
+            setattr(self, k, v)
+
+    def items(self):
+        return self._named.items()
+
+
+def _job(tmp_path: Path, outputs: list[str]):
+    saes = [tmp_path / f"sae{i}.safetensors" for i in range(2)]
+    store = tmp_path / "store.bin"
+    for i, p in enumerate([*saes, store]):
+        p.write_bytes(bytes([i]) * 8)
+
+    return SimpleNamespace(
+        rule="evaluate_paper",
+        threads=1,
+        log=[str(tmp_path / "job.log")],
+        wildcards=_Files({"dataset": "toy"}),
+        input=_Files({"sae": [str(p) for p in saes], "store": str(store)}),
+        output=_Files({"evals": outputs}),
+        params=_Files({"code": {"vitsae.atomic": "-"}}),
+        config={"seed": 0},
+    )
+
+
+def test_records_name_every_input_or_each_outputs_own(tmp_path: Path) -> None:
+    outputs = [str(tmp_path / f"eval{i}.json") for i in range(2)]
+    job = _job(tmp_path, outputs)
+
+    def work():
+        for out in outputs:
+            Path(out).write_text("{}")
+
+    run(job, work, inputs_of=lambda i: [job.input.sae[i], job.input.store])
+    for i, out in enumerate(outputs):
+        rec = read_record(out)
+        assert [Path(e["path"]).name for e in rec["inputs"]] == [f"sae{i}.safetensors", "store.bin"]
+        assert rec["rule"] == "evaluate_paper" and rec["artifact"] == out
+    assert read_record(outputs[0])["started"] == read_record(outputs[1])["started"]  # one job (the crate)
+    run(job, work)  # without inputs_of: every input of the job
+    names = [Path(e["path"]).name for e in read_record(outputs[1])["inputs"]]
+    assert names == ["sae0.safetensors", "sae1.safetensors", "store.bin"]
+    assert "provenance: wrote 2 records" in Path(job.log[0]).read_text()
+    assert json.loads(Path(outputs[0]).read_text()) == {}
