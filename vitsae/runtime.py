@@ -4,8 +4,12 @@ pool, pick a device; after the work, write a provenance record beside every outp
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
+
+#: The thread counts that torch (OpenMP, MKL) and NumPy's OpenBLAS read when they load.
+_THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
 
 def setup(log_path: str | None, threads: int = 1) -> None:
@@ -19,9 +23,14 @@ def setup(log_path: str | None, threads: int = 1) -> None:
         force=True,
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
     )
-    import torch
-
-    torch.set_num_threads(max(1, int(threads)))
+    n = max(1, int(threads))
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(n)
+    else:
+        # A job whose work never imports torch (lineage pages, the RO-Crate, manifests) does not pay its
+        # ~1 s import here; one that imports it later sizes its pool from these (read when torch loads).
+        for var in _THREAD_VARS:
+            os.environ[var] = str(n)
 
 
 def device(setting: str = "auto") -> str:

@@ -140,6 +140,18 @@ def test_environment_names_versions_host_and_slurm_without_cuda_here(monkeypatch
     assert environment()["slurm_job_id"] is None
 
 
+def test_environment_of_a_job_that_never_loaded_torch_does_not_load_it():
+    code = (
+        "import sys\nfrom vitsae.provenance.records import environment\nenv = environment()\n"
+        "print('torch' in sys.modules, env['cuda'], env['gpu'], env['packages']['torch'] is not None)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.split()
+    # the torch version still comes from the package metadata; CUDA and the GPU: none used
+    assert out == ["False", "None", "None", "True"]
+
+
 def _git(repo: Path, *args: str) -> str:
     return subprocess.run(
         ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t", *args],

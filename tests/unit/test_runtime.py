@@ -1,14 +1,36 @@
-"""vitsae.runtime: a job that makes one output per SAE records each output with the inputs it was made
-from."""
+"""vitsae.runtime: a job's thread pool is sized whether or not its work imports torch, and a job that makes
+one output per SAE records each output with the inputs it was made from."""
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
+import pytest
+
 from vitsae.provenance.records import read_record
 from vitsae.runtime import run
+
+
+@pytest.mark.parametrize("threads, torch_first", [(1, False), (1, True), (3, True)])
+def test_setup_sizes_torchs_pool_before_or_after_torch_is_imported(threads: int, torch_first: bool) -> None:
+    # torch's default is one thread per core (at most the cores, from OMP_NUM_THREADS too): 1 differs from
+    # it on this 2-core machine, and 3 can only come from set_num_threads
+    code = (
+        ("import torch\n" if torch_first else "")
+        + "import sys\nfrom vitsae.runtime import setup\n"
+        + f"setup(None, {threads})\n"
+        + "imported = 'torch' in sys.modules\n"
+        + "import torch\nprint(imported, torch.get_num_threads())\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.split()
+    # a job whose work never imports torch does not pay for it in setup
+    assert out == [str(torch_first), str(threads)]
 
 
 class _Files(list):

@@ -127,30 +127,34 @@ def _version(dist: str) -> str | None:
 
 @lru_cache(maxsize=1)
 def _static_environment() -> dict:
-    """What cannot change while this process runs (computed once: importing torch costs a second)."""
-    env: dict[str, Any] = {
+    """What cannot change while this process runs (computed once)."""
+    return {
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "cpu": _cpu_model(),
         "packages": {key: _version(dist) for key, dist in PACKAGES.items()},
-        "cuda": None,
-        "gpu": None,
     }
-    try:
-        import torch
-    except ImportError:
-        return env
+
+
+@lru_cache(maxsize=1)
+def _cuda() -> tuple[str | None, str | None]:
+    """The CUDA version and the GPU's name, or ``(None, None)`` where there is no GPU."""
+    import torch
+
     # is_available() is the only CUDA call made where there is no GPU: it never creates a context.
     if torch.cuda.is_available():
-        env["cuda"] = torch.version.cuda
-        env["gpu"] = torch.cuda.get_device_name(torch.cuda.current_device())
-    return env
+        return torch.version.cuda, torch.cuda.get_device_name(torch.cuda.current_device())
+    return None, None
 
 
 def environment() -> dict:
-    """python, platform, host, CPU, package versions, CUDA version and GPU name (if any), Slurm job id."""
+    """python, platform, host, CPU, package versions, CUDA version and GPU name (if any), Slurm job id.
+
+    CUDA and the GPU are asked of torch only where this process has loaded it: a job that never imported
+    torch used no GPU, and its record says so (``null``) without paying torch's ~1 s import."""
     env = dict(_static_environment())
     env["packages"] = dict(env["packages"])
+    env["cuda"], env["gpu"] = _cuda() if "torch" in sys.modules else (None, None)
     env["host"] = socket.gethostname()
     env["slurm_job_id"] = os.environ.get("SLURM_JOB_ID") or None
     return env
