@@ -78,17 +78,12 @@ def run(snakemake, work, record: bool = True, inputs_of=None) -> None:
         t0 = time.perf_counter()
         params = dict(snakemake.params.items())
         outputs = list(snakemake.output)
-        groups = [(list(snakemake.input), outputs)] if inputs_of is None else [
-            ([str(p) for p in inputs_of(i)], [out]) for i, out in enumerate(outputs)
-        ]  # fmt: skip
-        ended = time.time()
-        written = []
-        for inputs, outs in groups:
-            written += log_exceptions(lambda inputs=inputs, outs=outs: write_record(
-                rule=snakemake.rule, wildcards=dict(snakemake.wildcards.items()), inputs=inputs, outputs=outs,
-                params=params, config=dict(snakemake.config), modules=list(params["code"]),
-                seed=snakemake.config.get("seed"), started=started, ended=ended,
-            ))  # fmt: skip
+        sources = None if inputs_of is None else {out: inputs_of(i) for i, out in enumerate(outputs)}
+        written = log_exceptions(lambda: write_record(
+            rule=snakemake.rule, wildcards=dict(snakemake.wildcards.items()), inputs=list(snakemake.input),
+            outputs=outputs, params=params, config=dict(snakemake.config), modules=list(params["code"]),
+            seed=snakemake.config.get("seed"), started=started, ended=time.time(), sources=sources,
+        ))  # fmt: skip
         # bench/demo.py sums these lines to give the records' share of the demo's wall time.
         logging.getLogger("vitsae.provenance").info(
             "provenance: wrote %d records in %.4f s", len(written), time.perf_counter() - t0

@@ -328,11 +328,14 @@ def write_record(
     seed: int | None,
     started: float,
     ended: float,
+    sources: Mapping[str, list[str]] | None = None,
 ) -> list[Path]:
     """Write ``<output>.prov.json`` beside every output (atomically); return the record paths.
 
-    ``started``/``ended`` are ``time.time()`` values. Inputs are digested here; an input that has a
-    record of its own is linked by that record's id.
+    ``started``/``ended`` are ``time.time()`` values. Inputs are digested here, each once; an input that
+    has a record of its own is linked by that record's id. Each record names every input, or, for an
+    output in ``sources``, only the inputs listed there (a job that makes one output per SAE of a sweep
+    from that SAE and the store).
     """
     wildcards = _jsonable(wildcards, f"rule {rule}: wildcards")
     params = _jsonable(params, f"rule {rule}: params")
@@ -349,6 +352,11 @@ def write_record(
     env = environment()
     written = []
     for out in outputs:
+        own = None if sources is None or out not in sources else {str(p) for p in sources[out]}
+        if own is not None and not own <= {e["path"] for e in input_entries}:
+            raise ValueError(
+                f"rule {rule}: the sources of {out} are not all inputs of the job: {sorted(own)}"
+            )
         out_path = Path(out)
         digest = _digest(
             out_path, f"rule {rule}: output {out} does not exist; write the record after the outputs"
@@ -359,7 +367,7 @@ def write_record(
             "digest": digest,
             "rule": rule,
             "wildcards": wildcards,
-            "inputs": input_entries,
+            "inputs": input_entries if own is None else [e for e in input_entries if e["path"] in own],
             "params": params,
             "config": config,
             "code": code,

@@ -93,8 +93,11 @@ def evaluate_many(
     n = 0
     sum_x_D = torch.zeros(d_in, dtype=torch.float64)
     sum_x2_D = torch.zeros(d_in, dtype=torch.float64)
-    sum_err, sum_l0, sum_l1 = [0.0] * len(saes), [0.0] * len(saes), [0.0] * len(saes)
-    fires = [torch.zeros(sae.d_sae, dtype=torch.int64) for sae in saes]
+    # each SAE's sums stay on its device until the end (no copy of its codes or per-batch sync)
+    devices = [sae.W_enc_DF.device for sae in saes]
+    sum_err = [torch.zeros((), dtype=torch.float64, device=dev) for dev in devices]
+    sum_l1 = [torch.zeros((), dtype=torch.float64, device=dev) for dev in devices]
+    fires = [torch.zeros(sae.d_sae, dtype=torch.int64, device=dev) for sae, dev in zip(saes, devices)]
     for _, acts_BTD in iter_chunks(array, tokens=tokens):
         acts_ND = torch.from_numpy(np.ascontiguousarray(acts_BTD).reshape(-1, d_in).astype(np.float32))
         if not torch.isfinite(acts_ND).all():
@@ -105,13 +108,15 @@ def evaluate_many(
             x64_BD = x_BD.to(torch.float64)
             sum_x_D += x64_BD.sum(dim=0)
             sum_x2_D += (x64_BD**2).sum(dim=0)
+            moved = {}  # the batch on each device, copied once for all the SAEs there
             for i, sae in enumerate(saes):
-                xhat_BD, f_BF = sae(x_BD.to(sae.W_enc_DF.device))
-                sum_err[i] += float(((xhat_BD.cpu().to(torch.float64) - x64_BD) ** 2).sum())
-                fired_F = fire_counts(f_BF).cpu()
-                sum_l0[i] += float(fired_F.sum())
-                sum_l1[i] += float(f_BF.cpu().to(torch.float64).sum())
-                fires[i] += fired_F
+                if devices[i] not in moved:
+                    moved[devices[i]] = (x_BD.to(devices[i]), x64_BD.to(devices[i]))
+                x_dev_BD, x64_dev_BD = moved[devices[i]]
+                xhat_BD, f_BF = sae(x_dev_BD)
+                sum_err[i] += ((xhat_BD.to(torch.float64) - x64_dev_BD) ** 2).sum()
+                sum_l1[i] += f_BF.sum(dtype=torch.float64)
+                fires[i] += fire_counts(f_BF)
             n += x_BD.shape[0]
     if n == 0:
         raise ValueError(f"store {store_path} split {split!r} has no {token_kind!r} tokens to evaluate")
@@ -123,15 +128,17 @@ def evaluate_many(
             "split": split,
             "token_kind": token_kind,
             "n_tokens": int(n),
-            "mse": sum_err[i] / n,
-            "fvu": sum_err[i] / total_var if total_var > 0 else float("nan"),
-            "l0": sum_l0[i] / n,
-            "l1": sum_l1[i] / n,
-            "dead_fraction": float((fires[i] == 0).double().mean()),
-            "dense_fraction": float((fires[i] > dense_threshold * n).double().mean()),
+            "mse": err / n,
+            "fvu": err / total_var if total_var > 0 else float("nan"),
+            "l0": float(fires_F.sum()) / n,
+            "l1": float(l1) / n,
+            "dead_fraction": float((fires_F == 0).double().mean()),
+            "dense_fraction": float((fires_F > dense_threshold * n).double().mean()),
             "dense_threshold": float(dense_threshold),
         }
-        for i in range(len(saes))
+        for err, l1, fires_F in zip(
+            (float(e) for e in sum_err), sum_l1, (f.cpu() for f in fires), strict=True
+        )
     ]
 
 
