@@ -72,8 +72,19 @@ def alternatives(names):
 
 
 def code(script):
-    """The ``code`` param of a rule: {module: digest} of every package module its script imports."""
-    return script_code(Path(workflow.basedir) / "workflow" / "scripts" / f"{script}.py")
+    """The ``code`` param of a rule: {module: digest} of every package module its script imports. A
+    function, so a run computes it only for rules that have jobs in its DAG, once per process: a Slurm
+    job starts Snakemake twice (batch step, then job step), and each builds that one job only."""
+
+    def digests(wildcards):
+        if script not in _CODE:
+            _CODE[script] = script_code(Path(workflow.basedir) / "workflow" / "scripts" / f"{script}.py")
+        return _CODE[script]
+
+    return digests
+
+
+_CODE = {}  # script -> its code param, computed at most once per Snakemake process
 
 
 def scaled(base):
