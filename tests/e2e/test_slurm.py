@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import time
 
 import pytest
-from workflow_helpers import REPO, snakemake, snakemake_cmd
+from workflow_helpers import REPO, snakemake_cmd
 
 pytestmark = pytest.mark.e2e
 
@@ -105,11 +106,31 @@ def running_job(rule: str, timeout: float) -> str | None:
 
 
 @pytest.fixture(scope="module")
-def local_table(tmp_path_factory) -> str:
+def local_table(tmp_path_factory):
+    """The local executor's transfer table, the reference for the Slurm run: a callable that waits for
+    it. The local run starts here and goes on beside the Slurm runs, which leave a quarter of the cores
+    idle while they wait on the scheduler (CI: the test took 444 s with the two one after the other)."""
     workdir = tmp_path_factory.mktemp("tiny-local")
+    log_path = workdir.parent / "tiny-local.log"  # a file, not a pipe: nobody reads a pipe while we wait
     # only what the transfer table needs (the comparison below): the rest of the DAG runs through Slurm
-    snakemake(workdir, "results/tables/transfer.csv", "--configfile", str(TINY))
-    return (workdir / "results/tables/transfer.csv").read_text()
+    cmd = snakemake_cmd(workdir, "results/tables/transfer.csv", "--configfile", str(TINY), cores="2")
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(
+            cmd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "HF_HUB_OFFLINE": "1"},
+            start_new_session=True,  # its own process group: a failed test stops it and its jobs
+        )
+
+    def table() -> str:
+        assert proc.wait(timeout=900) == 0, f"{' '.join(cmd)} failed:\n{log_path.read_text()[-6000:]}"
+        return (workdir / "results/tables/transfer.csv").read_text()
+
+    yield table
+    if proc.poll() is None:  # the test failed before it asked: stop the local run and its jobs
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
 
 
 def test_demo_through_slurm_matches_local_run_and_survives_scancel(tmp_path, local_table):
@@ -194,4 +215,4 @@ def test_demo_through_slurm_matches_local_run_and_survives_scancel(tmp_path, loc
             assert "gres/gpu" not in j["tres"], j
 
     # 4. The same numbers as the local executor.
-    assert (workdir / "results/tables/transfer.csv").read_text() == local_table
+    assert (workdir / "results/tables/transfer.csv").read_text() == local_table()
