@@ -61,8 +61,11 @@ def record(rule: str, inputs: list[Path], output: Path, modules: list[str], **pa
 
 
 @pytest.fixture
-def chain(tmp_path):
-    """Four artifacts with records; returns their paths."""
+def chain(tmp_path, monkeypatch):
+    """Four artifacts with records; returns their paths. The records hold absolute paths, so `vitsae
+    verify` takes the current directory for their run's working directory: the test runs in the chain's
+    own, never in a checkout where `make demo` left its config files (.snakemake/vitsae/)."""
+    monkeypatch.chdir(tmp_path)
     images = make(tmp_path, "data/images/0.png", b"\x89PNG fake image")
     manifest = make(tmp_path, "results/manifests/toy.parquet", b"manifest rows")
     record("manifest", [images], manifest, ["vitsae.data.manifest"])
