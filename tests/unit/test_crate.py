@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from vitsae.provenance import records
 from vitsae.provenance.crate import crate_time, group_jobs, run_artifacts, write_crate
 from vitsae.provenance.records import record_path, write_record
 
@@ -52,6 +53,11 @@ def record(rule: str, inputs: list[str], outputs: list[str], t0: float, params: 
 def run(tmp_path, monkeypatch) -> Path:
     """A workdir with a dataset, a store (directory), two SAE files from one job and a figure."""
     monkeypatch.chdir(tmp_path)
+    return make_run(tmp_path)
+
+
+def make_run(tmp_path: Path) -> Path:
+    """The fake run of :func:`run`, written in ``tmp_path`` (the current directory)."""
     images = tmp_path / "results/datasets/toy"
     images.mkdir(parents=True)
     for i in range(3):
@@ -190,6 +196,25 @@ def test_one_action_per_job_linked_to_its_step_and_tool(run):
     assert organize["result"] == {"@id": "#run"} and len(organize["object"]) == 3
     assert g[organize["instrument"]["@id"]]["version"] == "9.0.0"
     assert set(ids(g["./"]["mentions"])) >= set(jobs) | {"#run", "#organize"}
+
+
+def test_code_from_a_source_tree_without_git_is_versioned_without_a_commit(tmp_path, monkeypatch):
+    # a release tarball or `git archive` copy: code_version records commit None (no git to ask)
+    real = records.code_version
+    monkeypatch.setattr(
+        records,
+        "code_version",
+        lambda modules, repo=None: {
+            **real(modules, repo),
+            "commit": None,
+            "dirty": None,
+            "diff_sha256": None,
+        },
+    )
+    monkeypatch.chdir(tmp_path)
+    g = build(make_run(tmp_path))
+    workflow = g[g["./"]["mainEntity"]["@id"]]
+    assert re.fullmatch(r"vitsae \S+ \(no commit\)", workflow["version"]), workflow["version"]
 
 
 def test_artifact_outside_the_root_is_refused(run):

@@ -320,7 +320,7 @@ def write_crate(
     for rec in lin.records.values():
         code = rec.get("code") or {}
         version = version or (
-            f"vitsae {code.get('version')} ({code.get('commit', 'no commit')[:12]}"
+            f"vitsae {code.get('version')} ({(code.get('commit') or 'no commit')[:12]}"
             + (", with uncommitted changes)" if code.get("dirty") else ")")
         )
     version = version or "unknown"

@@ -99,7 +99,7 @@ def _render_node(
         code = node.get("code", {})
         env = node.get("environment", {})
         dirty = code.get("dirty")
-        commit = html.escape(str(code.get("commit")))
+        commit = html.escape(str(code.get("commit") or "no commit"))
         flag = ' <span class="dirty">dirty</span>' if dirty else (" clean" if dirty is False else "")
         row("rule", f"<code>{html.escape(str(node.get('rule')))}</code>")
         row("record id", f"<code>{html.escape(str(node.get('id')))}</code>")
