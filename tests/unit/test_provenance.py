@@ -15,8 +15,11 @@ import numpy as np
 import pytest
 import zarr
 
+from vitsae import layout
 from vitsae.cli import main
 from vitsae.data.store import check_chunks, write_arrays
+from vitsae.layout import remember_configfiles
+from vitsae.provenance import lineage as lineage_module
 from vitsae.provenance.lineage import lineage, verify
 from vitsae.provenance.page import write_lineage
 from vitsae.provenance.records import (
@@ -61,11 +64,10 @@ def record(rule: str, inputs: list[Path], output: Path, modules: list[str], **pa
 
 
 @pytest.fixture
-def chain(tmp_path, monkeypatch):
+def chain(tmp_path):
     """Four artifacts with records; returns their paths. The records hold absolute paths, so `vitsae
-    verify` takes the current directory for their run's working directory: the test runs in the chain's
-    own, never in a checkout where `make demo` left its config files (.snakemake/vitsae/)."""
-    monkeypatch.chdir(tmp_path)
+    verify` takes the directory above their ``results/`` (tmp_path) for their run's working directory,
+    whatever the current one (the checkout, where `make demo` leaves its config files)."""
     images = make(tmp_path, "data/images/0.png", b"\x89PNG fake image")
     manifest = make(tmp_path, "results/manifests/toy.parquet", b"manifest rows")
     record("manifest", [images], manifest, ["vitsae.data.manifest"])
@@ -391,6 +393,28 @@ def test_relative_paths_resolve_from_the_workdir_the_artifact_implies(tmp_path, 
     assert verify(tmp_path / "results/b.txt") == []
     (tmp_path / "results/a.txt").unlink()
     assert verify(tmp_path / "results/b.txt") == ["missing: results/a.txt"]
+
+
+def test_the_workdir_comes_from_the_artifact_not_from_the_current_directory(
+    chain, tmp_path, monkeypatch, capsys
+):
+    # another run's directory, with the config files its Snakemake run remembered: not the chain's run
+    other = tmp_path / "other"
+    remember_configfiles([REPO / "config" / "config.yaml"], other)
+    monkeypatch.chdir(other)
+    assert lineage_module.RESULTS == layout.RESULTS
+    assert lineage(chain["figure"])["workdir"] == str(tmp_path)  # absolute records: above results/
+    assert main(["verify", str(chain["figure"])]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.strip() == "ok: 5 artifacts verified"
+    assert f"no Snakemake run in {tmp_path})" in captured.err
+    # relative records, given as a relative path from another directory
+    make(tmp_path, "run/results/a.txt", b"a")
+    monkeypatch.chdir(tmp_path / "run")
+    record("a", [], Path("results/a.txt"), [])
+    monkeypatch.chdir(other)
+    assert lineage(Path("../run/results/a.txt"))["workdir"] == str(tmp_path / "run")
+    assert verify(Path("../run/results/a.txt")) == []
 
 
 class _Page(HTMLParser):

@@ -3,8 +3,8 @@ inputs and model weights; and :func:`verify`, which recomputes every digest alon
 
 Paths are stored as the rule gave them (relative to the workflow's working directory under
 Snakemake). :func:`lineage` resolves relative paths against that directory, which it infers from the
-path it is given (``/x/results/figures/a.pdf`` whose record says ``results/figures/a.pdf`` → ``/x``),
-else the current directory.
+path it is given (``/x/results/figures/a.pdf`` whose record says ``results/figures/a.pdf`` → ``/x``;
+for a record with absolute paths, the directory above its ``results/``), else the current directory.
 """
 
 from __future__ import annotations
@@ -26,14 +26,30 @@ from vitsae.provenance.records import (
 )
 from vitsae.provenance.source import source_digest
 
+#: The directory under a run's working directory that holds its artifacts (:data:`vitsae.layout.RESULTS`;
+#: provenance imports no stage, so the name is repeated here and a test keeps the two equal).
+RESULTS = "results"
+
 
 def _base_dir(given: Path, recorded: str) -> Path:
-    """The working directory the record's relative paths are relative to."""
+    """The working directory the record's relative paths are relative to, and whose remembered config
+    files :func:`vitsae.cli` compares the records with.
+
+    A relative record (the rules' paths): the given path, made absolute, minus the record's path
+    (``/x/results/figures/a.pdf`` recorded as ``results/figures/a.pdf`` → ``/x``), so the lineage is
+    found from any current directory. An absolute record: the directory above its last ``results/``,
+    where :mod:`vitsae.layout` puts every artifact of a run. Otherwise the current directory.
+    """
     rec = PurePath(recorded)
-    if given.is_absolute() and not rec.is_absolute():
+    if not rec.is_absolute():
+        here = Path(os.path.abspath(given)).parts
         n = len(rec.parts)
-        if n < len(given.parts) and given.parts[-n:] == rec.parts:
-            return Path(*given.parts[:-n])
+        if n < len(here) and here[-n:] == rec.parts:
+            return Path(*here[:-n])
+        return Path.cwd()
+    parents = rec.parts[:-1]
+    if RESULTS in parents:
+        return Path(*parents[: len(parents) - 1 - parents[::-1].index(RESULTS)])
     return Path.cwd()
 
 
