@@ -19,7 +19,7 @@ from workflow_helpers import DEMO_CONFIG, browser, snakemake
 
 from vitsae import layout
 from vitsae.analysis import decoders
-from vitsae.analysis.stats import load_feature_stats
+from vitsae.analysis.feature_files import load_feature_stats
 from vitsae.config import build, validate
 from vitsae.sae import checkpoint
 

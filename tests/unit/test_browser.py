@@ -13,6 +13,7 @@ from PIL import Image
 
 from vitsae.analysis import browser, maps
 from vitsae.analysis import stats as featstats
+from vitsae.analysis.feature_files import load_feature_stats
 from vitsae.analysis.settings import BrowserSettings
 from vitsae.data.manifest import BASE_COLUMNS, write_manifest
 from vitsae.data.store import write_arrays
@@ -67,7 +68,7 @@ def site(tmp_path_factory):
         sae.save(tmp / "sae" / sae_id)
         sae_dir = tmp / "sae" / sae_id
         stats_dir = featstats.compute_feature_stats(sae, store, "val", tmp / "st" / sae_id, k=K)
-        st = featstats.load_feature_stats(stats_dir)
+        st = load_feature_stats(stats_dir)
         n_top = (st.top_image_FK >= 0).sum(1)
         table = pd.DataFrame({"sae_id": sae_id, **meta, "feature": range(F), "n_top": n_top,
                               "label": ["abstract", "taxonomic", "unclear", "abstract", "single-class"],
@@ -99,7 +100,7 @@ def test_index_and_feature_table_hold_each_saes_numbers(site):
     assert [(s["sae_id"], s["seed"], s["setting"], s["fvu"]) for s in index["saes"]] == [
         ("relu_l1-x1-s0", 0, "relu_l1-x1", 0.25), ("relu_l1-x1-s1", 1, "relu_l1-x1", 1.25)]  # fmt: skip
     for k, s in enumerate(shown):
-        st = featstats.load_feature_stats(s.stats)
+        st = load_feature_stats(s.stats)
         table = data(out, f"data/s{k}/t0.js")
         assert table["feature"] == list(range(F))
         assert table["n_top"] == (st.top_image_FK >= 0).sum(1).tolist()
@@ -113,7 +114,7 @@ def test_index_and_feature_table_hold_each_saes_numbers(site):
 
 def test_feature_detail_has_its_images_maps_and_wordnet_context(site):
     out, shown, _ = site
-    st = featstats.load_feature_stats(shown[0].stats)
+    st = load_feature_stats(shown[0].stats)
     detail = data(out, "data/s0/d0.js")
     assert "2" not in detail["features"]  # dead: no view
     d = detail["features"]["0"]

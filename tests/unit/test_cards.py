@@ -11,6 +11,7 @@ from PIL import Image
 
 from vitsae.analysis import cards, maps
 from vitsae.analysis import stats as featstats
+from vitsae.analysis.feature_files import load_feature_stats
 from vitsae.data.manifest import BASE_COLUMNS, write_manifest
 from vitsae.data.store import write_arrays
 from vitsae.sae.checkpoint import SparseAutoencoder
@@ -49,9 +50,7 @@ def setup(tmp_path):
     sae = SparseAutoencoder(4, 4, "relu_l1", cfg={"hook": {"tokens": "patches"}})
     with torch.no_grad():
         sae.W_enc_DF.copy_(torch.eye(4))
-    stats = featstats.load_feature_stats(
-        featstats.compute_feature_stats(sae, store, "val", tmp_path / "st", k=K)
-    )
+    stats = load_feature_stats(featstats.compute_feature_stats(sae, store, "val", tmp_path / "st", k=K))
     table = pd.DataFrame({"feature": [0, 1, 2, 3], "n_top": [4, 4, 0, 0], "label": ["trait", "clade", "unclear", "unclear"],
                           "localization": [1 / 9, 1.0, np.nan, np.nan], "deepest_rank": ["genus", "order", None, None]})  # fmt: skip
     return stats, table, tmp_path, root

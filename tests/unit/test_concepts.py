@@ -8,6 +8,7 @@ from PIL import Image
 
 from vitsae.analysis import concepts, taxonomy
 from vitsae.analysis import stats as featstats
+from vitsae.analysis.feature_files import load_feature_stats
 from vitsae.analysis.settings import ImageNetRules, INatRules
 from vitsae.analysis.thumbnails import thumbnails
 from vitsae.analysis.wordnet import load_hierarchy
@@ -80,7 +81,7 @@ def planted(tmp_path_factory, classes):
     sae = SparseAutoencoder(8, 8, "relu_l1", cfg={"hook": {"tokens": "patches"}})
     with torch.no_grad():
         sae.W_enc_DF.copy_(torch.eye(8))
-    stats = featstats.load_feature_stats(
+    stats = load_feature_stats(
         featstats.compute_feature_stats(sae, store, "val", tmp / "stats", k=K, labels=labels)
     )
     descriptors = rng.random((n, 48)).astype(np.float32)

@@ -18,7 +18,8 @@ from vitsae.analysis import quality
 from vitsae.analysis.quality import COLUMNS, failures, final_drop, matched_share, quality_table, read_sample
 from vitsae.analysis.settings import QualitySettings
 from vitsae.data.loader import TokenStream
-from vitsae.sae.checkpoint import load, read_cfg
+from vitsae.sae.checkpoint import load
+from vitsae.sae.files import read_cfg
 from vitsae.sae.settings import SAESpec, TrainSettings
 from vitsae.sae.train import train_sweep_from_store
 

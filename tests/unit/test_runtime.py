@@ -33,6 +33,49 @@ def test_setup_sizes_torchs_pool_before_or_after_torch_is_imported(threads: int,
     assert out == [str(torch_first), str(threads)]
 
 
+# The scripts of the rules that run models or SAEs (the GPU rules). Every other job only reads tables,
+# statistics or decoders, and importing torch would cost it ~2 CPU-seconds: on the demo ~40 such jobs, on
+# Slurm each job again.
+TORCH_SCRIPTS = {
+    "downstream",
+    "evaluate",
+    "extract",
+    "feature_stats",
+    "quality",
+    "train_sae",
+    "transfer_baselines",
+}
+
+
+def test_only_the_scripts_of_model_and_sae_rules_import_torch() -> None:
+    scripts = {s.stem: s for s in (Path(__file__).resolve().parents[2] / "workflow" / "scripts").glob("*.py")}
+    assert TORCH_SCRIPTS < set(scripts) and len(scripts) > 20
+    code = (
+        "import ast, sys\n"
+        "tree = ast.parse(open(sys.argv[1]).read())\n"
+        "for node in tree.body:  # the script's own top-level imports, as the job runs them\n"
+        "    if isinstance(node, (ast.Import, ast.ImportFrom)):\n"
+        "        exec(compile(ast.Module([node], []), sys.argv[1], 'exec'))\n"
+        "print('torch' in sys.modules)\n"
+    )
+    run = [sys.executable, "-c", code]
+    loads = {
+        name
+        for name, path in scripts.items()
+        if name not in TORCH_SCRIPTS
+        and subprocess.run([*run, str(path)], capture_output=True, text=True, check=True).stdout.strip()
+        == "True"
+    }
+    assert loads == set()
+    # the check sees torch: a GPU rule's script
+    assert (
+        subprocess.run(
+            [*run, str(scripts["evaluate"])], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        == "True"
+    )
+
+
 class _Files(list):
     """Snakemake's input/output/params: a list with named items."""
 

@@ -11,6 +11,7 @@ import zarr.storage
 from safetensors.torch import save_file
 
 from vitsae.analysis import stats as featstats
+from vitsae.analysis.feature_files import load_feature_stats
 from vitsae.data.manifest import BASE_COLUMNS, write_manifest
 from vitsae.data.store import write_arrays
 from vitsae.sae import checkpoint
@@ -67,7 +68,7 @@ def test_stats_equal_float64_brute_force(store, tmp_path):
     out = featstats.compute_feature_stats(
         sae, path, "val", tmp_path / "stats", k=K, labels=labels, batch_tokens=8
     )
-    st = featstats.load_feature_stats(out)
+    st = load_feature_stats(out)
     codes_NTF = _codes64(sae, acts[:, 1:])  # patches only
     max_NF = codes_NTF.max(axis=1)
     active_NTF = codes_NTF > 0
@@ -181,7 +182,7 @@ def test_reads_each_chunk_once_and_works_with_a_saved_sae(store, tmp_path, monke
 
     # the saved-and-loaded SAE gives the same statistics as the in-memory one, whatever the sub-batch size
     featstats.compute_feature_stats(sae, path, "val", tmp_path / "b", k=K, batch_tokens=4)
-    a, b = featstats.load_feature_stats(tmp_path / "a"), featstats.load_feature_stats(tmp_path / "b")
+    a, b = load_feature_stats(tmp_path / "a"), load_feature_stats(tmp_path / "b")
     np.testing.assert_array_equal(a.top_image_FK, b.top_image_FK)
     np.testing.assert_allclose(a.top_map_FKT, b.top_map_FKT, rtol=1e-5, atol=1e-6)
     pd.testing.assert_frame_equal(a.features, b.features, rtol=1e-5)
@@ -231,7 +232,7 @@ def test_patch_subset_store_records_grid_cells(tmp_path):
     zarr.open_group(str(path), mode="r+").create_array("val_patch_index", data=cells)
     zarr.consolidate_metadata(str(path))  # a published store's zarr.json lists its arrays
     featstats.compute_feature_stats(_sae(), path, "val", tmp_path / "st", k=K)
-    st = featstats.load_feature_stats(tmp_path / "st")
+    st = load_feature_stats(tmp_path / "st")
     has = st.top_image_FK >= 0
     assert st.top_map_FKT.shape == (F, K, kept) and has.any() and st.meta["store_kept"] == "subset"
     np.testing.assert_array_equal(st.top_patch_index_FKT[has], cells[st.top_image_FK[has]])

@@ -50,10 +50,10 @@ from PIL import Image
 
 from vitsae.analysis import decoders
 from vitsae.analysis.cards import model_view
+from vitsae.analysis.feature_files import FeatureStats, load_feature_stats, sae_place
 from vitsae.analysis.maps import map_grid, resample
 from vitsae.analysis.ratings import read_sample
 from vitsae.analysis.settings import BrowserSettings
-from vitsae.analysis.stats import FeatureStats, load_feature_stats, sae_place
 from vitsae.analysis.wordnet import WordNetError, load_hierarchy
 from vitsae.atomic import atomic_dir
 from vitsae.data.manifest import read_manifest

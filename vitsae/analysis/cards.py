@@ -41,8 +41,8 @@ import pandas as pd
 from PIL import Image, ImageDraw, ImageFont
 from PIL.PngImagePlugin import PngInfo
 
+from vitsae.analysis.feature_files import FeatureStats, load_feature_stats, sae_place
 from vitsae.analysis.maps import map_grid
-from vitsae.analysis.stats import FeatureStats, load_feature_stats, sae_place
 from vitsae.atomic import atomic_dir, atomic_write
 from vitsae.data.manifest import read_manifest
 from vitsae.data.store import open_store

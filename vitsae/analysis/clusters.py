@@ -36,9 +36,9 @@ import pandas as pd
 import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components
 
-from vitsae.analysis.stats import load_feature_stats, sae_place
+from vitsae.analysis.feature_files import load_feature_stats, sae_place
 from vitsae.atomic import atomic_write
-from vitsae.sae import checkpoint
+from vitsae.sae import files
 
 log = logging.getLogger("vitsae.analysis.clusters")
 
@@ -146,11 +146,11 @@ def sweep_clusters(
     for sae_dir, stats_dir in zip(sae_dirs, stats_dirs):
         stats = load_feature_stats(stats_dir)
         sae_id, where = sae_place(stats.meta)
-        cfg = checkpoint.read_cfg(sae_dir)
+        cfg = files.read_cfg(sae_dir)
         if str(cfg.get("sae_id")) != sae_id:
             raise ValueError(f"{stats_dir} holds the statistics of SAE {sae_id!r}, {sae_dir} is SAE "
                              f"{cfg.get('sae_id')!r}; list them in the same order")  # fmt: skip
-        W_dec_FD = checkpoint.load(sae_dir).W_dec_FD.detach().cpu().numpy()
+        W_dec_FD = files.read_decoder(sae_dir)
         if W_dec_FD.shape[0] != stats.top_image_FK.shape[0]:
             raise ValueError(f"{sae_dir} has {W_dec_FD.shape[0]} features, its statistics {stats_dir} "
                              f"{stats.top_image_FK.shape[0]}; rerun the statistics rule")  # fmt: skip

@@ -17,8 +17,8 @@ import numpy as np
 import pandas as pd
 
 from vitsae.analysis import concepts, cooccurrence, nulls, wordnet
+from vitsae.analysis.feature_files import load_feature_stats, sae_place
 from vitsae.analysis.settings import TABLE_KIND, ImageNetRules, INatRules
-from vitsae.analysis.stats import load_feature_stats, sae_place
 from vitsae.analysis.taxonomy import RANKS
 from vitsae.atomic import atomic_write
 from vitsae.data.manifest import read_manifest

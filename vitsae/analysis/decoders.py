@@ -1,7 +1,7 @@
 """Finding 3 at the feature level: do SAEs trained on two datasets learn the same decoder directions?
 
 For two SAEs of one model and layer, A (``F`` features) and B (``G``), on their decoder rows
-(``W_dec_FD``, :func:`vitsae.sae.checkpoint.load`) normalised to unit length:
+(``W_dec``, :func:`vitsae.sae.files.read_decoder`) normalised to unit length:
 
 * **best cosine** per feature, both ways: ``best_ab_F[f] = max_g cos(a_f, b_g)`` and ``best_ba_G``
   (signed cosine: features are non-negative, so a flipped direction is another feature). Computed in
@@ -77,7 +77,7 @@ from vitsae.analysis import charts
 from vitsae.analysis.moments import DataCovariance, data_covariance
 from vitsae.atomic import atomic_write
 from vitsae.data.store import open_store
-from vitsae.sae import checkpoint
+from vitsae.sae import files
 from vitsae.sae.settings import split_seed
 
 KINDS = ("cross", "cross-same-seed", "ceiling", "floor-isotropic", "floor-covariance")
@@ -250,7 +250,7 @@ class DecoderRef:
 def decoder_ref(path: str | os.PathLike, features: str | os.PathLike | None = None) -> DecoderRef:
     """A :class:`DecoderRef` of the SAE in a directory (or named by a file in it), its place read from
     the ``cfg.json`` there."""
-    cfg = checkpoint.read_cfg(path)
+    cfg = files.read_cfg(path)
     meta = cfg["meta"]
     token_kind = cfg.get("token_kind") or cfg.get("hook", {}).get("tokens") or "all"
     return DecoderRef(Path(path), str(meta["dataset"]), str(meta["model"]), int(meta["layer"]), str(meta["sweep"]),
@@ -306,7 +306,7 @@ def plan_pairs(refs: Sequence[DecoderRef], floors: bool = True) -> list[Pair]:
 
 def load_directions(ref: DecoderRef) -> np.ndarray:
     """Unit decoder rows of the SAE's live features (all features without a features table)."""
-    W_FD = checkpoint.load(ref.path).W_dec_FD.detach().cpu().numpy()
+    W_FD = files.read_decoder(ref.path)
     if ref.features is None:
         return unit_rows(W_FD)
     feats = pd.read_parquet(ref.features)

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from vitsae.analysis.stats import load_feature_stats
+from vitsae.analysis.feature_files import load_feature_stats
 from vitsae.data.manifest import read_manifest
 
 #: The label a planted demo concept should get, by its level (:data:`vitsae.data.demo.PLANTED`).

@@ -43,7 +43,7 @@ from vitsae.analysis.decoders import best_cosines, unit_rows
 from vitsae.analysis.settings import QualitySettings
 from vitsae.atomic import atomic_write
 from vitsae.data.loader import TokenStream
-from vitsae.sae import checkpoint
+from vitsae.sae import checkpoint, files
 from vitsae.sae.evaluate import sample_metrics
 from vitsae.sae.settings import split_seed
 
@@ -238,7 +238,7 @@ def quality_table(
 ) -> Quality:
     """Every SAE of ``sae_dirs`` checked on a sample of its training split (module docstring). ``stores``:
     (dataset, model, layer) of an SAE's ``cfg.json`` ``meta`` → its activation store."""
-    cfgs = [checkpoint.read_cfg(d) for d in sae_dirs]
+    cfgs = [files.read_cfg(d) for d in sae_dirs]
     places: dict[tuple[str, str, int], list[int]] = {}
     for i, cfg in enumerate(cfgs):
         places.setdefault(_place(cfg), []).append(i)

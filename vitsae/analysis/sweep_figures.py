@@ -16,7 +16,7 @@ import pandas as pd
 from vitsae.analysis import charts
 from vitsae.analysis.evals import evaluation_table
 from vitsae.atomic import atomic_write
-from vitsae.sae.checkpoint import read_cfg
+from vitsae.sae.files import read_cfg
 from vitsae.sae.settings import split_seed
 
 

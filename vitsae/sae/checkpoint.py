@@ -1,7 +1,7 @@
 """A trained SAE, for inference, and its files: ``sae.safetensors`` + ``cfg.json`` in one directory.
 
 A leaf module (torch and safetensors only): every later stage loads SAEs through :func:`load`, and
-nothing here knows how they were trained. Tensors carry SAELens' names and shapes (``W_enc [d_in,
+nothing here knows how they were trained. :mod:`vitsae.sae.files` reads the same files without torch. Tensors carry SAELens' names and shapes (``W_enc [d_in,
 d_sae]``, ``b_enc``, ``W_dec [d_sae, d_in]``, ``b_dec``; ``threshold [d_sae]`` for ``batchtopk`` and
 ``jumprelu``); the config holds ``d_in``, ``d_sae``, ``architecture`` and the input normalisation
 ``{kind: scalar, scale}``: inputs are multiplied by ``scale`` before encoding, ``b_dec`` and the features
@@ -18,9 +18,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from vitsae.atomic import atomic_write
+from vitsae.sae.files import CFG_FILE, WEIGHTS_FILE
 
-WEIGHTS_FILE = "sae.safetensors"
-CFG_FILE = "cfg.json"
 #: How each architecture encodes at inference (after training, BatchTopK's batch top-k is a threshold).
 INFERENCE = {"relu_l1": "relu", "relu_l1_free": "relu", "topk": "topk", "batchtopk": "threshold",
              "jumprelu": "threshold"}  # fmt: skip
@@ -109,16 +108,3 @@ def load(path: str | os.PathLike) -> SparseAutoencoder:
         if "threshold" in tensors:
             sae.threshold_F.copy_(tensors["threshold"])
     return sae
-
-
-def read_cfg(path: str | os.PathLike) -> dict:
-    """The ``cfg.json`` of the SAE in a directory, or beside the file ``path`` (its identity: dataset,
-    model, layer, sweep in ``meta``; ``sae_id``; settings)."""
-    path = Path(path)
-    directory = path.parent if path.is_file() else path
-    cfg_path = directory / CFG_FILE
-    if not cfg_path.is_file():
-        raise FileNotFoundError(
-            f"{cfg_path} does not exist; rerun the training job of the SAE in {directory}"
-        )
-    return json.loads(cfg_path.read_text())
