@@ -33,7 +33,7 @@ RESULTS = "results"
 
 def _base_dir(given: Path, recorded: str) -> Path:
     """The working directory the record's relative paths are relative to, and whose remembered config
-    files :func:`vitsae.cli` compares the records with.
+    files ``vitsae verify`` (:mod:`vitsae.cli`) compares the records with.
 
     A relative record (the rules' paths): the given path, made absolute, minus the record's path
     (``/x/results/figures/a.pdf`` recorded as ``results/figures/a.pdf`` → ``/x``), so the lineage is

@@ -1,11 +1,12 @@
 """A trained SAE, for inference, and its files: ``sae.safetensors`` + ``cfg.json`` in one directory.
 
 A leaf module (torch and safetensors only): every later stage loads SAEs through :func:`load`, and
-nothing here knows how they were trained. :mod:`vitsae.sae.files` reads the same files without torch. Tensors carry SAELens' names and shapes (``W_enc [d_in,
-d_sae]``, ``b_enc``, ``W_dec [d_sae, d_in]``, ``b_dec``; ``threshold [d_sae]`` for ``batchtopk`` and
-``jumprelu``); the config holds ``d_in``, ``d_sae``, ``architecture`` and the input normalisation
-``{kind: scalar, scale}``: inputs are multiplied by ``scale`` before encoding, ``b_dec`` and the features
-live in those units, and :meth:`SparseAutoencoder.decode` divides by it again.
+nothing here knows how they were trained (:mod:`vitsae.sae.files` reads the same files without torch).
+Tensors carry SAELens' names and shapes (``W_enc [d_in, d_sae]``, ``b_enc``, ``W_dec [d_sae, d_in]``,
+``b_dec``; ``threshold [d_sae]`` for ``batchtopk`` and ``jumprelu``); the config holds ``d_in``,
+``d_sae``, ``architecture`` and the input normalisation ``{kind: scalar, scale}``: inputs are multiplied
+by ``scale`` before encoding, ``b_dec`` and the features live in those units, and
+:meth:`SparseAutoencoder.decode` divides by it again.
 """
 
 from __future__ import annotations
